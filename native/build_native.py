@@ -1,0 +1,163 @@
+"""cffi (API mode) builder for pyvisor._native.
+
+The declarations below name only the fields pyvisor uses; every struct ends in `...;`
+so the C compiler, reading the real <linux/kvm.h> and <asm/bootparam.h>, supplies the
+layout. Integer constants are declared `...` for the same reason: their values come
+from the headers, not from this file. This is the one place kernel-header constants
+enter pyvisor.
+"""
+
+from cffi import FFI
+
+
+KVM_CONSTANTS = """
+KVM_API_VERSION
+KVM_GET_API_VERSION KVM_CREATE_VM KVM_CHECK_EXTENSION KVM_GET_VCPU_MMAP_SIZE
+KVM_GET_SUPPORTED_CPUID KVM_GET_MSR_INDEX_LIST
+KVM_CREATE_VCPU KVM_SET_USER_MEMORY_REGION KVM_SET_TSS_ADDR KVM_SET_IDENTITY_MAP_ADDR
+KVM_CREATE_IRQCHIP KVM_CREATE_PIT2 KVM_IRQ_LINE KVM_IOEVENTFD KVM_IRQFD KVM_SET_GSI_ROUTING
+KVM_RUN KVM_GET_REGS KVM_SET_REGS KVM_GET_SREGS KVM_SET_SREGS KVM_GET_FPU KVM_SET_FPU
+KVM_GET_MSRS KVM_SET_MSRS KVM_SET_CPUID2 KVM_GET_LAPIC KVM_SET_LAPIC
+KVM_GET_VCPU_EVENTS KVM_SET_VCPU_EVENTS KVM_GET_MP_STATE KVM_SET_MP_STATE
+KVM_CAP_IRQCHIP KVM_CAP_PIT2 KVM_CAP_USER_MEMORY KVM_CAP_SET_TSS_ADDR KVM_CAP_EXT_CPUID
+KVM_CAP_MP_STATE KVM_CAP_IOEVENTFD KVM_CAP_IRQFD KVM_CAP_IRQ_ROUTING KVM_CAP_IMMEDIATE_EXIT
+KVM_CAP_NR_VCPUS KVM_CAP_MAX_VCPUS KVM_CAP_NR_MEMSLOTS KVM_CAP_VCPU_EVENTS
+KVM_CAP_SET_IDENTITY_MAP_ADDR KVM_CAP_INTERNAL_ERROR_DATA KVM_CAP_ADJUST_CLOCK
+KVM_CAP_SYNC_REGS KVM_CAP_TSC_DEADLINE_TIMER KVM_CAP_X2APIC_API
+KVM_EXIT_UNKNOWN KVM_EXIT_EXCEPTION KVM_EXIT_IO KVM_EXIT_HYPERCALL KVM_EXIT_DEBUG
+KVM_EXIT_HLT KVM_EXIT_MMIO KVM_EXIT_IRQ_WINDOW_OPEN KVM_EXIT_SHUTDOWN KVM_EXIT_FAIL_ENTRY
+KVM_EXIT_INTR KVM_EXIT_NMI KVM_EXIT_INTERNAL_ERROR KVM_EXIT_SYSTEM_EVENT
+KVM_EXIT_IOAPIC_EOI KVM_EXIT_X86_RDMSR KVM_EXIT_X86_WRMSR
+KVM_INTERNAL_ERROR_EMULATION KVM_INTERNAL_ERROR_SIMUL_EX KVM_INTERNAL_ERROR_DELIVERY_EV
+KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON
+KVM_SYSTEM_EVENT_SHUTDOWN KVM_SYSTEM_EVENT_RESET KVM_SYSTEM_EVENT_CRASH
+KVM_IRQCHIP_PIC_MASTER KVM_IRQCHIP_PIC_SLAVE KVM_IRQCHIP_IOAPIC
+KVM_IRQ_ROUTING_IRQCHIP KVM_IRQ_ROUTING_MSI
+KVM_IRQFD_FLAG_DEASSIGN
+KVM_IOEVENTFD_FLAG_DATAMATCH KVM_IOEVENTFD_FLAG_PIO KVM_IOEVENTFD_FLAG_DEASSIGN
+KVM_PIT_SPEAKER_DUMMY
+KVM_MP_STATE_RUNNABLE KVM_MP_STATE_UNINITIALIZED KVM_MP_STATE_INIT_RECEIVED
+KVM_MP_STATE_HALTED KVM_MP_STATE_SIPI_RECEIVED
+KVM_VCPUEVENT_VALID_NMI_PENDING KVM_VCPUEVENT_VALID_SIPI_VECTOR
+KVM_VCPUEVENT_VALID_SHADOW KVM_VCPUEVENT_VALID_SMM
+KVM_MEM_READONLY
+""".split()
+
+BOOT_CONSTANTS = """
+LOADED_HIGH KEEP_SEGMENTS CAN_USE_HEAP
+XLF_KERNEL_64 XLF_CAN_BE_LOADED_ABOVE_4G
+E820_RAM E820_RESERVED E820_ACPI E820_NVS E820_UNUSABLE
+E820_MAX_ENTRIES_ZEROPAGE
+""".split()
+
+CDEF = """
+struct kvm_userspace_memory_region {
+    uint32_t slot; uint32_t flags; uint64_t guest_phys_addr; uint64_t memory_size;
+    uint64_t userspace_addr; ...;
+};
+struct kvm_regs {
+    uint64_t rax, rbx, rcx, rdx, rsi, rdi, rsp, rbp;
+    uint64_t r8, r9, r10, r11, r12, r13, r14, r15;
+    uint64_t rip, rflags; ...;
+};
+struct kvm_segment {
+    uint64_t base; uint32_t limit; uint16_t selector;
+    uint8_t type, present, dpl, db, s, l, g, avl, unusable; ...;
+};
+struct kvm_dtable { uint64_t base; uint16_t limit; ...; };
+struct kvm_sregs {
+    struct kvm_segment cs, ds, es, fs, gs, ss, tr, ldt;
+    struct kvm_dtable gdt, idt;
+    uint64_t cr0, cr2, cr3, cr4, cr8, efer, apic_base;
+    uint64_t interrupt_bitmap[4]; ...;
+};
+struct kvm_fpu {
+    uint8_t fpr[8][16]; uint16_t fcw; uint16_t fsw; uint8_t ftwx; uint16_t last_opcode;
+    uint64_t last_ip; uint64_t last_dp; uint8_t xmm[16][16]; uint32_t mxcsr; ...;
+};
+struct kvm_msr_entry { uint32_t index; uint64_t data; ...; };
+struct kvm_msrs { uint32_t nmsrs; struct kvm_msr_entry entries[]; ...; };
+struct kvm_msr_list { uint32_t nmsrs; uint32_t indices[]; ...; };
+struct kvm_cpuid_entry2 {
+    uint32_t function; uint32_t index; uint32_t flags;
+    uint32_t eax, ebx, ecx, edx; ...;
+};
+struct kvm_cpuid2 { uint32_t nent; struct kvm_cpuid_entry2 entries[]; ...; };
+struct kvm_lapic_state { char regs[...]; };
+struct kvm_vcpu_events {
+    struct { uint8_t injected; uint8_t nr; uint8_t has_error_code; uint8_t pending;
+             uint32_t error_code; } exception;
+    struct { uint8_t injected; uint8_t nr; uint8_t soft; uint8_t shadow; } interrupt;
+    struct { uint8_t injected; uint8_t pending; uint8_t masked; uint8_t pad; } nmi;
+    uint32_t sipi_vector; uint32_t flags;
+    struct { uint8_t smm; uint8_t pending; uint8_t smm_inside_nmi; uint8_t latched_init; } smi;
+    struct { uint8_t pending; } triple_fault;
+    uint8_t reserved[26]; uint8_t exception_has_payload; uint64_t exception_payload;
+};
+struct kvm_mp_state { uint32_t mp_state; };
+struct kvm_pit_config { uint32_t flags; ...; };
+struct kvm_irq_level { uint32_t irq; uint32_t level; ...; };
+struct kvm_ioeventfd {
+    uint64_t datamatch; uint64_t addr; uint32_t len; int32_t fd; uint32_t flags; ...;
+};
+struct kvm_irqfd { uint32_t fd; uint32_t gsi; uint32_t flags; uint32_t resamplefd; ...; };
+struct kvm_irq_routing_irqchip { uint32_t irqchip; uint32_t pin; };
+struct kvm_irq_routing_msi { uint32_t address_lo; uint32_t address_hi; uint32_t data; uint32_t devid; };
+struct kvm_irq_routing_entry {
+    uint32_t gsi; uint32_t type; uint32_t flags; uint32_t pad;
+    union { struct kvm_irq_routing_irqchip irqchip; struct kvm_irq_routing_msi msi;
+            uint32_t pad[8]; } u;
+};
+struct kvm_irq_routing { uint32_t nr; uint32_t flags; struct kvm_irq_routing_entry entries[]; ...; };
+struct kvm_run {
+    uint8_t request_interrupt_window; uint8_t immediate_exit;
+    uint32_t exit_reason; uint8_t ready_for_interrupt_injection; uint8_t if_flag;
+    uint64_t cr8; uint64_t apic_base; ...;
+};
+
+struct setup_header {
+    uint8_t setup_sects; uint16_t vid_mode; uint16_t boot_flag; uint32_t header;
+    uint16_t version; uint8_t type_of_loader; uint8_t loadflags; uint32_t code32_start;
+    uint32_t ramdisk_image; uint32_t ramdisk_size; uint16_t heap_end_ptr;
+    uint32_t cmd_line_ptr; uint32_t initrd_addr_max; uint32_t kernel_alignment;
+    uint8_t relocatable_kernel; uint8_t min_alignment; uint16_t xloadflags;
+    uint32_t cmdline_size; uint32_t payload_offset; uint32_t payload_length;
+    uint64_t setup_data; uint64_t pref_address; uint32_t init_size; ...;
+};
+struct boot_e820_entry { uint64_t addr; uint64_t size; uint32_t type; ...; };
+struct boot_params {
+    uint32_t ext_ramdisk_image; uint32_t ext_ramdisk_size; uint32_t ext_cmd_line_ptr;
+    uint64_t acpi_rsdp_addr; uint8_t e820_entries;
+    struct setup_header hdr;
+    struct boot_e820_entry e820_table[...]; ...;
+};
+
+struct pv_exit {
+    uint32_t reason; uint32_t is_write; uint32_t size; uint32_t count;
+    uint64_t addr; uint64_t value; uint8_t *data;
+    uint32_t suberror; uint32_t ndata; uint64_t idata[16];
+    uint64_t hw_reason; uint32_t event_type; uint32_t cpu;
+};
+
+int pv_ioctl(int fd, unsigned long request, void *arg);
+int pv_ioctl_int(int fd, unsigned long request, unsigned long arg);
+int pv_run(int vcpu_fd, struct kvm_run *run, struct pv_exit *exit);
+void pv_complete_read(struct pv_exit *exit, uint64_t value);
+void *pv_mmap_shared(int fd, size_t size);
+void *pv_mmap_anon(size_t size);
+int pv_munmap(void *addr, size_t size);
+int pv_install_kick_handler(int signo);
+"""
+
+ffibuilder = FFI()
+ffibuilder.cdef(CDEF + "".join(f"#define {name} ...\n" for name in KVM_CONSTANTS + BOOT_CONSTANTS))
+ffibuilder.set_source(
+    "pyvisor._native",
+    '#include "shim.h"\n#include <asm/e820.h>\n',
+    sources=["native/shim.c"],
+    include_dirs=["native"],
+    extra_compile_args=["-O2", "-Wall"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

@@ -1,0 +1,109 @@
+#include "shim.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+
+int pv_ioctl(int fd, unsigned long request, void *arg)
+{
+    int ret = ioctl(fd, request, arg);
+    return ret < 0 ? -errno : ret;
+}
+
+int pv_ioctl_int(int fd, unsigned long request, unsigned long arg)
+{
+    int ret = ioctl(fd, request, arg);
+    return ret < 0 ? -errno : ret;
+}
+
+static uint64_t load_le(const uint8_t *p, uint32_t size)
+{
+    uint64_t v = 0;
+    if (size > 8)
+        size = 8;
+    memcpy(&v, p, size);  /* x86 is little endian */
+    return v;
+}
+
+int pv_run(int vcpu_fd, struct kvm_run *run, struct pv_exit *e)
+{
+    if (ioctl(vcpu_fd, KVM_RUN, 0) < 0)
+        return -errno;
+    e->reason = run->exit_reason;
+    switch (run->exit_reason) {
+    case KVM_EXIT_IO:
+        e->is_write = run->io.direction == KVM_EXIT_IO_OUT;
+        e->size = run->io.size;
+        e->count = run->io.count;
+        e->addr = run->io.port;
+        e->data = (uint8_t *)run + run->io.data_offset;
+        e->value = e->is_write ? load_le(e->data, e->size) : 0;
+        break;
+    case KVM_EXIT_MMIO:
+        e->is_write = run->mmio.is_write;
+        e->size = run->mmio.len;
+        e->count = 1;
+        e->addr = run->mmio.phys_addr;
+        e->data = run->mmio.data;
+        e->value = e->is_write ? load_le(e->data, e->size) : 0;
+        break;
+    case KVM_EXIT_INTERNAL_ERROR:
+        e->suberror = run->internal.suberror;
+        e->ndata = run->internal.ndata > 16 ? 16 : run->internal.ndata;
+        memcpy(e->idata, run->internal.data, e->ndata * sizeof(uint64_t));
+        break;
+    case KVM_EXIT_FAIL_ENTRY:
+        e->hw_reason = run->fail_entry.hardware_entry_failure_reason;
+        e->cpu = run->fail_entry.cpu;
+        break;
+    case KVM_EXIT_UNKNOWN:
+        e->hw_reason = run->hw.hardware_exit_reason;
+        break;
+    case KVM_EXIT_SYSTEM_EVENT:
+        e->event_type = run->system_event.type;
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+void pv_complete_read(struct pv_exit *e, uint64_t value)
+{
+    uint32_t size = e->size > 8 ? 8 : e->size;
+    memcpy(e->data, &value, size);
+}
+
+void *pv_mmap_shared(int fd, size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void *pv_mmap_anon(size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+int pv_munmap(void *addr, size_t size)
+{
+    return munmap(addr, size) < 0 ? -errno : 0;
+}
+
+static void kick_handler(int signo)
+{
+    (void)signo;  /* its only job is to interrupt KVM_RUN with EINTR */
+}
+
+int pv_install_kick_handler(int signo)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = kick_handler;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;  /* no SA_RESTART: KVM_RUN must come back */
+    return sigaction(signo, &sa, NULL) < 0 ? -errno : 0;
+}
