@@ -27,3 +27,7 @@ class KvmError(PyvisorError):
         self.what = what
         self.errno = errno_
         super().__init__(f"{what} failed: {os.strerror(errno_)} (errno {errno_})")
+
+
+class KvmUnavailableError(PyvisorError):
+    """/dev/kvm is missing, not accessible, or too old to use."""

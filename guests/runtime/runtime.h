@@ -1,0 +1,196 @@
+/* pyvisor tiny-kernel runtime: everything the test kernels share.
+ *
+ * A kernel defines `void kmain(void)`; start.S sets up a stack, our own GDT,
+ * clears BSS and calls runtime_init() (UART, IDT, 8259 masked) and then kmain().
+ * Returning from kmain() is vm_exit(0).
+ *
+ * Output conventions: uart_* / printf go to COM1 (0x3F8) only; '\n' is sent as
+ * "\r\n" so a raw-mode terminal shows proper lines (tests should match per line).
+ * debugcon_putc() writes to port 0xE9 instead.
+ *
+ * Vector map: 0-31 exceptions, 0x20+pin IOAPIC pins (VEC_IRQ(pin)),
+ * 0x40 LAPIC timer, 0xE0-0xEF 8259 (remapped and masked), 0xFF LAPIC spurious.
+ */
+#ifndef PYVISOR_RUNTIME_H
+#define PYVISOR_RUNTIME_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef uint8_t u8;
+typedef uint16_t u16;
+typedef uint32_t u32;
+typedef uint64_t u64;
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+void kmain(void);
+
+/* ---- exit statuses (what the VMM process exits with) ----
+ * vm_exit(0)        -> i8042 reset (0xFE to port 0x64); the VMM exits 0.
+ * vm_exit(odd s)    -> writes (s-1)/2 to the isa-debug-exit port 0xF4; the VMM
+ *                      exits with (v<<1)|1 == s.
+ * vm_exit(even s!=0) cannot be expressed by isa-debug-exit (it only yields odd
+ *                      statuses); it is rounded up to s|1 (2 -> 3) after a note
+ *                      on the console.  Callers wanting exact codes use odd ones. */
+#define STATUS_OK          0
+#define STATUS_TEST_FAILED 3   /* selftest: at least one check failed */
+#define STATUS_EXCEPTION   5   /* unexpected CPU exception */
+#define STATUS_PANIC       7   /* runtime assertion (panic()) */
+__attribute__((noreturn)) void vm_exit(int status);
+__attribute__((noreturn)) void panic(const char *fmt, ...);
+
+/* ---- port and MMIO access ---- */
+static inline void outb(u16 port, u8 v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
+static inline u8 inb(u16 port) { u8 v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port)); return v; }
+static inline u32 mmio_read32(u64 a) { return *(volatile u32 *)a; }
+static inline void mmio_write32(u64 a, u32 v) { *(volatile u32 *)a = v; }
+static inline void cli(void) { __asm__ volatile("cli" ::: "memory"); }
+static inline void sti(void) { __asm__ volatile("sti" ::: "memory"); }
+static inline void hlt(void) { __asm__ volatile("hlt" ::: "memory"); }
+/* sti's one-instruction interrupt shadow makes "sti; hlt" race-free: an IRQ that
+ * is already pending wakes the hlt instead of being taken before it. */
+static inline void sti_hlt(void) { __asm__ volatile("sti; hlt" ::: "memory"); }
+static inline u64 rdtsc(void) { u32 lo, hi; __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi)); return ((u64)hi << 32) | lo; }
+static inline u64 read_cr2(void) { u64 v; __asm__ volatile("mov %%cr2, %0" : "=r"(v)); return v; }
+static inline u64 rdmsr(u32 msr) { u32 lo, hi; __asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr)); return ((u64)hi << 32) | lo; }
+static inline void wrmsr(u32 msr, u64 v) { __asm__ volatile("wrmsr" : : "c"(msr), "a"((u32)v), "d"((u32)(v >> 32))); }
+static inline void cpuid(u32 leaf, u32 sub, u32 r[4])
+{
+    __asm__ volatile("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3]) : "a"(leaf), "c"(sub));
+}
+static inline void cpu_relax(void) { __asm__ volatile("pause" ::: "memory"); }
+
+/* ---- string helpers (string.c) ---- */
+size_t strlen(const char *s);
+int strcmp(const char *a, const char *b);
+int strncmp(const char *a, const char *b, size_t n);
+void *memset(void *d, int c, size_t n);
+void *memcpy(void *d, const void *s, size_t n);
+int str_starts_with(const char *s, const char *prefix);
+/* Parses an unsigned decimal (or 0x-prefixed hex) number; returns 0 on success. */
+int parse_u64(const char *s, u64 *out);
+
+/* ---- console (console.c) ---- */
+#define COM1 0x3F8
+void uart_init(void);
+void uart_putc(char c);          /* '\n' becomes "\r\n" */
+void uart_puts(const char *s);
+int uart_rx_ready(void);         /* LSR.DR */
+u8 uart_rx_byte(void);           /* read RBR (check uart_rx_ready first) */
+void uart_enable_rx_irq(int on); /* IER bit 0 */
+void debugcon_putc(char c);      /* port 0xE9 */
+void debugcon_puts(const char *s);
+int printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int vprintf(const char *fmt, va_list ap);
+int snprintf(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* ---- traps (trap.c, start.S) ---- */
+struct trap_frame {          /* layout pushed by start.S's trap_common */
+    u64 r15, r14, r13, r12, r11, r10, r9, r8;
+    u64 rbp, rdi, rsi, rdx, rcx, rbx, rax;
+    u64 vector, error;
+    u64 rip, cs, rflags, rsp, ss;   /* pushed by the CPU */
+};
+typedef void (*trap_handler_t)(struct trap_frame *f);
+/* Installs a handler for one vector (NULL restores the default).  A handler may
+ * edit the frame (e.g. f->rip += 2 to resume after a ud2).  For vectors >= 32
+ * (except 0xFF, spurious) the runtime sends the LAPIC EOI after the handler. */
+void trap_set_handler(int vector, trap_handler_t h);
+const char *exception_name(int vector);
+
+/* What the last caught exception looked like. */
+struct trap_info { int vector; u64 error, rip, cr2; };
+extern struct trap_info trap_last;
+/* Calls fn(arg); if it raises a CPU exception (vector < 32) that has no installed
+ * handler, the runtime records it in trap_last and unwinds back here (like
+ * setjmp/longjmp).  Returns the vector, or -1 if fn returned normally. */
+int trap_try(void (*fn)(void *), void *arg);
+
+/* ---- interrupt controllers (apic.c) ---- */
+#define LAPIC_BASE   0xFEE00000ull
+#define IOAPIC_BASE  0xFEC00000ull
+#define VEC_IRQ(pin) (0x20 + (pin))
+#define VEC_TIMER    0x40
+#define VEC_PIC_BASE 0xE0
+#define VEC_SPURIOUS 0xFF
+#define UART_IRQ     4
+void pic_disable(void);                  /* remap to 0xE0.. and mask every line */
+void lapic_enable(void);                 /* once: APIC_BASE MSR enable, SVR, LINT0/1 masked */
+u32 lapic_id(void);
+void lapic_eoi(void);
+/* Timer counts in LAPIC ticks at divide-by-16; lapic_timer_ms() converts from ms
+ * using the calibration (time_init() must have run). */
+void lapic_timer_oneshot(u32 count);
+void lapic_timer_periodic(u32 count);
+void lapic_timer_stop(void);
+u32 lapic_timer_ms(u32 ms);
+/* ICR delivery: mode bits as in the SDM; dest is an APIC ID, or use the shorthand. */
+#define ICR_INIT            0x00500
+#define ICR_STARTUP         0x00600
+#define ICR_LEVEL_ASSERT    0x04000
+#define ICR_ALL_BUT_SELF    0xC0000
+void lapic_send_ipi(u32 dest, u32 icr_low);
+void ioapic_route(int pin, int vector, u32 dest_apic_id); /* edge, active high, unmasked */
+void ioapic_mask(int pin, int masked);
+int ioapic_max_pin(void);
+
+/* ---- boot_params (boot.c) ---- */
+#define E820_RAM 1
+struct e820_entry { u64 addr, size; u32 type; } __attribute__((packed));
+extern const u8 *boot_params;            /* zero page from RSI */
+int e820_count(void);
+const struct e820_entry *e820_get(int i);
+const char *e820_type_name(u32 type);
+/* Usable RAM in bytes: the sum of type-1 entries, with the first 1 MiB counted
+ * in full when any part of it is usable (the PC's legacy hole 0x9FC00-0xFFFFF is
+ * RAM that the firmware reserves).  A 256M guest with [0,0x9FC00)+[1M,256M)
+ * gives exactly 256 MiB.  ram_mib() rounds that to the nearest MiB. */
+u64 ram_bytes(void);
+u64 ram_mib(void);
+const char *cmdline(void);               /* never NULL; "" when absent */
+/* Finds "key=value" (space separated) on the command line; copies the value. */
+int cmdline_get(const char *key, char *buf, size_t len);
+u64 cmdline_get_u64(const char *key, u64 dflt);
+extern char _kernel_start[], _kernel_end[];
+
+/* ---- time (time.c) ---- */
+/* Calibrates the TSC and LAPIC timer against PIT channel 2 (gated through port
+ * 0x61, like Linux) over 10 ms of real time.  Idempotent. */
+void time_init(void);
+extern u64 tsc_per_ms;
+extern u32 lapic_ticks_per_ms;           /* at divide-by-16 */
+u64 time_ms(void);                       /* ms since time_init() */
+void delay_us(u64 us);
+void delay_ms(u64 ms);
+/* Periodic LAPIC timer at VEC_TIMER counting into timer_ticks. */
+extern volatile u64 timer_ticks;
+void timer_start(u32 period_ms);
+void timer_stop(void);
+u32 timer_period(void);                  /* 0 when stopped */
+/* Sleeps in hlt between timer ticks (busy-waits if no timer runs); enables IRQs. */
+void sleep_ms(u64 ms);
+
+/* ---- interrupt-driven COM1 input (serial.c) ---- */
+/* Routes IOAPIC pin 4 to this CPU, enables IER RX and interrupts (sti). */
+void serial_rx_irq_init(void);
+extern volatile u64 uart_rx_irqs;        /* RX interrupts taken so far */
+/* Next received byte; deadline_ms (time_ms() based, 0 = none) -> -1 on timeout. */
+int serial_getc(u64 deadline_ms);
+/* Reads one line (ended by CR, LF or CR LF) into buf, NUL-terminated.  Editing:
+ * DEL/BS erase one char, Ctrl-U the line; other control bytes are ignored.
+ * echo != 0 echoes to the UART.  timeout_ms != 0 gives up after that long
+ * (running a 10 ms tick meanwhile if none runs).  Returns the length, -1 on timeout. */
+int serial_readline(char *buf, size_t len, int echo, u32 timeout_ms);
+
+/* ---- CPUs (smp.c) ---- */
+int cpu_count(void);     /* CPUID leaf 0xB / leaf 1 EBX[23:16]; at least 1 */
+/* Wakes all APs with INIT-SIPI-SIPI via a real-mode trampoline at 0x10000 and
+ * returns how many checked in within timeout_ms. */
+int smp_start_aps(int expected, u32 timeout_ms);
+
+/* ---- runtime entry (runtime.c) ---- */
+void runtime_init(u64 boot_params_addr);
+
+#endif

@@ -1,0 +1,127 @@
+"""The `pyvisor` command. Every user error is one line on stderr and a non-zero status."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from . import __version__
+from ._native import lib
+from .errors import PyvisorError
+from .kvm.backend import detect_backend
+from .kvm.system import KVM_DEVICE, Kvm
+from .machine.config import DEFAULT_MEM, MachineConfig
+from .machine.machine import REQUIRED_CAPS, Machine
+
+# Used by devices of later issues (virtio over ioeventfd/irqfd/MSI routing); reported, not required.
+OPTIONAL_CAPS = {
+    "KVM_CAP_IOEVENTFD": lib.KVM_CAP_IOEVENTFD,
+    "KVM_CAP_IRQFD": lib.KVM_CAP_IRQFD,
+    "KVM_CAP_IRQ_ROUTING": lib.KVM_CAP_IRQ_ROUTING,
+    "KVM_CAP_VCPU_EVENTS": lib.KVM_CAP_VCPU_EVENTS,
+    "KVM_CAP_INTERNAL_ERROR_DATA": lib.KVM_CAP_INTERNAL_ERROR_DATA,
+    "KVM_CAP_ADJUST_CLOCK": lib.KVM_CAP_ADJUST_CLOCK,
+    "KVM_CAP_TSC_DEADLINE_TIMER": lib.KVM_CAP_TSC_DEADLINE_TIMER,
+}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="pyvisor")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+def cli(verbose: int) -> None:
+    """pyvisor: a minimal hypervisor on Linux KVM."""
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="pyvisor: %(name)s: %(message)s")
+
+
+@cli.command()
+@click.argument("kernel")
+@click.option("--mem", "-m", default=DEFAULT_MEM, show_default=True, metavar="SIZE",
+              help="Guest RAM, e.g. 512M, 1G, 65536K or plain bytes.")
+@click.option("--cpus", "-c", default=1, show_default=True, type=int, metavar="N",
+              help="Number of vCPUs; application processors wait for INIT/SIPI.")
+@click.option("--append", "-a", "cmdline", default="", metavar="STR",
+              help="Kernel command line.")
+@click.option("--console", default="stdio", show_default=True, metavar="stdio|none|FILE",
+              help="Where the serial and debug console go: the terminal (with input), "
+                   "nowhere, or a file.")
+@click.option("--timeout", type=float, default=None, metavar="SECONDS",
+              help="Stop the guest after this long (exit status 124).")
+@click.option("--kvm-device", default=KVM_DEVICE, show_default=True, metavar="PATH",
+              help="The KVM device node.")
+def run(kernel: str, mem: str, cpus: int, cmdline: str, console: str,
+        timeout: float | None, kvm_device: str) -> int:
+    """Boot KERNEL (an ELF64 kernel) and connect its console to the terminal.
+
+    In the console, Ctrl-A x quits and Ctrl-A h lists the escapes. The exit status is the
+    guest's: (v << 1) | 1 for a write of v to port 0xF4, 0 for reset, 2 for a guest fault."""
+    config = MachineConfig.build(kernel, mem=mem, cpus=cpus, cmdline=cmdline,
+                                 console=console, capture_output=False,
+                                 kvm_path=kvm_device)
+    with Machine(config) as machine:
+        outcome = machine.run(timeout=timeout, handle_signals=True)
+    if outcome.kind in ("fault", "error", "timeout", "signal"):
+        click.echo(outcome.describe(), err=True)
+    else:
+        logging.getLogger("pyvisor").info("%s", outcome.detail)
+    return outcome.status
+
+
+@cli.command()
+@click.option("--device", default=KVM_DEVICE, show_default=True, help="The KVM device.")
+def check(device: str) -> int:
+    """Report whether KVM is usable here, which backend it has and what that means."""
+    backend = detect_backend()
+    exists = os.path.exists(device)
+    click.echo(f"KVM device:  {device} ({'present' if exists else 'missing'}"
+               f"{', read/write access' if exists and os.access(device, os.R_OK | os.W_OK) else ''})")
+    click.echo(f"backend:     {backend.title}")
+    click.echo(f"             {backend.explanation}")
+    try:
+        with Kvm(device) as kvm:
+            click.echo(f"API version: {kvm.api_version}")
+            click.echo(f"max vCPUs:   {kvm.max_vcpus()}")
+            missing = []
+            for title, caps, needed in (("required", REQUIRED_CAPS, True),
+                                        ("optional", OPTIONAL_CAPS, False)):
+                click.echo(f"{title} capabilities:")
+                for name, cap in caps.items():
+                    present = kvm.check_extension(cap) > 0
+                    click.echo(f"  {name:<28} {'yes' if present else 'NO'}")
+                    if needed and not present:
+                        missing.append(name)
+    except PyvisorError as e:
+        click.echo(f"pyvisor cannot run: {e}")
+        return 1
+    if missing:
+        click.echo(f"pyvisor cannot run: missing {', '.join(missing)}")
+        return 1
+    if backend.runs_stock_linux:
+        click.echo("pyvisor can run: yes")
+    else:
+        click.echo("pyvisor can run: yes, tiny integer-only kernels; stock Linux guests need "
+                   "VT-x or AMD-V")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: turn every user error into one line and a non-zero status."""
+    try:
+        status = cli.main(args=argv, prog_name="pyvisor", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("pyvisor: aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as e:
+        hint = f" (see 'pyvisor {e.ctx.info_name} --help')" if getattr(e, "ctx", None) and e.ctx.parent else ""
+        click.echo(f"pyvisor: {e.format_message()}{hint}", err=True)
+        sys.exit(e.exit_code)
+    except PyvisorError as e:
+        click.echo(f"pyvisor: {e}", err=True)
+        sys.exit(1)
+    sys.exit(status & 0xFF if isinstance(status, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

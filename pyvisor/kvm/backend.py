@@ -1,0 +1,55 @@
+"""Which hardware-virtualization backend sits behind /dev/kvm, and what that means.
+
+KVM's API is the same everywhere, but what a guest can run is not: under PVM
+(pagetable-based virtualization, no VT-x/AMD-V) only PVM-enlightened kernels run
+natively and everything else goes through KVM's instruction emulator."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+PVM_EXPLANATION = (
+    "PVM (the kvm_pvm module) virtualizes without VT-x/AMD-V: only PVM-enlightened guest "
+    "kernels run natively. Any other guest runs inside KVM's x86 instruction emulator, which "
+    "handles integer code in real, protected and long mode but cannot emulate int3, SSE/AVX "
+    "arithmetic, xsave/xrstor or cmpxchg16b; a stock Linux kernel stops early with an "
+    "emulation failure. Tiny integer-only kernels (pyvisor's guests/) run fine.")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """name: 'vmx', 'svm', 'pvm' or 'unknown'."""
+    name: str
+    title: str
+    explanation: str
+
+    @property
+    def runs_stock_linux(self) -> bool:
+        return self.name in ("vmx", "svm")
+
+
+def _cpu_flags(cpuinfo: str) -> set[str]:
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def detect_backend(sys_module: Path = Path("/sys/module"),
+                   cpuinfo: Path = Path("/proc/cpuinfo")) -> Backend:
+    """Decide from the loaded KVM vendor module, falling back to the CPU flags."""
+    if (sys_module / "kvm_pvm").exists():
+        return Backend("pvm", "PVM (pagetable-based virtualization, no VT-x/AMD-V)",
+                       PVM_EXPLANATION)
+    try:
+        flags = _cpu_flags(cpuinfo.read_text())
+    except OSError:
+        flags = set()
+    if (sys_module / "kvm_intel").exists() or "vmx" in flags:
+        return Backend("vmx", "Intel VT-x (kvm_intel)",
+                       "hardware virtualization: unmodified guest kernels run natively")
+    if (sys_module / "kvm_amd").exists() or "svm" in flags:
+        return Backend("svm", "AMD-V (kvm_amd)",
+                       "hardware virtualization: unmodified guest kernels run natively")
+    return Backend("unknown", "unknown",
+                   "no VT-x, AMD-V or PVM module found; guests may not run")

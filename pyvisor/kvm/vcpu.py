@@ -1,0 +1,134 @@
+"""A KVM vCPU: its fd, its mapped kvm_run area, register state, and running it.
+
+Register getters return the cffi structs from <linux/kvm.h> (attribute access, e.g.
+`regs.rip`); change them and hand them back to the setter, as with kvm-ioctls."""
+from __future__ import annotations
+
+import os
+from typing import Iterable, Mapping
+
+from .._native import ffi, lib
+from ..errors import KvmError
+from ..x86.cpuid import CpuidEntry
+from .ioctl import ioctl
+
+# Exit reasons by number, for reports and debug views.
+EXIT_REASON_NAMES = {getattr(lib, n): n[len("KVM_EXIT_"):] for n in dir(lib)
+                     if n.startswith("KVM_EXIT_") and not n.startswith("KVM_EXIT_IO_")}
+
+
+class Vcpu:
+    """One vCPU. `run()` blocks in KVM_RUN with the GIL released (cffi drops it)."""
+
+    def __init__(self, fd: int, index: int, run_size: int):
+        self.fd = fd
+        self.index = index
+        self._run_size = run_size
+        run = lib.pv_mmap_shared(fd, run_size)
+        if run == ffi.NULL:
+            err = ffi.errno
+            os.close(fd)
+            raise KvmError("mmap of kvm_run", err)
+        self.kvm_run = ffi.cast("struct kvm_run *", run)
+        self.exit = ffi.new("struct pv_exit *")
+
+    # --- running -----------------------------------------------------------------------
+    def run(self) -> int:
+        """Enter the guest until the next exit; returns the KVM_EXIT_* reason, with the
+        details decoded in `self.exit`. A signal (a kick) returns KVM_EXIT_INTR."""
+        ret = lib.pv_run(self.fd, self.kvm_run, self.exit)
+        if ret < 0:
+            if ret == -4:  # EINTR: kicked by another thread
+                return lib.KVM_EXIT_INTR
+            raise KvmError("KVM_RUN", -ret)
+        return self.exit.reason
+
+    def complete_read(self, value: int) -> None:
+        """Give the guest the value of the port or MMIO read it exited on."""
+        lib.pv_complete_read(self.exit, value)
+
+    def request_immediate_exit(self, flag: bool = True) -> None:
+        """Make the next (or current, with a kick) KVM_RUN return at once (KVM_CAP_IMMEDIATE_EXIT)."""
+        self.kvm_run.immediate_exit = int(flag)
+
+    # --- registers ---------------------------------------------------------------------
+    def _get(self, request: int, ctype: str, name: str):
+        value = ffi.new(ctype)
+        ioctl(self.fd, request, value, name)
+        return value
+
+    def get_regs(self):
+        return self._get(lib.KVM_GET_REGS, "struct kvm_regs *", "KVM_GET_REGS")
+
+    def set_regs(self, regs) -> None:
+        ioctl(self.fd, lib.KVM_SET_REGS, regs, "KVM_SET_REGS")
+
+    def get_sregs(self):
+        return self._get(lib.KVM_GET_SREGS, "struct kvm_sregs *", "KVM_GET_SREGS")
+
+    def set_sregs(self, sregs) -> None:
+        ioctl(self.fd, lib.KVM_SET_SREGS, sregs, "KVM_SET_SREGS")
+
+    def get_fpu(self):
+        return self._get(lib.KVM_GET_FPU, "struct kvm_fpu *", "KVM_GET_FPU")
+
+    def set_fpu(self, fpu) -> None:
+        ioctl(self.fd, lib.KVM_SET_FPU, fpu, "KVM_SET_FPU")
+
+    def get_lapic(self) -> bytes:
+        return bytes(ffi.buffer(self._get(lib.KVM_GET_LAPIC, "struct kvm_lapic_state *",
+                                          "KVM_GET_LAPIC")))
+
+    def set_lapic(self, state: bytes) -> None:
+        lapic = ffi.new("struct kvm_lapic_state *")
+        ffi.buffer(lapic)[:] = state
+        ioctl(self.fd, lib.KVM_SET_LAPIC, lapic, "KVM_SET_LAPIC")
+
+    def get_vcpu_events(self):
+        return self._get(lib.KVM_GET_VCPU_EVENTS, "struct kvm_vcpu_events *",
+                         "KVM_GET_VCPU_EVENTS")
+
+    def set_vcpu_events(self, events) -> None:
+        ioctl(self.fd, lib.KVM_SET_VCPU_EVENTS, events, "KVM_SET_VCPU_EVENTS")
+
+    def get_mp_state(self) -> int:
+        return self._get(lib.KVM_GET_MP_STATE, "struct kvm_mp_state *",
+                         "KVM_GET_MP_STATE").mp_state
+
+    def set_mp_state(self, state: int) -> None:
+        ioctl(self.fd, lib.KVM_SET_MP_STATE, ffi.new("struct kvm_mp_state *", {"mp_state": state}),
+              "KVM_SET_MP_STATE")
+
+    def get_msrs(self, indices: Iterable[int]) -> dict[int, int]:
+        """Read MSRs; KVM stops at the first it does not know, so those are left out."""
+        indices = list(indices)
+        msrs = ffi.new("struct kvm_msrs *", {"nmsrs": len(indices), "entries": len(indices)})
+        for entry, index in zip(msrs.entries, indices):
+            entry.index = index
+        got = ioctl(self.fd, lib.KVM_GET_MSRS, msrs, "KVM_GET_MSRS")
+        return {msrs.entries[i].index: msrs.entries[i].data for i in range(got)}
+
+    def set_msrs(self, values: Mapping[int, int] | Iterable[tuple[int, int]]) -> None:
+        """Write MSRs; all must be accepted, else the first refused one is named."""
+        items = list(values.items() if isinstance(values, Mapping) else values)
+        msrs = ffi.new("struct kvm_msrs *", {"nmsrs": len(items), "entries": len(items)})
+        for entry, (index, data) in zip(msrs.entries, items):
+            entry.index = index
+            entry.data = data
+        done = ioctl(self.fd, lib.KVM_SET_MSRS, msrs, "KVM_SET_MSRS")
+        if done != len(items):
+            raise KvmError(f"KVM_SET_MSRS (MSR {items[done][0]:#x})", 22)
+
+    def set_cpuid(self, entries: Iterable[CpuidEntry]) -> None:
+        entries = list(entries)
+        cpuid = ffi.new("struct kvm_cpuid2 *", {"nent": len(entries), "entries": len(entries)})
+        for dst, e in zip(cpuid.entries, entries):
+            dst.function, dst.index, dst.flags = e.function, e.index, e.flags
+            dst.eax, dst.ebx, dst.ecx, dst.edx = e.eax, e.ebx, e.ecx, e.edx
+        ioctl(self.fd, lib.KVM_SET_CPUID2, cpuid, "KVM_SET_CPUID2")
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            lib.pv_munmap(self.kvm_run, self._run_size)
+            os.close(self.fd)
+            self.fd = -1

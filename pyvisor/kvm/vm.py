@@ -1,0 +1,125 @@
+"""A KVM virtual machine: memory slots, the in-kernel interrupt controllers and PIT,
+interrupt lines, and the eventfd plumbing (ioeventfd, irqfd, GSI routing)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+from .._native import ffi, lib
+from .ioctl import ioctl, ioctl_int
+from .vcpu import Vcpu
+
+if TYPE_CHECKING:
+    from .system import Kvm
+
+
+@dataclass(frozen=True)
+class IrqchipRoute:
+    """A GSI routed to a pin of the in-kernel PIC or IOAPIC."""
+    gsi: int
+    irqchip: int
+    pin: int
+
+
+@dataclass(frozen=True)
+class MsiRoute:
+    """A GSI that, when raised, sends this MSI message (used by MSI-X vectors)."""
+    gsi: int
+    address: int
+    data: int
+
+
+class Vm:
+    """A VM fd. Closing it also closes every vCPU it created."""
+
+    def __init__(self, kvm: "Kvm", fd: int):
+        self.kvm = kvm
+        self.fd = fd
+        self.vcpus: list[Vcpu] = []
+        self._run_size = kvm.vcpu_mmap_size()
+
+    def set_user_memory_region(self, slot: int, gpa: int, size: int, host_addr: int,
+                               flags: int = 0) -> None:
+        """Map host memory at host_addr into the guest at gpa (size 0 deletes the slot)."""
+        region = ffi.new("struct kvm_userspace_memory_region *", {
+            "slot": slot, "flags": flags, "guest_phys_addr": gpa,
+            "memory_size": size, "userspace_addr": host_addr})
+        ioctl(self.fd, lib.KVM_SET_USER_MEMORY_REGION, region, "KVM_SET_USER_MEMORY_REGION")
+
+    def set_tss_addr(self, addr: int) -> None:
+        """Three pages of guest-physical space KVM needs on VT-x for real-mode emulation."""
+        ioctl_int(self.fd, lib.KVM_SET_TSS_ADDR, addr, "KVM_SET_TSS_ADDR")
+
+    def set_identity_map_addr(self, addr: int) -> None:
+        addr_p = ffi.new("uint64_t *", addr)
+        ioctl(self.fd, lib.KVM_SET_IDENTITY_MAP_ADDR, addr_p, "KVM_SET_IDENTITY_MAP_ADDR")
+
+    def create_irqchip(self) -> None:
+        """In-kernel 8259 PICs, IOAPIC and per-vCPU LAPICs."""
+        ioctl_int(self.fd, lib.KVM_CREATE_IRQCHIP, 0, "KVM_CREATE_IRQCHIP")
+
+    def create_pit2(self, speaker_dummy: bool = True) -> None:
+        """In-kernel i8254 PIT; with speaker_dummy KVM also answers port 0x61."""
+        config = ffi.new("struct kvm_pit_config *",
+                         {"flags": lib.KVM_PIT_SPEAKER_DUMMY if speaker_dummy else 0})
+        ioctl(self.fd, lib.KVM_CREATE_PIT2, config, "KVM_CREATE_PIT2")
+
+    def irq_line(self, irq: int, level: bool) -> None:
+        """Drive a GSI (with the default routing: PIC and IOAPIC pin) to a level."""
+        line = ffi.new("struct kvm_irq_level *", {"irq": irq, "level": int(level)})
+        ioctl(self.fd, lib.KVM_IRQ_LINE, line, "KVM_IRQ_LINE")
+
+    def ioeventfd(self, fd: int, addr: int, length: int, *, pio: bool = False,
+                  datamatch: int | None = None, deassign: bool = False) -> None:
+        """Let a guest write to addr signal fd inside KVM, without an exit to userspace."""
+        flags = lib.KVM_IOEVENTFD_FLAG_PIO if pio else 0
+        if datamatch is not None:
+            flags |= lib.KVM_IOEVENTFD_FLAG_DATAMATCH
+        if deassign:
+            flags |= lib.KVM_IOEVENTFD_FLAG_DEASSIGN
+        arg = ffi.new("struct kvm_ioeventfd *", {
+            "datamatch": datamatch or 0, "addr": addr, "len": length, "fd": fd, "flags": flags})
+        ioctl(self.fd, lib.KVM_IOEVENTFD, arg, "KVM_IOEVENTFD")
+
+    def irqfd(self, fd: int, gsi: int, *, deassign: bool = False) -> None:
+        """Let a write to eventfd fd raise gsi inside KVM (edge: raise and lower)."""
+        arg = ffi.new("struct kvm_irqfd *", {
+            "fd": fd, "gsi": gsi, "flags": lib.KVM_IRQFD_FLAG_DEASSIGN if deassign else 0})
+        ioctl(self.fd, lib.KVM_IRQFD, arg, "KVM_IRQFD")
+
+    def set_gsi_routing(self, routes: Sequence[IrqchipRoute | MsiRoute]) -> None:
+        """Replace the whole GSI routing table (KVM has no incremental update)."""
+        table = ffi.new("struct kvm_irq_routing *", {"nr": len(routes), "entries": len(routes)})
+        for entry, route in zip(table.entries, routes):
+            entry.gsi = route.gsi
+            if isinstance(route, IrqchipRoute):
+                entry.type = lib.KVM_IRQ_ROUTING_IRQCHIP
+                entry.u.irqchip.irqchip = route.irqchip
+                entry.u.irqchip.pin = route.pin
+            else:
+                entry.type = lib.KVM_IRQ_ROUTING_MSI
+                entry.u.msi.address_lo = route.address & 0xFFFFFFFF
+                entry.u.msi.address_hi = route.address >> 32
+                entry.u.msi.data = route.data
+        ioctl(self.fd, lib.KVM_SET_GSI_ROUTING, table, "KVM_SET_GSI_ROUTING")
+
+    def create_vcpu(self, index: int) -> Vcpu:
+        fd = ioctl_int(self.fd, lib.KVM_CREATE_VCPU, index, "KVM_CREATE_VCPU")
+        vcpu = Vcpu(fd, index, self._run_size)
+        self.vcpus.append(vcpu)
+        return vcpu
+
+    def close(self) -> None:
+        for vcpu in self.vcpus:
+            vcpu.close()
+        self.vcpus.clear()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> "Vm":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,52 @@
+"""MachineConfig: everything a machine is built from, validated once, shared by the CLI and
+the library so both refuse the same bad input with the same one-line message."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+from ..units import parse_size
+from ..x86.boot_layout import CMDLINE_MAX
+
+DEFAULT_MEM = "512M"
+# xAPIC IDs are 8 bits and 0xFF is the broadcast ID.
+MAX_CPUS = 254
+
+
+def parse_console(value: str) -> str:
+    """'stdio', 'none' or a file path (output only)."""
+    if not value:
+        raise ConfigError("invalid console '': expected stdio, none or a file path")
+    return value
+
+
+@dataclass(frozen=True)
+class MachineConfig:
+    """A validated machine description. Build it with `MachineConfig.build(...)` from user
+    input (sizes as strings like '512M'); the fields hold parsed values."""
+    kernel: str
+    mem: int
+    cpus: int = 1
+    cmdline: str = ""
+    console: str = "none"
+    capture_output: bool = True
+    kvm_path: str = "/dev/kvm"
+
+    @classmethod
+    def build(cls, kernel: str, mem: str | int = DEFAULT_MEM, cpus: int = 1, cmdline: str = "",
+              console: str = "none", capture_output: bool = True,
+              kvm_path: str = "/dev/kvm") -> "MachineConfig":
+        mem_bytes = parse_size(mem) if isinstance(mem, str) else int(mem)
+        if mem_bytes <= 0:
+            raise ConfigError(f"invalid memory size {mem!r}: must be greater than zero")
+        if not isinstance(cpus, int) or isinstance(cpus, bool) or not 1 <= cpus <= MAX_CPUS:
+            raise ConfigError(f"invalid CPU count {cpus!r}: expected 1 to {MAX_CPUS}")
+        encoded = cmdline.encode()
+        if b"\0" in encoded:
+            raise ConfigError("invalid command line: it contains a NUL byte")
+        if len(encoded) + 1 > CMDLINE_MAX:
+            raise ConfigError(f"command line too long: {len(encoded)} bytes, "
+                              f"at most {CMDLINE_MAX - 1}")
+        return cls(kernel=str(kernel), mem=mem_bytes, cpus=cpus, cmdline=cmdline,
+                   console=parse_console(console), capture_output=capture_output,
+                   kvm_path=kvm_path)

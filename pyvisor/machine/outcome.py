@@ -1,0 +1,29 @@
+"""How a run ended. The CLI exits with `status`; the library returns the whole Outcome.
+
+Statuses: the exit device gives (v << 1) | 1 (always odd); guest reset, power-off and
+Ctrl-A x give 0; a guest fault or host error gives 2; a timeout gives 124; a signal
+gives 128 + its number."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .report import FaultReport
+
+FAULT_STATUS = 2
+TIMEOUT_STATUS = 124
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """kind: 'exit' (exit device), 'reset', 'poweroff', 'quit' (Ctrl-A x), 'signal',
+    'timeout', 'fault' (the guest broke: triple fault, emulation failure, failed entry) or
+    'error' (the host side failed)."""
+    kind: str
+    status: int
+    detail: str = ""
+    report: FaultReport | None = None
+
+    def describe(self) -> str:
+        if self.report is not None:
+            return self.report.format()
+        return f"pyvisor: {self.kind}" + (f": {self.detail}" if self.detail else "")

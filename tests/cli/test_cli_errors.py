@@ -1,0 +1,104 @@
+"""User errors end in one clear line and a non-zero status, never a traceback."""
+import struct
+
+import pytest
+
+from helpers import guest, needs_kvm, one_line_error, pyvisor
+
+
+def test_missing_kernel(tmp_path):
+    line = one_line_error(pyvisor("run", str(tmp_path / "nope.elf")))
+    assert "nope.elf" in line and "No such file" in line
+
+
+def test_kernel_is_a_directory(tmp_path):
+    line = one_line_error(pyvisor("run", str(tmp_path)))
+    assert "directory" in line.lower()
+
+
+def test_not_an_elf(tmp_path):
+    path = tmp_path / "kernel.img"
+    path.write_bytes(b"MZ this is not an ELF file at all" * 10)
+    line = one_line_error(pyvisor("run", str(path), "--mem", "16M"))
+    assert "not an ELF" in line
+
+
+@needs_kvm
+def test_truncated_elf(tmp_path):
+    data = open(guest("hello"), "rb").read()
+    path = tmp_path / "truncated.elf"
+    path.write_bytes(data[: len(data) // 2])
+    line = one_line_error(pyvisor("run", str(path), "--mem", "16M"))
+    assert "truncated" in line
+
+
+def test_truncated_header(tmp_path):
+    path = tmp_path / "short.elf"
+    path.write_bytes(b"\x7fELF\x02\x01\x01" + b"\0" * 9 + struct.pack("<HH", 2, 62))
+    line = one_line_error(pyvisor("run", str(path), "--mem", "16M"))
+    assert "truncated" in line
+
+
+@pytest.mark.parametrize("size, words", [
+    ("0", "greater than zero"),
+    ("abc", "invalid size"),
+    ("-5M", "invalid size"),
+    ("12Q", "invalid size"),
+])
+def test_bad_memory_size(size, words):
+    line = one_line_error(pyvisor("run", guest("hello"), "--mem", size))
+    assert words in line
+
+
+@needs_kvm
+def test_memory_the_host_cannot_back():
+    line = one_line_error(pyvisor("run", guest("hello"), "--mem", "64T"))
+    assert "cannot back" in line
+
+
+def test_bad_cpu_count():
+    line = one_line_error(pyvisor("run", guest("hello"), "--cpus", "0"))
+    assert "CPU count" in line
+    line = one_line_error(pyvisor("run", guest("hello"), "--cpus", "many"))
+    assert "many" in line
+
+
+def test_kvm_device_missing():
+    line = one_line_error(pyvisor("run", guest("hello"), "--kvm-device", "/nonexistent/kvm"))
+    assert "/nonexistent/kvm does not exist" in line
+
+
+def test_kvm_device_not_kvm():
+    line = one_line_error(pyvisor("run", guest("hello"), "--kvm-device", "/dev/null"))
+    assert "/dev/null" in line
+
+
+def test_kvm_device_not_accessible(tmp_path, monkeypatch, capsys):
+    """In-process, so the permission failure is real for root too: os.open refuses."""
+    import errno
+
+    from pyvisor import cli
+    from pyvisor.kvm import system
+
+    def refuse(path, flags, *args):
+        raise PermissionError(errno.EACCES, "Permission denied", path)
+
+    monkeypatch.setattr(system.os, "open", refuse)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["run", guest("hello"), "--mem", "16M"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no permission to open /dev/kvm" in err[0], err
+
+
+def test_unknown_option():
+    line = one_line_error(pyvisor("run", guest("hello"), "--frobnicate"))
+    assert "frobnicate" in line
+
+
+def test_version_and_help():
+    result = pyvisor("--version")
+    assert result.returncode == 0 and b"pyvisor" in result.stdout
+    for args in (["--help"], ["run", "--help"], ["check", "--help"]):
+        result = pyvisor(*args)
+        assert result.returncode == 0 and b"Usage:" in result.stdout, args

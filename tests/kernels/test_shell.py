@@ -1,0 +1,126 @@
+"""The interactive shell guest, driven through a pseudo-terminal as a user would."""
+import os
+import select
+import subprocess
+import termios
+import time
+
+import pytest
+
+from helpers import PYVISOR, guest, needs_kvm
+
+pytestmark = [needs_kvm, pytest.mark.kvm]
+PROMPT = b"pyvisor> "
+
+
+class Session:
+    """pyvisor running on the slave side of a pty; the test types on the master side."""
+
+    def __init__(self, *args: str):
+        self.master, self.slave = os.openpty()
+        self.saved = termios.tcgetattr(self.slave)
+        self.proc = subprocess.Popen([PYVISOR, "run", guest("shell"), *args],
+                                     stdin=self.slave, stdout=self.slave, stderr=self.slave)
+        self.seen = b""
+
+    def expect(self, needle: bytes, timeout: float = 60) -> bytes:
+        deadline = time.monotonic() + timeout
+        while needle not in self.seen:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{needle!r} not seen; output so far: {self.seen!r}")
+            if select.select([self.master], [], [], left)[0]:
+                try:
+                    self.seen += os.read(self.master, 4096)
+                except OSError:  # EIO: every slave fd closed
+                    break
+        assert needle in self.seen, self.seen
+        before, _, after = self.seen.partition(needle)
+        self.seen = after
+        return before
+
+    def type(self, text: bytes) -> None:
+        os.write(self.master, text)
+
+    def wait(self, timeout: float = 60) -> int:
+        return self.proc.wait(timeout)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self.master)
+        os.close(self.slave)
+
+
+@pytest.fixture
+def session_factory():
+    sessions = []
+
+    def make(*args: str) -> Session:
+        sessions.append(Session(*args))
+        return sessions[-1]
+
+    yield make
+    for s in sessions:
+        s.close()
+
+
+def test_interactive_session(session_factory):
+    s = session_factory("--mem", "128M", "--append", "mode=interactive")
+    s.expect(PROMPT)
+    # Raw mode while the guest runs: no echo or line buffering by the host terminal.
+    attrs = termios.tcgetattr(s.slave)
+    assert not attrs[3] & (termios.ECHO | termios.ICANON)
+    s.type(b"info\r")
+    info = s.expect(PROMPT)
+    assert b"RAM: 128 MiB" in info
+    assert b"CPUs: 1" in info
+    assert b"cmdline: mode=interactive" in info
+    s.type(b"ech\x7fho  hello there\r")  # a typo fixed with backspace
+    assert b"hello there" in s.expect(PROMPT)
+    s.type(b"frobnicate\r")
+    assert b"unknown command: frobnicate" in s.expect(PROMPT)
+    s.type(b"ticks\r")
+    ticks = s.expect(PROMPT)
+    assert b"ticks:" in ticks
+    s.type(b"exit 3\r")
+    assert s.wait() == 3
+    # The terminal is restored once pyvisor is gone.
+    assert termios.tcgetattr(s.slave) == s.saved
+
+
+def test_default_memory_size_shown(session_factory):
+    s = session_factory()
+    s.expect(PROMPT)
+    s.type(b"info\r")
+    assert b"RAM: 512 MiB" in s.expect(PROMPT)
+    s.type(b"reboot\r")
+    assert s.wait() == 0
+
+
+def test_two_cpus(session_factory):
+    s = session_factory("--mem", "64M", "--cpus", "2")
+    s.expect(PROMPT)
+    s.type(b"info\r")
+    assert b"CPUs: 2" in s.expect(PROMPT)
+    s.type(b"exit 1\r")
+    assert s.wait() == 1
+
+
+def test_escape_help_and_quit(session_factory):
+    s = session_factory("--mem", "32M")
+    s.expect(PROMPT)
+    s.type(b"\x01h")
+    s.expect(b"C-a x")
+    s.type(b"\x01x")
+    assert s.wait() == 0
+    assert termios.tcgetattr(s.slave) == s.saved
+
+
+def test_sigterm_ends_cleanly(session_factory):
+    s = session_factory("--mem", "32M")
+    s.expect(PROMPT)
+    s.proc.terminate()
+    assert s.wait() == 128 + 15
+    assert termios.tcgetattr(s.slave) == s.saved
