@@ -37,7 +37,11 @@ class Kvm:
         self.path = path
         self.fd = open_kvm_device(path)
         try:
-            self.api_version = ioctl_int(self.fd, lib.KVM_GET_API_VERSION, 0, "KVM_GET_API_VERSION")
+            try:
+                self.api_version = ioctl_int(self.fd, lib.KVM_GET_API_VERSION, 0,
+                                             "KVM_GET_API_VERSION")
+            except KvmError as e:
+                raise KvmUnavailableError(f"{path} is not a KVM device ({e})") from None
             if self.api_version != lib.KVM_API_VERSION:
                 raise KvmUnavailableError(
                     f"{path} speaks KVM API {self.api_version}; pyvisor needs {lib.KVM_API_VERSION}")

@@ -12,10 +12,10 @@ from typing import Callable
 from .._native import ffi, lib
 from ..console import Console
 from ..devices.bus import MmioBus, PioBus
-from ..devices.legacy.debugcon import DebugConsole
-from ..devices.legacy.exit_device import ExitDevice
-from ..devices.legacy.i8042 import I8042
-from ..devices.legacy.serial import Uart16550
+from ..devices.legacy.debugcon import DEBUGCON_PORT, DebugConsole
+from ..devices.legacy.exit_device import EXIT_PORT, ExitDevice
+from ..devices.legacy.i8042 import COMMAND_PORT, DATA_PORT, I8042
+from ..devices.legacy.serial import COM1_BASE, COM1_IRQ, PORT_COUNT, Uart16550
 from ..errors import ConfigError, KvmUnavailableError, PyvisorError
 from ..kvm.backend import detect_backend
 from ..kvm.system import Kvm
@@ -36,11 +36,6 @@ from .report import INTERNAL_ERROR_NAMES, build_report
 
 log = logging.getLogger("pyvisor.machine")
 
-# Legacy PC platform: where the devices sit and which ISA IRQ they raise.
-COM1_PORT, COM1_IRQ = 0x3F8, 4
-DEBUGCON_PORT = 0xE9
-EXIT_DEVICE_PORT = 0xF4
-I8042_DATA_PORT, I8042_COMMAND_PORT = 0x60, 0x64
 # Three pages KVM needs for VT-x real-mode support, and its identity-map page, just
 # below the 4 GiB boundary where no RAM or device lives (the addresses QEMU uses).
 TSS_ADDR = 0xFFFBD000
@@ -156,12 +151,13 @@ class Machine:
         self.mmio_bus = MmioBus()
         vm = self.vm
         self.uart = Uart16550(irq=lambda level: vm.irq_line(COM1_IRQ, level), output=self._emit)
-        self.i8042 = I8042(request_reset=lambda: self._finish(Outcome("reset", 0, "the guest reset the machine")))
-        self.pio_bus.register(COM1_PORT, 8, self.uart, "serial (COM1)")
+        i8042 = I8042(request_reset=lambda: self._finish(
+            Outcome("reset", 0, "the guest reset the machine")))
+        self.pio_bus.register(COM1_BASE, PORT_COUNT, self.uart, "serial (COM1)")
         self.pio_bus.register(DEBUGCON_PORT, 1, DebugConsole(self._emit), "debug console")
-        self.pio_bus.register(EXIT_DEVICE_PORT, 1, ExitDevice(self._exit_requested), "exit device")
-        self.pio_bus.register(I8042_DATA_PORT, 1, self.i8042, "i8042 data")
-        self.pio_bus.register(I8042_COMMAND_PORT, 1, self.i8042, "i8042 command")
+        self.pio_bus.register(EXIT_PORT, 1, ExitDevice(self._exit_requested), "exit device")
+        self.pio_bus.register(DATA_PORT, 1, i8042.data_port, "i8042 data")
+        self.pio_bus.register(COMMAND_PORT, 1, i8042.command_port, "i8042 command/status")
 
     # --- console --------------------------------------------------------------------------
     def _emit(self, data: bytes) -> None:

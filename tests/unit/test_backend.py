@@ -5,7 +5,7 @@ def fake_host(tmp_path, modules, flags):
     sysmod = tmp_path / "module"
     for m in modules:
         (sysmod / m).mkdir(parents=True)
-    sysmod.mkdir(exist_ok=True)
+    sysmod.mkdir(parents=True, exist_ok=True)
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nflags\t\t: fpu {' '.join(flags)}\n")
     return detect_backend(sysmod, cpuinfo)

@@ -1,0 +1,154 @@
+"""Address decoding for port I/O and MMIO exits.
+
+vCPU threads call `read`/`write` on every I/O exit, so the claimed path is a table lookup
+and one call; everything else (counting, logging) lives on the unclaimed path only.
+Registration is expected to finish before the vCPUs run; dispatch itself takes no lock.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from bisect import bisect_right
+from collections import Counter
+from typing import Any, Callable, NamedTuple
+
+_log = logging.getLogger("pyvisor.devices")
+
+PIO_SPACE = 0x10000
+
+
+class Registration(NamedTuple):
+    """One claimed range, as listed by `registrations()`."""
+    base: int
+    length: int
+    device: Any
+    name: str
+
+
+class _Bus:
+    """What both buses share: the registration list, overlap errors and the counters for
+    accesses nobody claimed (a guest probing absent hardware is normal, so those are
+    debug-level, but counting them makes a missing device easy to spot)."""
+
+    _kind = ""
+
+    def __init__(self) -> None:
+        self._registrations: list[Registration] = []
+        self._count_lock = threading.Lock()
+        self.unclaimed_reads = 0
+        self.unclaimed_writes = 0
+        # (address, "r" or "w") -> number of unclaimed accesses there.
+        self.unclaimed_by_addr: Counter[tuple[int, str]] = Counter()
+
+    def registrations(self) -> list[Registration]:
+        """Claimed ranges sorted by base, for debug views."""
+        return sorted(self._registrations, key=lambda r: r.base)
+
+    def _add(self, base: int, length: int, device: Any, name: str | None,
+             limit: int | None) -> Registration:
+        if length <= 0:
+            raise ValueError(f"{self._kind} range at {base:#x}: length must be positive")
+        if base < 0 or (limit is not None and base + length > limit):
+            raise ValueError(f"{self._kind} range {base:#x}+{length:#x} is outside "
+                             f"the {self._kind} address space")
+        new = Registration(base, length, device, name or type(device).__name__)
+        for old in self._registrations:
+            if base < old.base + old.length and old.base < base + length:
+                raise ValueError(
+                    f"{self._kind} range {_span(new)} ({new.name}) overlaps "
+                    f"{_span(old)} ({old.name})")
+        self._registrations.append(new)
+        return new
+
+    def _unclaimed_read(self, addr: int, size: int) -> int:
+        with self._count_lock:
+            self.unclaimed_reads += 1
+            self.unclaimed_by_addr[addr, "r"] += 1
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("unclaimed %s read %#x size %d", self._kind, addr, size)
+        return (1 << (size * 8)) - 1
+
+    def _unclaimed_write(self, addr: int, size: int, value: int) -> None:
+        with self._count_lock:
+            self.unclaimed_writes += 1
+            self.unclaimed_by_addr[addr, "w"] += 1
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("unclaimed %s write %#x size %d value %#x",
+                       self._kind, addr, size, value)
+
+
+def _span(r: Registration) -> str:
+    return f"{r.base:#x}..{r.base + r.length - 1:#x}"
+
+
+_Read = Callable[[int, int], int]
+_Write = Callable[[int, int, int], None]
+
+
+class PioBus(_Bus):
+    """The 64 KiB x86 port space. A 64K-entry table maps each port straight to the device's
+    bound methods and base, so dispatch is one index whatever the number of devices.
+    An access is routed by its first port; a multi-byte access that runs past the end
+    of a device's range is the device's to interpret."""
+
+    _kind = "port"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._table: list[tuple[_Read, _Write, int] | None] = [None] * PIO_SPACE
+
+    def register(self, base: int, length: int, device: Any, name: str | None = None) -> None:
+        """Claim ports base..base+length-1 for a device with pio_read/pio_write."""
+        reg = self._add(base, length, device, name, PIO_SPACE)
+        entry = (device.pio_read, device.pio_write, reg.base)
+        for port in range(base, base + length):
+            self._table[port] = entry
+
+    def read(self, port: int, size: int) -> int:
+        entry = self._table[port]
+        if entry is not None:
+            return entry[0](port - entry[2], size)
+        return self._unclaimed_read(port, size)
+
+    def write(self, port: int, size: int, value: int) -> None:
+        entry = self._table[port]
+        if entry is not None:
+            entry[1](port - entry[2], size, value)
+        else:
+            self._unclaimed_write(port, size, value)
+
+
+class MmioBus(_Bus):
+    """Guest-physical MMIO space: sorted, non-overlapping ranges found with bisect."""
+
+    _kind = "mmio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bases: list[int] = []
+        # Parallel to _bases: (end, mmio_read, mmio_write) of the range starting there.
+        self._ranges: list[tuple[int, _Read, _Write]] = []
+
+    def register(self, base: int, length: int, device: Any, name: str | None = None) -> None:
+        """Claim base..base+length-1 for a device with mmio_read/mmio_write."""
+        self._add(base, length, device, name, None)
+        i = bisect_right(self._bases, base)
+        self._bases.insert(i, base)
+        self._ranges.insert(i, (base + length, device.mmio_read, device.mmio_write))
+
+    def read(self, addr: int, size: int) -> int:
+        i = bisect_right(self._bases, addr) - 1
+        if i >= 0:
+            end, read, _ = self._ranges[i]
+            if addr < end:
+                return read(addr - self._bases[i], size)
+        return self._unclaimed_read(addr, size)
+
+    def write(self, addr: int, size: int, value: int) -> None:
+        i = bisect_right(self._bases, addr) - 1
+        if i >= 0:
+            end, _, write = self._ranges[i]
+            if addr < end:
+                write(addr - self._bases[i], size, value)
+                return
+        self._unclaimed_write(addr, size, value)

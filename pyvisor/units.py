@@ -1,0 +1,36 @@
+"""Human-friendly sizes for options like ``--memory 512M``.
+
+Suffixes are always binary (K = KiB): that is what memory sizes mean to a hypervisor user,
+and "512MB" meaning 512,000,000 bytes would never be page-aligned.
+"""
+
+import re
+from decimal import Decimal
+
+from pyvisor.errors import ConfigError
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_SIZE_RE = re.compile(r"(-?)(\d+(?:\.\d+)?)\s*(?:([KMGT])(?:I?B)?|B)?", re.IGNORECASE)
+_EXPECTED = "expected a number with an optional K, M, G or T suffix (e.g. 512M)"
+
+
+def parse_size(text: str) -> int:
+    """Parse ``512M``, ``1G``, ``1.5G``, ``512MiB`` or plain bytes into a positive byte count."""
+    match = _SIZE_RE.fullmatch(text.strip())
+    if match is None:
+        raise ConfigError(f"invalid size {text!r}: {_EXPECTED}")
+    sign, number, unit = match.groups()
+    value = Decimal(number) * _UNITS[(unit or "").upper()]
+    if sign or value == 0:
+        raise ConfigError(f"invalid size {text!r}: must be greater than zero")
+    if value != value.to_integral_value():
+        raise ConfigError(f"invalid size {text!r}: is not a whole number of bytes")
+    return int(value)
+
+
+def format_size(n: int) -> str:
+    """Render a byte count with the largest binary unit that keeps it at least 1."""
+    for suffix, unit in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= unit:
+            return f"{n / unit:.2f}".rstrip("0").rstrip(".") + f" {suffix}"
+    return "1 byte" if n == 1 else f"{n} bytes"
