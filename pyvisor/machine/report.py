@@ -15,6 +15,7 @@ from ..kvm.backend import Backend
 from ..kvm.vcpu import Vcpu
 from ..memory.guest_memory import GuestMemory
 from ..x86.pagewalk import translate
+from ..x86.registers import EFER_LMA
 
 _GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
          "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip", "rflags")
@@ -77,7 +78,7 @@ class FaultReport:
 
 def _mode(sregs) -> tuple[int, int]:
     """capstone mode for the current CS: 64-bit (CS.L in long mode), 32-bit (CS.D) or 16-bit."""
-    if sregs.efer & (1 << 10) and sregs.cs.l:
+    if sregs.efer & EFER_LMA and sregs.cs.l:
         return capstone.CS_MODE_64, 64
     if sregs.cs.db:
         return capstone.CS_MODE_32, 32
@@ -101,7 +102,7 @@ def read_guest_code(mem: GuestMemory, sregs, rip: int, size: int = _CODE_BYTES
                     ) -> tuple[int, bytes]:
     """Guest-physical address of RIP and up to `size` bytes from there (stops at a page
     boundary, since the next page may map elsewhere)."""
-    linear = rip if sregs.efer & (1 << 10) and sregs.cs.l else (sregs.cs.base + rip) & 0xFFFFFFFF
+    linear = rip if sregs.efer & EFER_LMA and sregs.cs.l else (sregs.cs.base + rip) & 0xFFFFFFFF
     gpa = translate(mem.read_u64, linear, sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer)
     if gpa is None:
         raise GuestMemoryError(f"RIP {rip:#x} is not mapped by the guest's page tables")

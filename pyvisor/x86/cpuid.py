@@ -8,8 +8,10 @@ same processor. All functions here are pure; entries are immutable.
 from dataclasses import dataclass, replace
 from typing import Sequence
 
-# KVM_CPUID_FLAG_SIGNIFCANT_INDEX (<linux/kvm.h>): the entry applies to one subleaf only.
-SIGNIFICANT_INDEX = 1
+from .._native import lib
+
+# The entry applies to one subleaf only (the header spells it SIGNIFCANT).
+SIGNIFICANT_INDEX = lib.KVM_CPUID_FLAG_SIGNIFCANT_INDEX
 
 KVM_SIGNATURE_LEAF = 0x40000000
 KVM_FEATURES_LEAF = 0x40000001

@@ -6,11 +6,7 @@ from typing import Callable
 
 from pyvisor.errors import GuestMemoryError
 
-CR0_PG = 1 << 31
-CR4_PSE = 1 << 4
-CR4_PAE = 1 << 5
-CR4_LA57 = 1 << 12
-EFER_LMA = 1 << 10
+from .registers import CR0_PG, CR4_LA57, CR4_PAE, CR4_PSE, EFER_LMA
 
 _PRESENT = 1 << 0
 _HUGE = 1 << 7

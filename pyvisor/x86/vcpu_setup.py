@@ -12,17 +12,9 @@ from .cpuid import CpuidEntry, shape_cpuid
 from .gdt import (BOOT_GDT, CODE64_SELECTOR, DATA_SELECTOR, TSS_SELECTOR,
                   Segment, segment_from_descriptor)
 from .msrs import boot_msrs
+from .registers import (CR0_ET, CR0_MP, CR0_NE, CR0_PE, CR0_PG, CR0_WP, CR4_PAE, EFER_LMA,
+                        EFER_LME, EFER_SCE)
 
-CR0_PE = 1 << 0
-CR0_MP = 1 << 1
-CR0_ET = 1 << 4
-CR0_NE = 1 << 5
-CR0_WP = 1 << 16
-CR0_PG = 1 << 31
-CR4_PAE = 1 << 5
-EFER_SCE = 1 << 0
-EFER_LME = 1 << 8
-EFER_LMA = 1 << 10
 
 # LAPIC register offsets and delivery modes for LINT0/LINT1 (Intel SDM vol. 3, 11.5.1).
 _APIC_LVT_LINT0 = 0x350
@@ -91,8 +83,4 @@ def configure_lapic(vcpu: Vcpu) -> None:
     set_mode(_APIC_LVT_LINT0, _APIC_MODE_EXTINT)
     set_mode(_APIC_LVT_LINT1, _APIC_MODE_NMI)
     vcpu.set_lapic(bytes(state))
-
-
-def is_long_mode(sregs) -> bool:
-    return bool(sregs.efer & EFER_LMA)
 

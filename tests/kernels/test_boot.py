@@ -75,3 +75,20 @@ def test_timeout_stops_a_running_guest():
     result = pyvisor("run", guest("shell"), "--mem", "32M", "--timeout", "2")
     assert result.returncode == 124
     assert "still running" in result.stderr.decode()
+
+
+def test_sse_is_native_or_a_clear_emulation_failure():
+    """Under PVM the emulator cannot run addsd: a report with the PVM note; elsewhere the
+    instruction runs and the guest exits 0."""
+    import os
+
+    result = pyvisor("run", guest("sse"), "--mem", "16M")
+    err = result.stderr.decode()
+    if os.path.exists("/sys/module/kvm_pvm"):
+        assert result.returncode == 2, err
+        assert "instruction emulation failed (KVM_EXIT_INTERNAL_ERROR)" in err
+        assert re.search(r"=> [0-9a-f]{16}  f20f58c1 +addsd xmm0, xmm1", err), err
+        assert "note: PVM" in err and "emulator" in err
+    else:
+        assert result.returncode == 0, err
+        assert "addsd ran natively" in result.stdout.decode()

@@ -53,3 +53,33 @@ def test_machine_runs_once():
         machine.run(timeout=60)
         with pytest.raises(Exception, match="already run"):
             machine.run()
+
+
+def _open_fds() -> set[str]:
+    import os
+
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_no_fd_or_thread_leaked():
+    import threading
+
+    before_fds, before_threads = _open_fds(), threading.active_count()
+    for kernel in ("hello", "triple"):
+        with Machine(kernel=guest(kernel), mem="16M", cpus=2) as machine:
+            machine.run(timeout=60)
+    assert _open_fds() == before_fds
+    assert threading.active_count() == before_threads
+
+
+def test_console_file_output_and_stop_from_another_thread(tmp_path):
+    import threading
+
+    log = tmp_path / "console.txt"
+    with Machine(kernel=guest("shell"), mem="16M", console=str(log)) as machine:
+        timer = threading.Timer(3, machine.stop, kwargs={"kind": "stopped", "status": 0})
+        timer.start()
+        outcome = machine.run(timeout=60)
+        timer.join()
+    assert outcome.kind == "stopped"
+    assert "pyvisor> " in log.read_text()
