@@ -103,10 +103,15 @@ struct kvm_ioeventfd {
 struct kvm_irqfd { uint32_t fd; uint32_t gsi; uint32_t flags; uint32_t resamplefd; ...; };
 struct kvm_irq_routing_irqchip { uint32_t irqchip; uint32_t pin; };
 struct kvm_irq_routing_msi { uint32_t address_lo; uint32_t address_hi; uint32_t data; uint32_t devid; };
+/* Declared only because its u64 fields give the routing union its 8-byte alignment. */
+struct kvm_irq_routing_s390_adapter {
+    uint64_t ind_addr; uint64_t summary_addr; uint64_t ind_offset;
+    uint32_t summary_offset; uint32_t adapter_id;
+};
 struct kvm_irq_routing_entry {
     uint32_t gsi; uint32_t type; uint32_t flags; uint32_t pad;
     union { struct kvm_irq_routing_irqchip irqchip; struct kvm_irq_routing_msi msi;
-            uint32_t pad[8]; } u;
+            struct kvm_irq_routing_s390_adapter adapter; uint32_t pad[8]; } u;
 };
 struct kvm_irq_routing { uint32_t nr; uint32_t flags; struct kvm_irq_routing_entry entries[]; ...; };
 struct kvm_run {
