@@ -20,10 +20,12 @@ MIN_RAM_SIZE = 2 * MIB
 PAGE_SIZE = 4 * KIB
 
 # The PC's legacy low-memory map: conventional memory ends where the EBDA starts, and the
-# BIOS area sits just below 1 MiB. Linux expects to see both reserved.
+# BIOS area (extended 0xE0000 and system 0xF0000 segments) sits just below 1 MiB. Linux
+# expects to see both reserved. The ACPI tables live in the BIOS area (RSDP at 0xE0000,
+# see pyvisor.acpi), which keeps them out of the RAM the guest allocates from.
 EBDA_START = 0x9FC00
 LEGACY_VIDEO_START = 0xA0000
-BIOS_AREA_START = 0xF0000
+BIOS_AREA_START = 0xE0000
 HIGH_MEMORY_START = 0x100000
 
 

@@ -2,8 +2,9 @@ import pytest
 
 from pyvisor._native import lib
 from pyvisor.errors import ConfigError
-from pyvisor.memory.layout import (MIN_RAM_SIZE, MMIO_HOLE_END, MMIO_HOLE_START, E820Entry,
-                                   MemoryLayout, Region)
+from pyvisor.memory.layout import (BIOS_AREA_START, HIGH_MEMORY_START, MIN_RAM_SIZE,
+                                   MMIO_HOLE_END, MMIO_HOLE_START, E820Entry, MemoryLayout,
+                                   Region)
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -41,7 +42,7 @@ def test_e820_small():
     assert MemoryLayout(64 * MIB).e820() == [
         E820Entry(0, 0x9FC00, lib.E820_RAM),
         E820Entry(0x9FC00, 0x400, lib.E820_RESERVED),
-        E820Entry(0xF0000, 0x10000, lib.E820_RESERVED),
+        E820Entry(0xE0000, 0x20000, lib.E820_RESERVED),
         E820Entry(0x100000, 63 * MIB, lib.E820_RAM),
     ]
 
@@ -68,3 +69,13 @@ def test_minimum_size():
 def test_size_must_be_page_multiple():
     with pytest.raises(ConfigError, match="multiple of 4 KiB"):
         MemoryLayout(64 * MIB + 512)
+
+
+def test_bios_area_covers_the_acpi_tables():
+    # The ACPI tables (RSDP at 0xE0000) sit in the reserved BIOS area, never in RAM the
+    # guest may hand out; the EBDA stays reserved as well.
+    assert (BIOS_AREA_START, HIGH_MEMORY_START) == (0xE0000, 0x100000)
+    reserved = [(e.addr, e.addr + e.size) for e in MemoryLayout(64 * MIB).e820()
+                if e.type == lib.E820_RESERVED]
+    assert (0xE0000, 0x100000) in reserved
+    assert (0x9FC00, 0xA0000) in reserved

@@ -1,0 +1,123 @@
+"""One entry point for every kernel format: detect bzImage or ELF, load it, place the
+initrd, and say how the vCPU must enter it.
+
+Formats and boot protocols:
+
+- a bzImage (``boot_flag`` 0xAA55 and "HdrS"): always the 64-bit Linux boot protocol
+  ("linux64"), at load address + 0x200, with the kernel's setup header copied into the zero
+  page (bzimage.fill_zero_page);
+- an ELF (a tiny test kernel or a Linux ``vmlinux``): "linux64" at ``e_entry`` by default
+  (the path every tiny kernel uses, and one a Debian vmlinux supports too), or "pvh" at its
+  XEN_ELFNOTE_PHYS32_ENTRY when the caller asks with ``boot_protocol="pvh"``.
+
+``boot_protocol="auto"`` is "linux64" for both formats; "linux64" and "pvh" force one and
+fail (KernelError, one line) when the image cannot be entered that way.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+from pyvisor.errors import ConfigError, KernelError
+from pyvisor.loader.bzimage import (DEFAULT_INITRD_ADDR_MAX, LoadedBzImage, check_cmdline,
+                                    cmdline_limit, is_bzimage, parse_bzimage, place_bzimage)
+from pyvisor.loader.elf import load_elf
+from pyvisor.loader.initrd import place_initrd
+from pyvisor.memory.guest_memory import GuestMemory
+from pyvisor.x86.boot_layout import CMDLINE_MAX
+
+BOOT_PROTOCOLS = ("auto", "linux64", "pvh")
+_PEEK = 4096  # enough for an ELF header and a bzImage's setup header
+
+
+def detect_format(data: bytes) -> str | None:
+    """'bzimage', 'elf', or None, from the first bytes of a file."""
+    if is_bzimage(data):
+        return "bzimage"
+    if data[:4] == b"\x7fELF":
+        return "elf"
+    return None
+
+
+@dataclass(frozen=True)
+class BootImage:
+    """A kernel in guest memory and how to enter it.
+
+    protocol: "linux64" (64-bit long mode at ``entry``, RSI = zero page) or "pvh"
+      (32-bit protected mode at ``entry``, EBX = hvm_start_info).
+    setup_header: a bzImage's raw setup header for the zero page, else None.
+    initrd: (gpa, size) of the placed initrd, or None.
+    cmdline_max: the longest command line (without its NUL) this kernel accepts.
+    low, high: the guest-physical range the kernel occupies (a bzImage: its init_size).
+    bzimage: the LoadedBzImage for bzimage.fill_zero_page, else None.
+    """
+
+    format: str
+    protocol: str
+    entry: int
+    setup_header: bytes | None
+    initrd: tuple[int, int] | None
+    cmdline_max: int
+    low: int
+    high: int
+    bzimage: LoadedBzImage | None = None
+
+
+def _read(path: str | os.PathLike, name: str, size: int = -1) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(size)
+    except OSError as e:
+        raise KernelError(f"kernel {name!r}: {e.strerror}") from None
+
+
+def load_kernel(path: str | os.PathLike, mem: GuestMemory, *, cmdline: bytes = b"",
+                initrd: str | os.PathLike | None = None,
+                boot_protocol: str = "auto") -> BootImage:
+    """Load the kernel at ``path`` (and the initrd, if any) into ``mem``.
+
+    ``cmdline`` (with or without its NUL) is checked against the kernel's limit first
+    (ConfigError), so nothing is written for a command line the kernel would truncate.
+    """
+    name = os.fspath(path)
+    if boot_protocol not in BOOT_PROTOCOLS:
+        raise ConfigError(f"unknown boot protocol {boot_protocol!r} "
+                          f"(expected one of {', '.join(BOOT_PROTOCOLS)})")
+    head = _read(path, name, _PEEK)
+    kind = detect_format(head)
+    if kind is None:
+        raise KernelError(f"kernel {name!r}: not a bzImage or ELF kernel")
+
+    if kind == "bzimage":
+        if boot_protocol == "pvh":
+            raise KernelError(f"kernel {name!r}: PVH boot needs an ELF vmlinux with a Xen PVH "
+                              f"note, not a bzImage")
+        data = _read(path, name)
+        parsed = parse_bzimage(data, name)
+        limit = cmdline_limit(parsed)
+        check_cmdline(cmdline, limit)
+        kernel = place_bzimage(parsed, data, name, mem)
+        addr_max = kernel.initrd_addr_max
+        image = BootImage(format="bzimage", protocol="linux64", entry=kernel.entry,
+                          setup_header=kernel.setup_header, initrd=None, cmdline_max=limit,
+                          low=kernel.low, high=kernel.high, bzimage=kernel)
+    else:
+        limit = CMDLINE_MAX - 1
+        check_cmdline(cmdline, limit)
+        elf = load_elf(path, mem)
+        if boot_protocol == "pvh":
+            if elf.pvh_entry is None:
+                raise KernelError(f"kernel {name!r}: PVH boot needs a Xen PVH entry note "
+                                  f"(XEN_ELFNOTE_PHYS32_ENTRY), and this ELF has none")
+            protocol, entry = "pvh", elf.pvh_entry
+        else:
+            protocol, entry = "linux64", elf.entry
+        # No setup header to ask: the limit every 64-bit Linux has advertised.
+        addr_max = DEFAULT_INITRD_ADDR_MAX
+        image = BootImage(format="elf", protocol=protocol, entry=entry, setup_header=None,
+                          initrd=None, cmdline_max=limit, low=elf.low, high=elf.high)
+
+    if initrd is None:
+        return image
+    placed = place_initrd(mem, initrd, addr_max, image.high)
+    return replace(image, initrd=placed)

@@ -1,0 +1,117 @@
+"""The Xen PVH direct boot ABI, as used by Linux (and QEMU/Firecracker/cloud-hypervisor).
+
+An ELF kernel carrying XEN_ELFNOTE_PHYS32_ENTRY is entered at that address in 32-bit
+protected mode with paging off (xen/docs/misc/pvh.pandoc), with EBX = the guest-physical
+address of ``struct hvm_start_info`` (xen/include/public/arch-x86/hvm/start_info.h), which
+carries the command line, the modules (the initrd) and the memory map in place of the
+Linux zero page.
+
+The start info, its module list and its memory map live in one page of the boot area,
+START_INFO_ADDR (0x6000: between the TSS ending at 0x668 and the zero page at 0x7000, see
+boot_layout.py), laid out as
+
+    0x6000  struct hvm_start_info          (56 bytes)
+    0x6040  struct hvm_modlist_entry[]     (32 bytes each; one for the initrd)
+    0x6080  struct hvm_memmap_table_entry[] (24 bytes each; up to MEMMAP_MAX_ENTRIES)
+"""
+from __future__ import annotations
+
+import struct
+from typing import Iterable, Protocol
+
+from ..errors import ConfigError
+from ..kvm.vcpu import Vcpu
+from ..memory.guest_memory import GuestMemory
+from .boot_layout import BOOT_STACK_TOP
+from .gdt import CODE32_SELECTOR, DATA_SELECTOR, TSS_SELECTOR
+from .registers import CR0_ET, CR0_PE
+from .vcpu_setup import _load_segment, boot_segment
+
+START_INFO_ADDR = 0x6000
+START_INFO_END = 0x7000
+MODLIST_ADDR = START_INFO_ADDR + 0x40
+MEMMAP_ADDR = START_INFO_ADDR + 0x80
+
+HVM_START_MAGIC = 0x336EC578  # "xEn3" with the 0x80 bit of the "E" set
+HVM_START_VERSION = 1         # version 1 adds memmap_paddr / memmap_entries
+
+# struct hvm_start_info: magic, version, flags, nr_modules, modlist_paddr, cmdline_paddr,
+# rsdp_paddr, memmap_paddr, memmap_entries, reserved
+START_INFO = struct.Struct("<IIIIQQQQII")
+# struct hvm_modlist_entry: paddr, size, cmdline_paddr, reserved
+MODLIST_ENTRY = struct.Struct("<QQQQ")
+# struct hvm_memmap_table_entry: addr, size, type (e820 types), reserved
+MEMMAP_ENTRY = struct.Struct("<QQII")
+
+MAX_MODULES = (MEMMAP_ADDR - MODLIST_ADDR) // MODLIST_ENTRY.size
+MEMMAP_MAX_ENTRIES = (START_INFO_END - MEMMAP_ADDR) // MEMMAP_ENTRY.size
+
+
+class _E820Like(Protocol):
+    addr: int
+    size: int
+    type: int
+
+
+def build_start_info(mem: GuestMemory, e820: Iterable[_E820Like], cmdline_gpa: int,
+                     initrd: tuple[int, int] | None, rsdp_gpa: int = 0) -> int:
+    """Write hvm_start_info, the module list (the initrd, if any) and the memory map (from
+    the e820 map) at START_INFO_ADDR; return that address, for EBX.
+
+    ``cmdline_gpa`` is the NUL-terminated command line (0 for none); ``rsdp_gpa`` the ACPI
+    RSDP (0: none, the kernel then scans the BIOS area itself).
+    """
+    entries = list(e820)
+    if len(entries) > MEMMAP_MAX_ENTRIES:
+        raise ConfigError(f"the e820 map has {len(entries)} entries; the PVH start info "
+                          f"holds at most {MEMMAP_MAX_ENTRIES}")
+    modules = [initrd] if initrd is not None else []
+    modlist = b"".join(MODLIST_ENTRY.pack(gpa, size, 0, 0) for gpa, size in modules)
+    memmap = b"".join(MEMMAP_ENTRY.pack(e.addr, e.size, e.type, 0) for e in entries)
+    header = START_INFO.pack(
+        HVM_START_MAGIC, HVM_START_VERSION, 0, len(modules),
+        MODLIST_ADDR if modules else 0, cmdline_gpa, rsdp_gpa,
+        MEMMAP_ADDR, len(entries), 0)
+    mem.fill(START_INFO_ADDR, START_INFO_END - START_INFO_ADDR)
+    mem.write(START_INFO_ADDR, header)
+    mem.write(MODLIST_ADDR, modlist)
+    mem.write(MEMMAP_ADDR, memmap)
+    return START_INFO_ADDR
+
+
+def enter_protected_mode(vcpu: Vcpu, gdt_base: int, gdt_limit: int, entry: int,
+                         ebx: int) -> None:
+    """The PVH entry state: 32-bit protected mode, paging off, flat segments.
+
+    CS = 0x08 (flat 32-bit code), DS = ES = FS = GS = SS = 0x18 (flat data), TR = 0x20 from
+    the boot GDT; CR0 = PE | ET, CR4 = 0, EFER = 0, RFLAGS = 0x2 (IF, TF, VM clear), EBX =
+    the start info. The ABI asks for a TR with base 0 and limit 0x67; ours has limit 0x67
+    and the boot TSS's base, matching the descriptor in the GDT (the kernel loads its own
+    TR before any task switch could use it). ESP is the boot stack, though the kernel must
+    set its own.
+    """
+    sregs = vcpu.get_sregs()
+    _load_segment(sregs.cs, boot_segment(CODE32_SELECTOR))
+    data = boot_segment(DATA_SELECTOR)
+    for seg in (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss):
+        _load_segment(seg, data)
+    _load_segment(sregs.tr, boot_segment(TSS_SELECTOR))
+    sregs.gdt.base, sregs.gdt.limit = gdt_base, gdt_limit
+    sregs.idt.base, sregs.idt.limit = 0, 0
+    sregs.cr0 = CR0_PE | CR0_ET
+    sregs.cr3 = 0
+    sregs.cr4 = 0
+    sregs.efer = 0
+    vcpu.set_sregs(sregs)
+
+    regs = vcpu.get_regs()
+    regs.rflags = 0x2
+    regs.rip = entry
+    regs.rbx = ebx
+    regs.rsp = regs.rbp = BOOT_STACK_TOP
+    vcpu.set_regs(regs)
+
+    fpu = vcpu.get_fpu()
+    fpu.fcw = 0x37F
+    fpu.mxcsr = 0x1F80
+    vcpu.set_fpu(fpu)

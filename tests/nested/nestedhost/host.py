@@ -1,0 +1,240 @@
+"""The nested test host: a QEMU TCG machine with AMD SVM + nested paging running Debian's
+generic kernel with kvm-amd, so that its /dev/kvm is a genuine hardware-style KVM.
+
+This machine's root is shared read-only over 9p and, with a RAM overlay on top, becomes the
+root of each command (`chroot`), so the repo, its .venv and the cache are at the same paths
+inside. Commands are handed in as a small cpio appended to the cached initramfs; their
+output comes back on the serial console between markers that carry a per-run token.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from . import debian, initramfs
+from .debian import KernelPackage
+from .initramfs import INIT_PREAMBLE, Cpio, busybox_base
+from .kernel_image import extract_vmlinux
+
+L1_MODULES = [
+    "kvm_amd",                                   # pulls irqbypass, kvm, ccp
+    "virtio_pci", "9pnet_virtio", "9p",          # pulls virtio*, 9pnet, netfs, fscache
+    "overlay",
+]
+
+# The L1 init: modules, the 9p root under a RAM overlay at /host, then /nested/run.sh (the
+# per-run commands), then power off. Kernel messages are kept off the console (`dmesg -n 1`)
+# so they do not interleave with command output; `dmesg` still has them.
+L1_INIT = INIT_PREAMBLE + r"""
+dmesg -n 1
+fail() { echo "nested-init: $*"; poweroff -f; }
+mkdir -p /lower /rw /host
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot /lower \
+    || fail "cannot mount the host root over 9p"
+mount -t tmpfs -o mode=755 tmpfs /rw
+mkdir -p /rw/upper /rw/work
+mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work /host \
+    || fail "cannot mount the overlay root"
+mount -t proc proc /host/proc
+mount -t sysfs sysfs /host/sys
+mount -t devtmpfs devtmpfs /host/dev
+mkdir -p /host/dev/pts /host/dev/shm
+mount -t devpts devpts /host/dev/pts
+mount -t tmpfs tmpfs /host/dev/shm
+mount -t tmpfs tmpfs /host/run
+[ -e /nested/run.sh ] && . /nested/run.sh
+poweroff -f
+"""
+
+# What each command sees: a clean environment, HOME on the RAM overlay, no stdin.
+COMMAND_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root",
+    "TERM": "dumb",
+    "LANG": "C.UTF-8",
+    "PYTHONDONTWRITEBYTECODE": "1",
+}
+
+MARK = "@@pyvisor-nested"
+
+
+@dataclass(frozen=True)
+class NestedResult:
+    """One command's outcome: exit status, output (stdout+stderr), seconds inside L1."""
+    status: int
+    output: str
+    duration: float
+
+
+@dataclass
+class NestedRun:
+    """Facts about the last boot, for timing reports and error messages."""
+    wall: float = 0.0           # QEMU start to exit, host seconds
+    boot: float = 0.0           # L1 uptime when the first command started
+    console: str = ""           # the whole serial console
+    results: list[NestedResult] = field(default_factory=list)
+
+
+class NestedHostError(RuntimeError):
+    """The nested host did not report a command's end (crash, hang, timeout)."""
+
+
+def _tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class NestedHost:
+    """A prepared nested host; `run` / `run_many` boot it once per call."""
+
+    def __init__(self, kernel: KernelPackage, image: Path, initrd: Path, *, cpus: int = 1,
+                 mem_mb: int = 3072, qemu: str = "qemu-system-x86_64") -> None:
+        self.kernel = kernel
+        self.image = image
+        self.initrd = initrd
+        self.cpus = cpus
+        self.mem_mb = mem_mb
+        self.qemu = qemu
+        self.last = NestedRun()
+
+    @classmethod
+    def prepare(cls, cache: Path | None = None, **options) -> "NestedHost":
+        """Install the tools, fetch the generic kernel, build the L1 initramfs (all cached).
+
+        L1 boots the kernel's vmlinux through its PVH note rather than the bzImage: the
+        bzImage's XZ self-decompression costs about 2.7 s under TCG.
+        """
+        debian.ensure_tools()
+        cache = cache or debian.cache_dir()
+        kernel = debian.kernel_package("amd64", cache)
+        initrd = cache / "l1" / f"initramfs-{kernel.version}.cpio.gz"
+        stamp = initrd.with_suffix(".stamp")
+        # rebuild when the init, the module list, busybox or the archive writer change
+        key = hashlib.sha256(repr((L1_INIT, L1_MODULES, os.path.getsize(debian.BUSYBOX),
+                                   Path(initramfs.__file__).read_text())).encode()).hexdigest()
+        image = cache / "l1" / f"vmlinux-{kernel.version}"
+        with debian.locked(cache / ".lock-l1"):
+            if not image.exists():
+                image.parent.mkdir(parents=True, exist_ok=True)
+                extract_vmlinux(kernel.vmlinuz, image)
+            if not initrd.exists() or not stamp.exists() or stamp.read_text() != key:
+                initrd.parent.mkdir(parents=True, exist_ok=True)
+                data = busybox_base(L1_INIT, kernel, L1_MODULES).gzip()
+                tmp = initrd.with_suffix(".tmp")
+                tmp.write_bytes(data)
+                tmp.rename(initrd)
+                stamp.write_text(key)
+        return cls(kernel, image, initrd, **options)
+
+    def qemu_command(self, initrd: Path, console: Path, shares: Sequence[Path]) -> list[str]:
+        cmd = [
+            self.qemu, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+            "-accel", "tcg,thread=multi" if self.cpus > 1 else "tcg",
+            "-cpu", "EPYC,+svm,+npt", "-m", str(self.mem_mb), "-smp", str(self.cpus),
+            "-kernel", str(self.image), "-initrd", str(initrd),
+            "-append", "console=ttyS0 panic=-1 quiet",
+            "-chardev", f"file,id=con,path={console}", "-serial", "chardev:con",
+            "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+        ]
+        for i, path in enumerate(shares):
+            cmd += ["-virtfs", f"local,path={path},mount_tag=share{i},security_model=none"]
+        return cmd
+
+    @staticmethod
+    def _script(token: str, commands: Sequence[str], shares: Sequence[Path]) -> str:
+        """/nested/run.sh: mount the writable shares, then each command between markers."""
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in COMMAND_ENV.items())
+        lines = []
+        for i, path in enumerate(shares):
+            p = shlex.quote(f"/host{path}")
+            lines.append(f"mkdir -p {p}; mount -t 9p -o trans=virtio,version=9p2000.L,"
+                         f"msize=512000 share{i} {p} || fail 'cannot mount share {path}'")
+        for i, _ in enumerate(commands):
+            lines += [
+                f'echo "{MARK}:{token}:begin:{i}:$(cut -d" " -f1 /proc/uptime)@@"',
+                f'chroot /host /usr/bin/env -i {env} /bin/sh -c "$(cat /nested/cmd{i})" '
+                f'</dev/null 2>&1; status=$?',
+                f'echo "\n{MARK}:{token}:end:{i}:$status:$(cut -d" " -f1 /proc/uptime)@@"',
+            ]
+        return "\n".join(lines) + "\n"
+
+    def run_many(self, commands: Sequence[str], timeout: float = 300,
+                 shares: Sequence[Path | str] = ()) -> list[NestedResult]:
+        """Boot once and run the commands in turn (as root, in a chroot of this machine).
+
+        `timeout` bounds the whole boot; `shares` are host directories mounted writable at
+        their own paths, for commands that must leave files behind. Raises NestedHostError
+        with the console tail if any command's end marker did not appear.
+        """
+        share_paths = [Path(s).resolve() for s in shares]
+        token = secrets.token_hex(6)
+        per_run = Cpio()
+        for i, command in enumerate(commands):
+            per_run.file(f"nested/cmd{i}", command)
+        per_run.file("nested/run.sh", self._script(token, commands, share_paths))
+        with tempfile.TemporaryDirectory(prefix="pyvisor-nested-") as tmp:
+            initrd = Path(tmp) / "initrd"
+            with open(initrd, "wb") as out, open(self.initrd, "rb") as base:
+                shutil.copyfileobj(base, out)
+                # an uncompressed archive after a compressed one must start 4-aligned;
+                # the kernel skips the zero padding
+                out.write(b"\0" * (-out.tell() % 512))
+                out.write(bytes(per_run))
+            console = Path(tmp) / "console.log"
+            console.touch()
+            start = time.monotonic()
+            proc = subprocess.Popen(self.qemu_command(initrd, console, share_paths),
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT)
+            timed_out = False
+            try:
+                qemu_out, _ = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                qemu_out, _ = proc.communicate()
+                timed_out = True
+            wall = time.monotonic() - start
+            text = console.read_bytes().decode(errors="replace").replace("\r\n", "\n")
+        self.last = NestedRun(wall=wall, console=text)
+        results = self._parse(token, len(commands), text)
+        if len(results) < len(commands):
+            why = (f"timed out after {timeout:.0f} s" if timed_out
+                   else f"QEMU exited with status {proc.returncode}")
+            qemu_msg = "\n".join(  # TCG's warnings about EPYC's CPUID bits are noise
+                line for line in qemu_out.decode(errors="replace").splitlines()
+                if "TCG doesn't support requested feature" not in line)
+            raise NestedHostError(
+                f"nested host {why} before command {len(results)} of {len(commands)} "
+                f"finished ({shlex.quote(commands[len(results)])[:200]})\n"
+                + (f"--- QEMU says:\n{_tail(qemu_msg, 10)}\n" if qemu_msg else "")
+                + f"--- console tail:\n{_tail(text)}")
+        self.last.results = results
+        return results
+
+    def _parse(self, token: str, count: int, text: str) -> list[NestedResult]:
+        results = []
+        for i in range(count):
+            begin = re.search(rf"{MARK}:{token}:begin:{i}:([\d.]+)@@\n", text)
+            end = re.search(rf"\n{MARK}:{token}:end:{i}:(\d+):([\d.]+)@@", text)
+            if not begin or not end:
+                break
+            if i == 0:
+                self.last.boot = float(begin.group(1))
+            output = text[begin.end():end.start()]
+            results.append(NestedResult(int(end.group(1)), output,
+                                        float(end.group(2)) - float(begin.group(1))))
+        return results
+
+    def run(self, command: str, timeout: float = 300,
+            shares: Sequence[Path | str] = ()) -> NestedResult:
+        """Boot, run one shell command in the chroot, power off; see run_many."""
+        return self.run_many([command], timeout, shares)[0]

@@ -1,0 +1,109 @@
+"""The nested test host works: genuine SVM /dev/kvm, this machine's root and venv inside,
+pyvisor running a tiny kernel on it, and the Linux guest builder's outputs."""
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from helpers import guest
+from nestedhost import NestedHost, NestedHostError
+from nestedhost.kernel_image import pvh_entry
+
+pytestmark = pytest.mark.nested
+
+
+def test_nested_host_offers_svm_kvm(nested_host: NestedHost) -> None:
+    result = nested_host.run(
+        "uname -r; ls -l /dev/kvm; cat /sys/module/kvm_amd/parameters/npt; "
+        "grep -c -w svm /proc/cpuinfo; dmesg | grep -i 'nested paging'", timeout=120)
+    assert result.status == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == nested_host.kernel.version
+    assert lines[1].startswith("crw") and lines[1].endswith("/dev/kvm")
+    assert lines[2] in ("1", "Y")
+    assert int(lines[3]) >= 1
+    assert "Nested Paging enabled" in result.output
+
+
+def test_run_many_keeps_commands_apart(nested_host: NestedHost, tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("from the host\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    results = nested_host.run_many([
+        "echo one; exit 3",
+        "printf 'no newline'",
+        "echo to-stderr >&2; echo $HOME; pwd",
+        f"cat {tmp_path}/in.txt; touch /usr/overlay-is-writable && echo ok",
+        f"echo written > {out}/result.txt",
+    ], timeout=120, shares=[out])
+    assert [r.status for r in results] == [3, 0, 0, 0, 0]
+    assert results[0].output == "one\n"
+    assert results[1].output == "no newline"
+    assert results[2].output == "to-stderr\n/root\n/\n"
+    assert results[3].output == "from the host\nok\n"
+    assert (out / "result.txt").read_text() == "written\n"
+    assert not Path("/usr/overlay-is-writable").exists()
+    assert all(r.duration >= 0 for r in results)
+
+
+def test_timeout_is_a_clear_error(nested_host: NestedHost) -> None:
+    with pytest.raises(NestedHostError, match=r"timed out after 8 s.*sleep 600"):
+        nested_host.run("echo started; sleep 600", timeout=8)
+    assert "started" in nested_host.last.console
+
+
+def test_repo_venv_python_runs_inside(nested_host: NestedHost, repo: Path) -> None:
+    import pyvisor
+    result = nested_host.run(
+        f"{repo}/.venv/bin/python -c 'import pyvisor, sys; print(pyvisor.__version__)'",
+        timeout=180)
+    assert (result.status, result.output) == (0, pyvisor.__version__ + "\n")
+
+
+def test_pyvisor_runs_a_tiny_kernel_on_svm_kvm(nested_host: NestedHost, repo: Path) -> None:
+    hello = guest("hello")
+    check, run = nested_host.run_many([
+        f"{repo}/.venv/bin/pyvisor check",
+        f"{repo}/.venv/bin/pyvisor run {hello} --mem 64M --append x=1 --console stdio "
+        f"--timeout 60",
+    ], timeout=240)
+    assert check.status == 0, check.output
+    assert "AMD-V" in check.output
+    assert run.status == 0, run.output
+    assert "RAM: 64 MiB" in run.output
+    assert "x=1" in run.output
+
+
+def test_linux_guest_builder(guest_kernel, tmp_path: Path) -> None:
+    bz = guest_kernel.bzimage.read_bytes()
+    assert bz[0x202:0x206] == b"HdrS"
+    elf = guest_kernel.vmlinux.read_bytes()
+    assert elf[:4] == b"\x7fELF" and elf[4] == 2          # ELF64
+    assert pvh_entry(elf) is not None
+    assert (guest_kernel.modules_dir / "kernel").is_dir()
+    image = guest_kernel.initramfs(tmp_path / "initrd.gz", "echo hi",
+                                   ["virtio_blk", "virtio_pci"], {"etc/motd": "hello\n"})
+    data = gzip.decompress(image.read_bytes())
+    for name in (b"init", b"bin/busybox", b"etc/motd", b"lib/modules/virtio_blk.ko",
+                 b"lib/modules/virtio_ring.ko", b"lib/modules/virtio_pci_modern_dev.ko"):
+        assert name + b"\0" in data, name
+    assert data.index(b"lib/modules/virtio_ring.ko") < data.index(b"lib/modules/virtio_blk.ko")
+
+
+def test_linux_guest_boots_on_nested_kvm(nested_host: NestedHost, guest_kernel,
+                                         tmp_path: Path) -> None:
+    """Reference boot with QEMU/KVM inside the nested host: the guest kit is sound."""
+    initrd = guest_kernel.initramfs(
+        tmp_path / "initrd.gz",
+        "echo GUEST-UP $(uname -r); ls /sys/bus/virtio/devices; poweroff -f",
+        ["virtio_pci", "virtio_rng"])
+    result = nested_host.run(
+        f"qemu-system-x86_64 -accel kvm -cpu host -m 256 -nodefaults -no-user-config "
+        f"-display none -no-reboot -serial stdio -device virtio-rng-pci "
+        f"-kernel {guest_kernel.vmlinux} -initrd {initrd} "
+        f"-append 'console=ttyS0 panic=-1 quiet'", timeout=180)
+    assert result.status == 0, result.output
+    assert f"GUEST-UP {guest_kernel.version}" in result.output
+    assert "virtio0" in result.output
