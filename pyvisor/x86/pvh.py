@@ -22,10 +22,9 @@ from typing import Iterable, Protocol
 from ..errors import ConfigError
 from ..kvm.vcpu import Vcpu
 from ..memory.guest_memory import GuestMemory
-from .boot_layout import BOOT_STACK_TOP
-from .gdt import CODE32_SELECTOR, DATA_SELECTOR, TSS_SELECTOR
+from .gdt import CODE32_SELECTOR
 from .registers import CR0_ET, CR0_PE
-from .vcpu_setup import _load_segment, boot_segment
+from .vcpu_setup import enter_boot_state
 
 START_INFO_ADDR = 0x6000
 START_INFO_END = 0x7000
@@ -90,28 +89,5 @@ def enter_protected_mode(vcpu: Vcpu, gdt_base: int, gdt_limit: int, entry: int,
     TR before any task switch could use it). ESP is the boot stack, though the kernel must
     set its own.
     """
-    sregs = vcpu.get_sregs()
-    _load_segment(sregs.cs, boot_segment(CODE32_SELECTOR))
-    data = boot_segment(DATA_SELECTOR)
-    for seg in (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss):
-        _load_segment(seg, data)
-    _load_segment(sregs.tr, boot_segment(TSS_SELECTOR))
-    sregs.gdt.base, sregs.gdt.limit = gdt_base, gdt_limit
-    sregs.idt.base, sregs.idt.limit = 0, 0
-    sregs.cr0 = CR0_PE | CR0_ET
-    sregs.cr3 = 0
-    sregs.cr4 = 0
-    sregs.efer = 0
-    vcpu.set_sregs(sregs)
-
-    regs = vcpu.get_regs()
-    regs.rflags = 0x2
-    regs.rip = entry
-    regs.rbx = ebx
-    regs.rsp = regs.rbp = BOOT_STACK_TOP
-    vcpu.set_regs(regs)
-
-    fpu = vcpu.get_fpu()
-    fpu.fcw = 0x37F
-    fpu.mxcsr = 0x1F80
-    vcpu.set_fpu(fpu)
+    enter_boot_state(vcpu, CODE32_SELECTOR, gdt_base, gdt_limit, cr0=CR0_PE | CR0_ET,
+                     cr3=0, cr4=0, efer=0, entry=entry, rbx=ebx)

@@ -34,34 +34,44 @@ def boot_segment(selector: int) -> Segment:
     return segment_from_descriptor(selector, BOOT_GDT[selector >> 3])
 
 
-def enter_long_mode(vcpu: Vcpu, cr3: int, gdt_base: int, gdt_limit: int, entry: int,
-                    zero_page: int = ZERO_PAGE_ADDR) -> None:
-    """The Linux 64-bit boot protocol entry state (Documentation/arch/x86/boot.rst)."""
+def enter_boot_state(vcpu: Vcpu, code_selector: int, gdt_base: int, gdt_limit: int, *,
+                     cr0: int, cr3: int, cr4: int, efer: int, entry: int,
+                     **gprs: int) -> None:
+    """Flat segments from the boot GDT, the given control registers, RIP at entry, the boot
+    stack, the given general registers, and the power-on FPU state: what every boot
+    protocol's entry has in common."""
     sregs = vcpu.get_sregs()
-    code, data = boot_segment(CODE64_SELECTOR), boot_segment(DATA_SELECTOR)
-    _load_segment(sregs.cs, code)
+    _load_segment(sregs.cs, boot_segment(code_selector))
+    data = boot_segment(DATA_SELECTOR)
     for seg in (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss):
         _load_segment(seg, data)
     _load_segment(sregs.tr, boot_segment(TSS_SELECTOR))
     sregs.gdt.base, sregs.gdt.limit = gdt_base, gdt_limit
     sregs.idt.base, sregs.idt.limit = 0, 0
-    sregs.cr3 = cr3
-    sregs.cr4 = CR4_PAE
-    sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG
-    sregs.efer = EFER_LME | EFER_LMA | EFER_SCE
+    sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer = cr0, cr3, cr4, efer
     vcpu.set_sregs(sregs)
 
     regs = vcpu.get_regs()
     regs.rflags = 0x2
     regs.rip = entry
-    regs.rsi = zero_page
     regs.rsp = regs.rbp = BOOT_STACK_TOP
+    for name, value in gprs.items():
+        setattr(regs, name, value)
     vcpu.set_regs(regs)
 
     fpu = vcpu.get_fpu()
     fpu.fcw = 0x37F  # the power-on x87 control word
     fpu.mxcsr = 0x1F80  # all SSE exceptions masked
     vcpu.set_fpu(fpu)
+
+
+def enter_long_mode(vcpu: Vcpu, cr3: int, gdt_base: int, gdt_limit: int, entry: int,
+                    zero_page: int = ZERO_PAGE_ADDR) -> None:
+    """The Linux 64-bit boot protocol entry state (Documentation/arch/x86/boot.rst)."""
+    enter_boot_state(vcpu, CODE64_SELECTOR, gdt_base, gdt_limit,
+                     cr0=CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG, cr3=cr3,
+                     cr4=CR4_PAE, efer=EFER_LME | EFER_LMA | EFER_SCE, entry=entry,
+                     rsi=zero_page)
 
 
 def configure_cpu(vcpu: Vcpu, supported_cpuid: Sequence[CpuidEntry], cpu_count: int,
