@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 
 import click
 
@@ -12,6 +13,7 @@ from ._native import lib
 from .errors import PyvisorError
 from .kvm.backend import detect_backend
 from .kvm.system import KVM_DEVICE, Kvm
+from .loader.kernel import BOOT_PROTOCOLS
 from .machine.config import DEFAULT_MEM, MachineConfig
 from .machine.machine import REQUIRED_CAPS, Machine
 
@@ -44,6 +46,15 @@ def cli(verbose: int) -> None:
               help="Number of vCPUs; application processors wait for INIT/SIPI.")
 @click.option("--append", "-a", "cmdline", default="", metavar="STR",
               help="Kernel command line.")
+@click.option("--initrd", "-i", default=None, metavar="FILE",
+              help="Initial ramdisk (e.g. a gzipped cpio initramfs).")
+@click.option("--boot", "boot_protocol", default="auto", show_default=True,
+              type=click.Choice(BOOT_PROTOCOLS),
+              help="Boot protocol: the Linux 64-bit entry, or PVH for an ELF with a Xen PVH "
+                   "note; auto uses the 64-bit entry.")
+@click.option("--on-reboot", default="exit", show_default=True,
+              type=click.Choice(["exit", "restart"]),
+              help="What a guest reboot does: end pyvisor with status 0, or boot again.")
 @click.option("--console", default="stdio", show_default=True, metavar="stdio|none|FILE",
               help="Where the serial and debug console go: the terminal (with input), "
                    "nowhere, or a file.")
@@ -51,17 +62,27 @@ def cli(verbose: int) -> None:
               help="Stop the guest after this long (exit status 124).")
 @click.option("--kvm-device", default=KVM_DEVICE, show_default=True, metavar="PATH",
               help="The KVM device node.")
-def run(kernel: str, mem: str, cpus: int, cmdline: str, console: str,
-        timeout: float | None, kvm_device: str) -> int:
-    """Boot KERNEL (an ELF64 kernel) and connect its console to the terminal.
+def run(kernel: str, mem: str, cpus: int, cmdline: str, initrd: str | None,
+        boot_protocol: str, on_reboot: str, console: str, timeout: float | None,
+        kvm_device: str) -> int:
+    """Boot KERNEL (a Linux bzImage or vmlinux, or any ELF64 kernel) and connect its
+    serial console to the terminal.
 
-    In the console, Ctrl-A x quits and Ctrl-A h lists the escapes. The exit status is the
-    guest's: (v << 1) | 1 for a write of v to port 0xF4, 0 for reset, 2 for a guest fault."""
+    In the console, Ctrl-A x quits and Ctrl-A h lists the escapes. The exit status is 0
+    when the guest powers off or reboots, (v << 1) | 1 for a write of v to port 0xF4,
+    2 for a guest fault and 124 for --timeout."""
     config = MachineConfig.build(kernel, mem=mem, cpus=cpus, cmdline=cmdline,
                                  console=console, capture_output=False,
-                                 kvm_path=kvm_device)
-    with Machine(config) as machine:
-        outcome = machine.run(timeout=timeout, handle_signals=True)
+                                 kvm_path=kvm_device, initrd=initrd,
+                                 boot_protocol=boot_protocol)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        with Machine(config) as machine:
+            outcome = machine.run(timeout=left, handle_signals=True)
+        if not (outcome.kind == "reset" and on_reboot == "restart"):
+            break
+        logging.getLogger("pyvisor").info("the guest rebooted: booting again")
     if outcome.kind in ("fault", "error", "timeout", "signal"):
         click.echo(outcome.describe(), err=True)
     else:

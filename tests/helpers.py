@@ -21,9 +21,10 @@ def kvm_usable() -> bool:
 needs_kvm = pytest.mark.skipif(not kvm_usable(), reason="no accessible /dev/kvm on this machine")
 
 
-def guest(name: str) -> str:
-    """Path of a built tiny kernel; `make test` builds them first."""
-    path = GUESTS / f"{name}.elf"
+def guest(name: str, image: str = "elf") -> str:
+    """Path of a built tiny kernel ("elf", or "bzImage" for the boot-protocol wrapper);
+    `make test` builds them first."""
+    path = GUESTS / f"{name}.{image}"
     if not path.exists():
         pytest.fail(f"{path} is missing: build the guests with `make guests`")
     return str(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from ..loader.kernel import BOOT_PROTOCOLS
 from ..units import parse_size
 from ..x86.boot_layout import CMDLINE_MAX
 
@@ -31,11 +32,14 @@ class MachineConfig:
     console: str = "none"
     capture_output: bool = True
     kvm_path: str = "/dev/kvm"
+    initrd: str | None = None
+    boot_protocol: str = "auto"
 
     @classmethod
     def build(cls, kernel: str, mem: str | int = DEFAULT_MEM, cpus: int = 1, cmdline: str = "",
               console: str = "none", capture_output: bool = True,
-              kvm_path: str = "/dev/kvm") -> "MachineConfig":
+              kvm_path: str = "/dev/kvm", initrd: str | None = None,
+              boot_protocol: str = "auto") -> "MachineConfig":
         mem_bytes = parse_size(mem) if isinstance(mem, str) else int(mem)
         if mem_bytes <= 0:
             raise ConfigError(f"invalid memory size {mem!r}: must be greater than zero")
@@ -47,6 +51,10 @@ class MachineConfig:
         if len(encoded) + 1 > CMDLINE_MAX:
             raise ConfigError(f"command line too long: {len(encoded)} bytes, "
                               f"at most {CMDLINE_MAX - 1}")
+        if boot_protocol not in BOOT_PROTOCOLS:
+            raise ConfigError(f"invalid boot protocol {boot_protocol!r}: expected one of "
+                              f"{', '.join(BOOT_PROTOCOLS)}")
         return cls(kernel=str(kernel), mem=mem_bytes, cpus=cpus, cmdline=cmdline,
                    console=parse_console(console), capture_output=capture_output,
-                   kvm_path=kvm_path)
+                   kvm_path=kvm_path, initrd=None if initrd is None else str(initrd),
+                   boot_protocol=boot_protocol)

@@ -12,24 +12,24 @@ from typing import Callable
 from .._native import ffi, lib
 from ..console import Console
 from ..devices.bus import MmioBus, PioBus
+from ..devices.legacy.acpi_pm import PM_BASE, PM_LENGTH, SCI_IRQ, AcpiPm
 from ..devices.legacy.debugcon import DEBUGCON_PORT, DebugConsole
 from ..devices.legacy.exit_device import EXIT_PORT, ExitDevice
 from ..devices.legacy.i8042 import COMMAND_PORT, DATA_PORT, I8042
+from ..devices.legacy.rtc import RTC_INDEX_PORT, RTC_IRQ, CmosRtc
+from ..devices.legacy.rtc import PORT_COUNT as RTC_PORT_COUNT
 from ..devices.legacy.serial import COM1_BASE, COM1_IRQ, PORT_COUNT, Uart16550
+from ..devices.pci.root import CONFIG_ADDRESS_PORT, PciRoot
+from ..devices.pci.root import PORT_COUNT as PCI_PORT_COUNT
 from ..errors import ConfigError, KvmUnavailableError, PyvisorError
 from ..kvm.backend import detect_backend
 from ..kvm.system import Kvm
 from ..kvm.vcpu import EXIT_REASON_NAMES, Vcpu
-from ..loader.elf import load_elf
 from ..memory.guest_memory import GuestMemory
 from ..memory.layout import MemoryLayout
 from ..units import format_size
-from ..x86.boot_layout import CMDLINE_ADDR, ZERO_PAGE_ADDR
-from ..x86.bootparams import ZeroPage
-from ..x86.cpuid import cpuid_has_1g_pages
-from ..x86.gdt import write_gdt
-from ..x86.paging import build_identity_map
-from ..x86.vcpu_setup import configure_cpu, configure_lapic, enter_long_mode
+from ..x86.vcpu_setup import configure_cpu, configure_lapic
+from .boot import enter_kernel, prepare_boot
 from .config import MachineConfig
 from .outcome import FAULT_STATUS, TIMEOUT_STATUS, Outcome
 from .report import INTERNAL_ERROR_NAMES, build_report
@@ -87,6 +87,7 @@ class Machine:
         self.kvm: Kvm | None = None
         self.vm = None
         self.memory: GuestMemory | None = None
+        self.rtc: CmosRtc | None = None
         try:
             self._build()
         except BaseException:
@@ -114,11 +115,9 @@ class Machine:
         self.vm.create_irqchip()
         self.vm.create_pit2()
 
-        self.kernel = load_elf(cfg.kernel, self.memory)
         supported_cpuid = self.kvm.supported_cpuid()
-        gdt_base, gdt_limit = write_gdt(self.memory)
-        cr3 = build_identity_map(self.memory, self.layout.top, cpuid_has_1g_pages(supported_cpuid))
-        self._write_zero_page()
+        self.boot = prepare_boot(cfg, self.memory, self.layout, supported_cpuid)
+        self.kernel = self.boot.image
 
         self._build_devices()
 
@@ -127,15 +126,7 @@ class Machine:
             vcpu = self.vm.create_vcpu(index)
             configure_cpu(vcpu, supported_cpuid, cfg.cpus, supported_msrs)
             configure_lapic(vcpu)
-        enter_long_mode(self.vm.vcpus[0], cr3, gdt_base, gdt_limit, self.kernel.entry)
-
-    def _write_zero_page(self) -> None:
-        cmdline = self.config.cmdline.encode() + b"\0"
-        self.memory.write(CMDLINE_ADDR, cmdline)
-        zero_page = ZeroPage()
-        zero_page.set_e820(self.layout.e820())
-        zero_page.set_cmdline(CMDLINE_ADDR, len(cmdline))
-        self.memory.write(ZERO_PAGE_ADDR, zero_page.to_bytes())
+        enter_kernel(self.vm.vcpus[0], self.boot)
 
     def _build_devices(self) -> None:
         console = self.config.console
@@ -151,13 +142,21 @@ class Machine:
         self.mmio_bus = MmioBus()
         vm = self.vm
         self.uart = Uart16550(irq=lambda level: vm.irq_line(COM1_IRQ, level), output=self._emit)
-        i8042 = I8042(request_reset=lambda: self._finish(
-            Outcome("reset", 0, "the guest reset the machine")))
-        self.pio_bus.register(COM1_BASE, PORT_COUNT, self.uart, "serial (COM1)")
-        self.pio_bus.register(DEBUGCON_PORT, 1, DebugConsole(self._emit), "debug console")
-        self.pio_bus.register(EXIT_PORT, 1, ExitDevice(self._exit_requested), "exit device")
-        self.pio_bus.register(DATA_PORT, 1, i8042.data_port, "i8042 data")
-        self.pio_bus.register(COMMAND_PORT, 1, i8042.command_port, "i8042 command/status")
+        i8042 = I8042(request_reset=self._reset_requested)
+        self.rtc = CmosRtc(irq=lambda level: vm.irq_line(RTC_IRQ, level))
+        self.acpi_pm = AcpiPm(request_poweroff=self._poweroff_requested,
+                              request_reset=self._reset_requested,
+                              sci=lambda level: vm.irq_line(SCI_IRQ, level))
+        self.pci = PciRoot()
+        bus = self.pio_bus
+        bus.register(COM1_BASE, PORT_COUNT, self.uart, "serial (COM1)")
+        bus.register(DEBUGCON_PORT, 1, DebugConsole(self._emit), "debug console")
+        bus.register(EXIT_PORT, 1, ExitDevice(self._exit_requested), "exit device")
+        bus.register(DATA_PORT, 1, i8042.data_port, "i8042 data")
+        bus.register(COMMAND_PORT, 1, i8042.command_port, "i8042 command/status")
+        bus.register(RTC_INDEX_PORT, RTC_PORT_COUNT, self.rtc, "CMOS RTC")
+        bus.register(PM_BASE, PM_LENGTH, self.acpi_pm, "ACPI PM block")
+        bus.register(CONFIG_ADDRESS_PORT, PCI_PORT_COUNT, self.pci, "PCI configuration")
 
     # --- console --------------------------------------------------------------------------
     def _emit(self, data: bytes) -> None:
@@ -181,6 +180,12 @@ class Machine:
         self.uart.receive(data)
 
     # --- ending ---------------------------------------------------------------------------
+    def _reset_requested(self) -> None:
+        self._finish(Outcome("reset", 0, "the guest reset the machine"))
+
+    def _poweroff_requested(self) -> None:
+        self._finish(Outcome("poweroff", 0, "the guest powered off"))
+
     def _exit_requested(self, status: int) -> None:
         self._finish(Outcome("exit", status, f"the guest wrote to the exit device (status {status})"))
 
@@ -332,7 +337,9 @@ class Machine:
 
     # --- cleanup --------------------------------------------------------------------------
     def close(self) -> None:
-        """Release every fd and mapping; safe to call twice."""
+        """Release every fd, mapping and device thread; safe to call twice."""
+        if self.rtc is not None:
+            self.rtc.close()
         if self.vm is not None:
             self.vm.close()
         if self.kvm is not None:

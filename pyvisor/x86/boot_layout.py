@@ -5,6 +5,7 @@ kernel loaded at or above KERNEL_MIN_ADDR can never overwrite them before it has
 
     0x00500  GDT (BOOT_GDT: null, code32, code64, data, 16-byte TSS descriptor)
     0x00600  TSS (64-bit, no I/O bitmap): VMX needs a usable TR in long mode
+    0x06000  PVH hvm_start_info, its module list and memory map (pvh.py)
     0x07000  zero page (struct boot_params), RSI at entry
     0x08000  boot stack, growing down from BOOT_STACK_TOP
     0x09000  PML4, 0x0A000 PDPT, 0x0B000.. page directories (2 MiB pages only)
@@ -16,6 +17,9 @@ kernel loaded at or above KERNEL_MIN_ADDR can never overwrite them before it has
 GDT_ADDR = 0x500
 TSS_ADDR = 0x600
 TSS_SIZE = 0x68  # a 64-bit TSS without an I/O permission bitmap
+
+START_INFO_ADDR = 0x6000
+START_INFO_END = 0x7000
 
 ZERO_PAGE_ADDR = 0x7000
 BOOT_STACK_TOP = 0x8FF0

@@ -53,6 +53,11 @@ class ZeroPage:
         self.hdr.ramdisk_size = size & 0xFFFFFFFF
         self._params.ext_ramdisk_size = size >> 32
 
+    def set_acpi_rsdp(self, gpa: int) -> None:
+        """Tell the kernel where the RSDP is (protocol 2.14+ reads it; older kernels
+        find it by scanning the BIOS area, where pyvisor puts it anyway)."""
+        self._params.acpi_rsdp_addr = gpa
+
     def set_setup_header(self, raw: bytes) -> None:
         """Copy a bzImage's setup header (its bytes from offset 0x1F1 on) into hdr.
 

@@ -22,12 +22,11 @@ from typing import Iterable, Protocol
 from ..errors import ConfigError
 from ..kvm.vcpu import Vcpu
 from ..memory.guest_memory import GuestMemory
+from .boot_layout import START_INFO_ADDR, START_INFO_END
 from .gdt import CODE32_SELECTOR
 from .registers import CR0_ET, CR0_PE
 from .vcpu_setup import enter_boot_state
 
-START_INFO_ADDR = 0x6000
-START_INFO_END = 0x7000
 MODLIST_ADDR = START_INFO_ADDR + 0x40
 MEMMAP_ADDR = START_INFO_ADDR + 0x80
 

@@ -20,7 +20,7 @@ def test_not_an_elf(tmp_path):
     path = tmp_path / "kernel.img"
     path.write_bytes(b"MZ this is not an ELF file at all" * 10)
     line = one_line_error(pyvisor("run", str(path), "--mem", "16M"))
-    assert "not an ELF" in line
+    assert "not a bzImage or ELF kernel" in line
 
 
 def test_truncated_elf(tmp_path):
