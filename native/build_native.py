@@ -146,7 +146,11 @@ struct pv_exit {
 
 int pv_ioctl(int fd, unsigned long request, void *arg);
 int pv_ioctl_int(int fd, unsigned long request, unsigned long arg);
-int pv_run(int vcpu_fd, struct kvm_run *run, struct pv_exit *exit);
+struct pv_uart {
+    int32_t thr_fast; int32_t lsr_fast; int32_t out_fd; uint16_t base;
+    uint64_t tx_bytes; uint64_t lsr_reads;
+};
+int pv_run(int vcpu_fd, struct kvm_run *run, struct pv_exit *exit, struct pv_uart *uart);
 void pv_complete_read(struct pv_exit *exit, uint64_t value);
 void *pv_mmap_shared(int fd, size_t size);
 void *pv_mmap_anon(size_t size);

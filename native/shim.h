@@ -2,7 +2,8 @@
  *
  * - ioctl wrappers that return -errno instead of touching errno from Python;
  * - KVM_RUN plus decoding of the kvm_run exit union into one flat struct, so the
- *   per-exit path in Python reads plain fields (cffi releases the GIL around every call);
+ *   per-exit path in Python reads plain fields (cffi releases the GIL around every call),
+ *   with the console UART's hot registers answered without leaving C;
  * - anonymous mappings for guest RAM and the vCPU's kvm_run area;
  * - the "kick" signal handler that makes a blocked KVM_RUN return with EINTR.
  */
@@ -31,9 +32,26 @@ struct pv_exit {
     uint32_t cpu;         /* KVM_EXIT_FAIL_ENTRY cpu */
 };
 
+/* The UART registers the guest hits once per console character, served inside pv_run so
+ * that a verbose boot does not cost two trips through Python per byte. Python owns the
+ * UART model and publishes, under its lock, when each shortcut is exact:
+ *   thr_fast: a THR write only transmits (DLAB and loopback off, THRE interrupt disabled),
+ *             so the byte can go straight to out_fd (the pipe Python drains, in order with
+ *             the bytes Python itself transmits);
+ *   lsr_fast: an LSR read has no side effect and reads THRE|TEMT (no input, no overrun). */
+struct pv_uart {
+    volatile int32_t thr_fast;
+    volatile int32_t lsr_fast;
+    int32_t out_fd;
+    uint16_t base;
+    uint64_t tx_bytes;    /* served here, for measurements */
+    uint64_t lsr_reads;
+};
+
 int pv_ioctl(int fd, unsigned long request, void *arg);
 int pv_ioctl_int(int fd, unsigned long request, unsigned long arg);
-int pv_run(int vcpu_fd, struct kvm_run *run, struct pv_exit *exit);
+/* KVM_RUN until an exit Python must see (uart may be NULL: every exit returns). */
+int pv_run(int vcpu_fd, struct kvm_run *run, struct pv_exit *exit, struct pv_uart *uart);
 void pv_complete_read(struct pv_exit *exit, uint64_t value);
 void *pv_mmap_shared(int fd, size_t size);
 void *pv_mmap_anon(size_t size);

@@ -36,7 +36,7 @@ class Vcpu:
     def run(self) -> int:
         """Enter the guest until the next exit; returns the KVM_EXIT_* reason, with the
         details decoded in `self.exit`. A signal (a kick) returns KVM_EXIT_INTR."""
-        ret = lib.pv_run(self.fd, self.kvm_run, self.exit)
+        ret = lib.pv_run(self.fd, self.kvm_run, self.exit, ffi.NULL)
         if ret < 0:
             if ret == -4:  # EINTR: kicked by another thread
                 return lib.KVM_EXIT_INTR

@@ -14,6 +14,9 @@ def test_machine_runs_hello_and_captures_console():
         assert outcome.kind == "reset" and outcome.status == 0
         assert "RAM: 64 MiB" in machine.console_text
         assert "cmdline: x=1" in machine.console_text
+        # polled output (LSR until THRE, then THR) never leaves the native loop
+        assert machine.console_pipe.fast_bytes == len(machine.console_output)
+        assert machine.console_pipe.native.lsr_reads >= len(machine.console_output)
 
 
 def test_machine_reports_triple_fault():

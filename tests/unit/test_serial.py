@@ -361,3 +361,65 @@ def test_receive_from_another_thread(u):
     # Transitions alternate and the final level matches the empty queue.
     assert all(a != b for a, b in zip(u.irqs, u.irqs[1:]))
     assert u.irqs[-1] is False
+
+
+class FastPathUart(Uart):
+    """A Uart whose fast-path publications are recorded, and checked against the model:
+    whenever a shortcut is published as exact, taking it must equal calling the UART."""
+
+    def __init__(self):
+        self.fast: list[tuple[bool, bool]] = []
+        super().__init__(fast_path=lambda thr, lsr: self.fast.append((thr, lsr)))
+
+    @property
+    def now(self):
+        return self.fast[-1] if self.fast else (False, False)
+
+
+def test_fast_path_published_at_power_on():
+    u = FastPathUart()
+    assert u.fast == [(True, True)]      # DLAB, loopback and THRE interrupt off; no input
+    assert u.r(LSR) == 0x60
+
+
+@pytest.mark.parametrize("off, value", [(LCR, 0x80), (MCR, 0x10), (IER, 0x02)])
+def test_transmit_shortcut_off_while_thr_does_more(off, value):
+    u = FastPathUart()
+    u.w(off, value)
+    assert u.now == (False, True)
+    u.w(off, 0)
+    assert u.now == (True, True)
+
+
+def test_transmit_shortcut_stays_with_rx_interrupts():
+    u = FastPathUart()
+    u.w(IER, 0x01 | 0x04 | 0x08)          # RX, line status, modem status: THR writes stay pure
+    assert u.now == (True, True)
+
+
+def test_lsr_shortcut_off_while_input_or_overrun_pending():
+    u = FastPathUart()
+    u.dev.receive(b"ab")
+    assert u.now == (True, False)
+    assert u.r(LSR) & 0x01
+    u.r(RBR)
+    assert u.now == (True, False)
+    u.r(RBR)
+    assert u.now == (True, True)
+    small = FastPathUart.__new__(FastPathUart)
+    small.fast = []
+    Uart.__init__(small, fast_path=lambda t, l: small.fast.append((t, l)), rx_limit=1)
+    small.dev.receive(b"xy")                 # overrun
+    small.r(RBR)
+    assert small.now == (True, False)        # OE still to be reported by an LSR read
+    assert small.r(LSR) & 0x02
+    assert small.now == (True, True)
+
+
+def test_loopback_input_turns_lsr_shortcut_off():
+    u = FastPathUart()
+    u.w(MCR, 0x10)
+    u.w(THR, 0x41)
+    assert u.now == (False, False)
+    assert u.r(RBR) == 0x41
+    assert u.now == (False, True)

@@ -87,20 +87,31 @@ class Uart16550:
     each transmitted byte, from the vCPU thread that wrote THR. Registers are 8 bits; a
     wider access reaches only the addressed register, with the low byte.
 
+    `fast_path(thr, lsr)`, if given, is told (lock held, on changes only) when a THR write
+    would do nothing but transmit, and when an LSR read would have no side effect and read
+    THRE|TEMT: the vCPU loop may then serve those two registers without calling the UART
+    (the native shim does, see struct pv_uart), which is what keeps a verbose boot's console
+    off the Python path.
+
     A FIFO reset (FCR bit 1) does not drop queued input: the queue is the host side of the
     line, and dropping it would lose typed-ahead or piped input depending on when it arrived
     relative to the guest's driver setup.
     """
 
     def __init__(self, irq: Callable[[bool], None], output: Callable[[bytes], None],
-                 *, rx_limit: int = RX_BACKLOG_LIMIT) -> None:
+                 *, rx_limit: int = RX_BACKLOG_LIMIT,
+                 fast_path: Callable[[bool, bool], None] | None = None) -> None:
         self._irq = irq
         self._output = output
         self._rx_limit = rx_limit
+        self._fast_path = fast_path
+        self._fast = (False, False)
         self._lock = threading.Lock()
         self._rx: deque[int] = deque()
         self._level = False
         self._power_on()
+        with self._lock:
+            self._update_irq()
 
     def _power_on(self) -> None:
         self._rx.clear()
@@ -208,6 +219,7 @@ class Uart16550:
                 self._update_irq()
             elif offset == LCR:
                 self._lcr = value
+                self._update_irq()
             elif offset == MCR:
                 before = self._modem_lines()
                 self._mcr = value & 0x1F
@@ -254,7 +266,14 @@ class Uart16550:
         return IIR_NO_INT
 
     def _update_irq(self) -> None:
+        """After every state change: the INTR pin, and which shortcuts are exact."""
         level = self._interrupt_id() != IIR_NO_INT
         if level != self._level:
             self._level = level
             self._irq(level)
+        if self._fast_path is not None:
+            fast = (not (self._lcr & LCR_DLAB or self._mcr & MCR_LOOP or self._ier & IER_ETBEI),
+                    not (self._rx or self._overrun))
+            if fast != self._fast:
+                self._fast = fast
+                self._fast_path(*fast)

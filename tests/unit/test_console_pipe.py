@@ -1,0 +1,27 @@
+"""ConsolePipe keeps the guest's byte order and delivers everything before finish returns."""
+import os
+
+from pyvisor.machine.console_pipe import ConsolePipe
+
+
+def test_bytes_arrive_in_order_and_all_before_finish():
+    got = bytearray()
+    pipe = ConsolePipe(0x3F8, got.extend)
+    pipe.start()
+    for i in range(2000):
+        pipe.write(bytes((i & 0xFF,)))
+    os.write(pipe.native.out_fd, b"native")     # what the shim does for a fast THR write
+    pipe.write(b"!")
+    pipe.finish()
+    assert bytes(got) == bytes(i & 0xFF for i in range(2000)) + b"native!"
+    assert pipe.native.out_fd == -1
+    pipe.close()
+    pipe.close()
+
+
+def test_fast_path_flags_reach_the_native_struct():
+    pipe = ConsolePipe(0x2F8, lambda data: None)
+    assert pipe.native.base == 0x2F8
+    pipe.set_fast_path(True, False)
+    assert (pipe.native.thr_fast, pipe.native.lsr_fast) == (1, 0)
+    pipe.close()
