@@ -1,64 +1,21 @@
 """The interactive shell guest, driven through a pseudo-terminal as a user would."""
-import os
-import select
-import subprocess
 import termios
-import time
 
 import pytest
 
 from helpers import PYVISOR, guest, needs_kvm
+from pty_session import PtySession
 
 pytestmark = [needs_kvm, pytest.mark.kvm]
 PROMPT = b"pyvisor> "
-
-
-class Session:
-    """pyvisor running on the slave side of a pty; the test types on the master side."""
-
-    def __init__(self, *args: str):
-        self.master, self.slave = os.openpty()
-        self.saved = termios.tcgetattr(self.slave)
-        self.proc = subprocess.Popen([PYVISOR, "run", guest("shell"), *args],
-                                     stdin=self.slave, stdout=self.slave, stderr=self.slave)
-        self.seen = b""
-
-    def expect(self, needle: bytes, timeout: float = 60) -> bytes:
-        deadline = time.monotonic() + timeout
-        while needle not in self.seen:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"{needle!r} not seen; output so far: {self.seen!r}")
-            if select.select([self.master], [], [], left)[0]:
-                try:
-                    self.seen += os.read(self.master, 4096)
-                except OSError:  # EIO: every slave fd closed
-                    break
-        assert needle in self.seen, self.seen
-        before, _, after = self.seen.partition(needle)
-        self.seen = after
-        return before
-
-    def type(self, text: bytes) -> None:
-        os.write(self.master, text)
-
-    def wait(self, timeout: float = 60) -> int:
-        return self.proc.wait(timeout)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        os.close(self.master)
-        os.close(self.slave)
 
 
 @pytest.fixture
 def session_factory():
     sessions = []
 
-    def make(*args: str) -> Session:
-        sessions.append(Session(*args))
+    def make(*args: str) -> PtySession:
+        sessions.append(PtySession([PYVISOR, "run", guest("shell"), *args]))
         return sessions[-1]
 
     yield make
