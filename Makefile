@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup guests run test bench check clean
+.PHONY: setup guests run run-linux test test-nested bench bench-linux check clean
 
 $(STAMP): pyproject.toml setup.py native/build_native.py native/shim.c native/shim.h
 	@command -v gcc >/dev/null || { echo "pyvisor: gcc is needed (apt-get install gcc)"; exit 1; }
@@ -26,11 +26,25 @@ guests:
 run: setup guests
 	$(PYVISOR) run guests/out/shell.elf $(RUN_ARGS)
 
+# A stock Debian kernel and a busybox initramfs, booted to a shell (needs VT-x or AMD-V).
+run-linux: setup
+	$(PY) tools/run_linux.py $(RUN_ARGS)
+
 test: setup guests
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Stock Linux guests inside the nested test host (QEMU TCG with SVM; see tests/nested).
+# Installs QEMU, busybox-static and lz4 with apt-get when missing (needs root).
+test-nested: setup guests
+	$(PY) -m pytest -m nested tests/nested $(PYTEST_ARGS)
+
 bench: setup guests
 	$(PY) bench/pio_exits.py
+
+# Linux boot-to-init against QEMU, in the nested test host (BENCH_ARGS="--verbose --cpus 2").
+BENCH_ARGS ?=
+bench-linux: setup
+	$(PY) bench/linux_boot.py $(BENCH_ARGS)
 
 check: setup
 	$(PYVISOR) check

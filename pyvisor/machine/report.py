@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import capstone
 
 from .._native import lib
 from ..errors import GuestMemoryError
@@ -76,18 +75,20 @@ class FaultReport:
         return "\n".join(lines)
 
 
-def _mode(sregs) -> tuple[int, int]:
-    """capstone mode for the current CS: 64-bit (CS.L in long mode), 32-bit (CS.D) or 16-bit."""
+def _bits(sregs) -> int:
+    """Code size for the current CS: 64-bit (CS.L in long mode), 32-bit (CS.D) or 16-bit."""
     if sregs.efer & EFER_LMA and sregs.cs.l:
-        return capstone.CS_MODE_64, 64
-    if sregs.cs.db:
-        return capstone.CS_MODE_32, 32
-    return capstone.CS_MODE_16, 16
+        return 64
+    return 32 if sregs.cs.db else 16
 
 
 def disassemble(code: bytes, address: int, bits: int = 64, count: int = _INSTRUCTIONS
                 ) -> list[Instruction]:
-    """Disassemble up to count instructions (Intel syntax) of guest code."""
+    """Disassemble up to count instructions (Intel syntax) of guest code. capstone is
+    imported here, on the rare fault path, because importing it costs more than the rest
+    of pyvisor's start-up."""
+    import capstone
+
     mode = {64: capstone.CS_MODE_64, 32: capstone.CS_MODE_32, 16: capstone.CS_MODE_16}[bits]
     md = capstone.Cs(capstone.CS_ARCH_X86, mode)
     out = []
@@ -127,7 +128,7 @@ def build_report(vcpu: Vcpu, mem: GuestMemory, reason: str, detail: str = "",
                       "cr4": sregs.cr4, "efer": sregs.efer}
     report.segments = {n: (getattr(sregs, n).selector, getattr(sregs, n).base,
                            getattr(sregs, n).limit) for n in ("cs", "ds", "ss")}
-    _, bits = _mode(sregs)
+    bits = _bits(sregs)
     try:
         gpa, code = read_guest_code(mem, sregs, regs.rip)
         report.code_address = gpa

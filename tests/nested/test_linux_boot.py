@@ -95,12 +95,24 @@ def qemu_reference(guest: LinuxGuest, initrd: Path) -> str:
             f"echo pyvisor-status=$? host-date=$(date +%s)")
 
 
+RUN_LINUX_STEPS = [["busybox shell on ttyS0", ""], ["# ", "echo $((6*7))\r"],
+                   ["\n42\r", "poweroff -f\r"]]
+
+
+def run_linux(repo: Path) -> str:
+    """`make run-linux`, typed into as a user would (its kernel is already cached)."""
+    steps = shlex.quote(json.dumps(RUN_LINUX_STEPS))
+    return (f"cd {repo} && {repo}/.venv/bin/python tests/nested/console_session.py {steps} 300 "
+            f"-- make -s run-linux RUN_ARGS='--mem 256M'; echo pyvisor-status=$?")
+
+
 @pytest.fixture(scope="module")
 def booted(nested_host: NestedHost, guest_kernel: LinuxGuest, repo: Path,
            tmp_path_factory) -> dict[str, Booted]:
     initrd = guest_kernel.initramfs(tmp_path_factory.mktemp("linux") / "initrd.gz", INIT)
     commands = {n: boot.command(guest_kernel, initrd, repo) for n, boot in BOOTS.items()}
     commands["qemu-verbose"] = qemu_reference(guest_kernel, initrd)
+    commands["run-linux"] = run_linux(repo)
     results = nested_host.run_many(list(commands.values()), timeout=1500)
     return {n: Booted(r) for n, r in zip(commands, results)}
 
@@ -165,3 +177,10 @@ def test_verbose_boot_is_clean(booted):
     assert reference.status() == 0 and "Run /init" in reference.output
     assert kernel_problems(log) <= kernel_problems(reference.output), \
         kernel_problems(log) - kernel_problems(reference.output)
+
+
+def test_make_run_linux_boots_to_a_shell(booted):
+    boot = booted["run-linux"]
+    assert "session-status=0" in boot.output, boot.output[-3000:]
+    assert "2 CPU(s), busybox shell on ttyS0" in boot.output
+    assert "\n42\r" in boot.output
