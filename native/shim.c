@@ -1,3 +1,4 @@
+#define _GNU_SOURCE
 #include "shim.h"
 
 #include <errno.h>
@@ -5,6 +6,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #define UART_THR 0
@@ -142,4 +144,9 @@ int pv_install_kick_handler(int signo)
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = 0;  /* no SA_RESTART: KVM_RUN must come back */
     return sigaction(signo, &sa, NULL) < 0 ? -errno : 0;
+}
+
+int pv_fallocate(int fd, int mode, uint64_t offset, uint64_t length)
+{
+    return fallocate(fd, mode, (off_t)offset, (off_t)length) < 0 ? -errno : 0;
 }

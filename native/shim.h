@@ -57,5 +57,7 @@ void *pv_mmap_shared(int fd, size_t size);
 void *pv_mmap_anon(size_t size);
 int pv_munmap(void *addr, size_t size);
 int pv_install_kick_handler(int signo);
+/* fallocate(2) with its mode flags (hole punching for virtio-blk DISCARD/WRITE_ZEROES). */
+int pv_fallocate(int fd, int mode, uint64_t offset, uint64_t length);
 
 #endif

@@ -52,6 +52,9 @@ def cli(verbose: int) -> None:
               type=click.Choice(BOOT_PROTOCOLS),
               help="Boot protocol: the Linux 64-bit entry, or PVH for an ELF with a Xen PVH "
                    "note; auto uses the 64-bit entry.")
+@click.option("--disk", "disks", multiple=True, metavar="PATH[,ro][,serial=ID]",
+              help="A raw disk image as virtio-blk (repeatable: vda, vdb, ...).")
+@click.option("--rng", is_flag=True, help="A virtio-rng device fed by the host's getrandom.")
 @click.option("--on-reboot", default="exit", show_default=True,
               type=click.Choice(["exit", "restart"]),
               help="What a guest reboot does: end pyvisor with status 0, or boot again.")
@@ -63,7 +66,7 @@ def cli(verbose: int) -> None:
 @click.option("--kvm-device", default=KVM_DEVICE, show_default=True, metavar="PATH",
               help="The KVM device node.")
 def run(kernel: str, mem: str, cpus: int, cmdline: str, initrd: str | None,
-        boot_protocol: str, on_reboot: str, console: str, timeout: float | None,
+        boot_protocol: str, disks: tuple[str, ...], rng: bool, on_reboot: str, console: str, timeout: float | None,
         kvm_device: str) -> int:
     """Boot KERNEL (a Linux bzImage or vmlinux, or any ELF64 kernel) and connect its
     serial console to the terminal.
@@ -74,7 +77,7 @@ def run(kernel: str, mem: str, cpus: int, cmdline: str, initrd: str | None,
     config = MachineConfig.build(kernel, mem=mem, cpus=cpus, cmdline=cmdline,
                                  console=console, capture_output=False,
                                  kvm_path=kvm_device, initrd=initrd,
-                                 boot_protocol=boot_protocol)
+                                 boot_protocol=boot_protocol, disks=disks, rng=rng)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())

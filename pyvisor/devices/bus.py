@@ -119,36 +119,48 @@ class PioBus(_Bus):
 
 
 class MmioBus(_Bus):
-    """Guest-physical MMIO space: sorted, non-overlapping ranges found with bisect."""
+    """Guest-physical MMIO space: sorted, non-overlapping ranges found with bisect.
+
+    A range can move while vCPUs run (a PCI BAR the guest reprograms): the lookup lists are
+    replaced, never changed in place, so a concurrent access sees the old or the new map."""
 
     _kind = "mmio"
 
     def __init__(self) -> None:
         super().__init__()
-        self._bases: list[int] = []
-        # Parallel to _bases: (end, mmio_read, mmio_write) of the range starting there.
-        self._ranges: list[tuple[int, _Read, _Write]] = []
+        # (bases, ranges): sorted bases and, parallel to them, (end, mmio_read, mmio_write).
+        self._map: tuple[list[int], list[tuple[int, _Read, _Write]]] = ([], [])
 
     def register(self, base: int, length: int, device: Any, name: str | None = None) -> None:
         """Claim base..base+length-1 for a device with mmio_read/mmio_write."""
         self._add(base, length, device, name, None)
-        i = bisect_right(self._bases, base)
-        self._bases.insert(i, base)
-        self._ranges.insert(i, (base + length, device.mmio_read, device.mmio_write))
+        self._rebuild()
+
+    def unregister(self, base: int) -> None:
+        """Release the range that starts at base."""
+        self._registrations = [r for r in self._registrations if r.base != base]
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        regs = self.registrations()
+        self._map = ([r.base for r in regs],
+                     [(r.base + r.length, r.device.mmio_read, r.device.mmio_write) for r in regs])
 
     def read(self, addr: int, size: int) -> int:
-        i = bisect_right(self._bases, addr) - 1
+        bases, ranges = self._map
+        i = bisect_right(bases, addr) - 1
         if i >= 0:
-            end, read, _ = self._ranges[i]
+            end, read, _ = ranges[i]
             if addr < end:
-                return read(addr - self._bases[i], size)
+                return read(addr - bases[i], size)
         return self._unclaimed_read(addr, size)
 
     def write(self, addr: int, size: int, value: int) -> None:
-        i = bisect_right(self._bases, addr) - 1
+        bases, ranges = self._map
+        i = bisect_right(bases, addr) - 1
         if i >= 0:
-            end, _, write = self._ranges[i]
+            end, _, write = ranges[i]
             if addr < end:
-                write(addr - self._bases[i], size, value)
+                write(addr - bases[i], size, value)
                 return
         self._unclaimed_write(addr, size, value)

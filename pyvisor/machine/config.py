@@ -3,7 +3,9 @@ the library so both refuse the same bad input with the same one-line message."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
+from ..devices.virtio.blk import DiskSpec
 from ..errors import ConfigError
 from ..loader.kernel import BOOT_PROTOCOLS
 from ..units import parse_size
@@ -34,12 +36,15 @@ class MachineConfig:
     kvm_path: str = "/dev/kvm"
     initrd: str | None = None
     boot_protocol: str = "auto"
+    disks: tuple[DiskSpec, ...] = ()
+    rng: bool = False
 
     @classmethod
     def build(cls, kernel: str, mem: str | int = DEFAULT_MEM, cpus: int = 1, cmdline: str = "",
               console: str = "none", capture_output: bool = True,
               kvm_path: str = "/dev/kvm", initrd: str | None = None,
-              boot_protocol: str = "auto") -> "MachineConfig":
+              boot_protocol: str = "auto", disks: Sequence[str | DiskSpec] = (),
+              rng: bool = False) -> "MachineConfig":
         mem_bytes = parse_size(mem) if isinstance(mem, str) else int(mem)
         if mem_bytes <= 0:
             raise ConfigError(f"invalid memory size {mem!r}: must be greater than zero")
@@ -57,4 +62,6 @@ class MachineConfig:
         return cls(kernel=str(kernel), mem=mem_bytes, cpus=cpus, cmdline=cmdline,
                    console=parse_console(console), capture_output=capture_output,
                    kvm_path=kvm_path, initrd=None if initrd is None else str(initrd),
-                   boot_protocol=boot_protocol)
+                   boot_protocol=boot_protocol,
+                   disks=tuple(d if isinstance(d, DiskSpec) else DiskSpec.parse(d) for d in disks),
+                   rng=bool(rng))

@@ -19,6 +19,7 @@ from ..devices.legacy.i8042 import COMMAND_PORT, DATA_PORT, I8042
 from ..devices.legacy.rtc import RTC_INDEX_PORT, RTC_IRQ, CmosRtc
 from ..devices.legacy.rtc import PORT_COUNT as RTC_PORT_COUNT
 from ..devices.legacy.serial import COM1_BASE, COM1_IRQ, PORT_COUNT, Uart16550
+from ..devices.io_loop import IoLoop
 from ..devices.pci.root import CONFIG_ADDRESS_PORT, PciRoot
 from ..devices.pci.root import PORT_COUNT as PCI_PORT_COUNT
 from ..errors import ConfigError, KvmUnavailableError, PyvisorError
@@ -28,6 +29,7 @@ from ..kvm.vcpu import EXIT_REASON_NAMES, Vcpu
 from ..memory.guest_memory import GuestMemory
 from ..memory.layout import MemoryLayout
 from ..units import format_size
+from .virtio_devices import attach_virtio_devices
 from ..x86.vcpu_setup import configure_cpu, configure_lapic
 from .boot import enter_kernel, prepare_boot
 from .config import MachineConfig
@@ -90,6 +92,8 @@ class Machine:
         self.memory: GuestMemory | None = None
         self.rtc: CmosRtc | None = None
         self.console_pipe: ConsolePipe | None = None
+        self.io_loop: IoLoop | None = None
+        self.pci_functions: list = []
         try:
             self._build()
         except BaseException:
@@ -162,6 +166,8 @@ class Machine:
         bus.register(RTC_INDEX_PORT, RTC_PORT_COUNT, self.rtc, "CMOS RTC")
         bus.register(PM_BASE, PM_LENGTH, self.acpi_pm, "ACPI PM block")
         bus.register(CONFIG_ADDRESS_PORT, PCI_PORT_COUNT, self.pci, "PCI configuration")
+        self.io_loop = IoLoop()
+        self.pci_functions = attach_virtio_devices(self.config, self)
 
     # --- console --------------------------------------------------------------------------
     def _emit(self, data: bytes) -> None:
@@ -232,6 +238,7 @@ class Machine:
                 self._sinks.append(self._console.write)
                 self._console.start()
             self.console_pipe.start()
+            self.io_loop.start()
             for vcpu in self.vm.vcpus:
                 thread = threading.Thread(target=self._vcpu_thread, args=(vcpu,),
                                           name=f"vcpu{vcpu.index}")
@@ -243,6 +250,7 @@ class Machine:
             for thread in self._threads:
                 thread.join()
         finally:
+            self.io_loop.stop()
             self.console_pipe.finish()
             log.info("console: %d bytes from the UART fast path, %d LSR reads served natively",
                      self.console_pipe.fast_bytes, self.console_pipe.native.lsr_reads)
@@ -351,6 +359,11 @@ class Machine:
             self.rtc.close()
         if self.console_pipe is not None:
             self.console_pipe.close()
+        if self.io_loop is not None:
+            self.io_loop.close()
+        for function in self.pci_functions:
+            function.close()
+        self.pci_functions = []
         if self.vm is not None:
             self.vm.close()
         if self.kvm is not None:

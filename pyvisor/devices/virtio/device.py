@@ -1,0 +1,150 @@
+"""What every virtio device shares, whatever the transport: feature bits, the device status
+state machine, the queues, and the rule that a driver error stops the device until reset.
+
+A concrete device (blk.py, rng.py, ...) is its device ID, its feature bits, its
+configuration space and `handle_queue(index, queue)`. The transport (pci.py) owns the
+registers, calls `set_status`, `queue`, `read_config`/`write_config`, and gives the
+device `interrupt(kind, vector)` to signal the driver.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+from ..._native import lib
+from ...memory.guest_memory import GuestMemory
+from .queue import QueueError, Virtqueue
+
+log = logging.getLogger("pyvisor.virtio")
+
+VERSION_1 = 1 << lib.VIRTIO_F_VERSION_1
+RING_FEATURES = (1 << lib.VIRTIO_RING_F_INDIRECT_DESC) | (1 << lib.VIRTIO_RING_F_EVENT_IDX)
+
+ACKNOWLEDGE = lib.VIRTIO_CONFIG_S_ACKNOWLEDGE
+DRIVER = lib.VIRTIO_CONFIG_S_DRIVER
+DRIVER_OK = lib.VIRTIO_CONFIG_S_DRIVER_OK
+FEATURES_OK = lib.VIRTIO_CONFIG_S_FEATURES_OK
+NEEDS_RESET = lib.VIRTIO_CONFIG_S_NEEDS_RESET
+FAILED = lib.VIRTIO_CONFIG_S_FAILED
+
+# interrupt(kind, vector): a used-buffer notification or a configuration change
+QUEUE_INTERRUPT = "queue"
+CONFIG_INTERRUPT = "config"
+
+
+class VirtioDevice:
+    """Base class. Subclasses set `device_id`, `name`, `queue_sizes`, call
+    `super().__init__(features)` and fill `self.config`; they implement `handle_queue`
+    and may override `on_activate`, `on_reset` and `write_config`."""
+
+    device_id: int = 0
+    name: str = "virtio"
+    queue_sizes: tuple[int, ...] = ()
+
+    def __init__(self, features: int = 0) -> None:
+        self.device_features = features | VERSION_1 | RING_FEATURES
+        self.driver_features = 0
+        self.status = 0
+        self.config = bytearray()
+        self.config_generation = 0
+        self.config_msix_vector = lib.VIRTIO_MSI_NO_VECTOR
+        self.queues = [Virtqueue(size) for size in self.queue_sizes]
+        self.memory: GuestMemory | None = None
+        self.interrupt: Callable[[str, int], None] = lambda kind, vector: None
+        # Serialises queue processing (I/O thread) with status changes (vCPU threads).
+        self.lock = threading.RLock()
+
+    # --- transport side -------------------------------------------------------------------
+    def attach(self, memory: GuestMemory, interrupt: Callable[[str, int], None]) -> None:
+        self.memory = memory
+        self.interrupt = interrupt
+
+    def has_feature(self, bit: int) -> bool:
+        return bool(self.driver_features >> bit & 1)
+
+    def set_status(self, value: int) -> None:
+        """A driver write to device_status (spec 2.1 and 3.1)."""
+        with self.lock:
+            if value == 0:
+                self.reset()
+                return
+            if value & FEATURES_OK and not self.status & FEATURES_OK:
+                if self.driver_features & ~self.device_features or \
+                        not self.driver_features & VERSION_1:
+                    log.warning("%s: driver features %#x refused (offered %#x)", self.name,
+                                self.driver_features, self.device_features)
+                    value &= ~FEATURES_OK
+            newly_ok = value & DRIVER_OK and not self.status & DRIVER_OK
+            self.status = value | (self.status & NEEDS_RESET)
+            if newly_ok and not self.status & NEEDS_RESET:
+                self._activate()
+
+    def _activate(self) -> None:
+        event_idx = self.has_feature(lib.VIRTIO_RING_F_EVENT_IDX)
+        indirect = self.has_feature(lib.VIRTIO_RING_F_INDIRECT_DESC)
+        try:
+            for q in self.queues:
+                if q.enabled:
+                    q.activate(self.memory, event_idx=event_idx, indirect=indirect)
+        except QueueError as exc:
+            self.fail(str(exc))
+            return
+        self.on_activate()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.on_reset()
+            self.status = 0
+            self.driver_features = 0
+            self.config_msix_vector = lib.VIRTIO_MSI_NO_VECTOR
+            for q in self.queues:
+                q.reset()
+
+    @property
+    def running(self) -> bool:
+        return self.status & DRIVER_OK and not self.status & NEEDS_RESET
+
+    def notify(self, index: int) -> None:
+        """The driver kicked queue `index` (I/O thread): process it, then interrupt if the
+        driver wants one. A driver error stops the device until the driver resets it."""
+        with self.lock:
+            if not self.running or index >= len(self.queues) or not self.queues[index].ready:
+                return
+            queue = self.queues[index]
+            try:
+                self.handle_queue(index, queue)
+            except QueueError as exc:
+                self.fail(f"queue {index}: {exc}")
+            self.signal_used(queue)
+
+    def signal_used(self, queue: Virtqueue) -> None:
+        if queue.ready and queue.needs_interrupt():
+            self.interrupt(QUEUE_INTERRUPT, queue.msix_vector)
+
+    def fail(self, why: str) -> None:
+        """Stop serving the driver and tell it (DEVICE_NEEDS_RESET and a config interrupt),
+        as the spec asks for an unrecoverable driver error (2.1.2)."""
+        log.error("%s: %s; the device needs a reset", self.name, why)
+        self.status |= NEEDS_RESET
+        self.interrupt(CONFIG_INTERRUPT, self.config_msix_vector)
+
+    def read_config(self, offset: int, size: int) -> int:
+        data = self.config[offset:offset + size]
+        return int.from_bytes(data.ljust(size, b"\0"), "little")
+
+    def write_config(self, offset: int, size: int, value: int) -> None:
+        """Configuration space is read-only unless a device says otherwise."""
+
+    # --- device side ----------------------------------------------------------------------
+    def handle_queue(self, index: int, queue: Virtqueue) -> None:
+        raise NotImplementedError
+
+    def on_activate(self) -> None:
+        """The driver set DRIVER_OK: queues are live."""
+
+    def on_reset(self) -> None:
+        """The driver reset the device: drop in-flight state."""
+
+    def close(self) -> None:
+        """Release host resources (files, fds)."""
