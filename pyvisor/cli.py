@@ -58,8 +58,10 @@ def cli(verbose: int) -> None:
 @click.option("--on-reboot", default="exit", show_default=True,
               type=click.Choice(["exit", "restart"]),
               help="What a guest reboot does: end pyvisor with status 0, or boot again.")
-@click.option("--console", default="stdio", show_default=True, metavar="stdio|none|FILE",
-              help="Where the serial and debug console go: the terminal (with input), "
+@click.option("--console", default="stdio", show_default=True,
+              metavar="stdio|virtio|none|FILE",
+              help="Where the consoles go: the terminal with input on the serial port "
+                   "(stdio) or on a virtio console, hvc0 (virtio; append console=hvc0), "
                    "nowhere, or a file.")
 @click.option("--timeout", type=float, default=None, metavar="SECONDS",
               help="Stop the guest after this long (exit status 124).")

@@ -17,9 +17,9 @@ MAX_CPUS = 254
 
 
 def parse_console(value: str) -> str:
-    """'stdio', 'none' or a file path (output only)."""
+    """'stdio', 'virtio' (the terminal on hvc0), 'none' or a file path (output only)."""
     if not value:
-        raise ConfigError("invalid console '': expected stdio, none or a file path")
+        raise ConfigError("invalid console '': expected stdio, virtio, none or a file path")
     return value
 
 

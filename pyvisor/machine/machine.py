@@ -21,6 +21,7 @@ from ..devices.legacy.rtc import PORT_COUNT as RTC_PORT_COUNT
 from ..devices.legacy.serial import COM1_BASE, COM1_IRQ, PORT_COUNT, Uart16550
 from ..devices.io_loop import IoLoop
 from ..devices.pci.root import CONFIG_ADDRESS_PORT, PciRoot
+from ..devices.virtio.console import VirtioConsole
 from ..devices.pci.root import PORT_COUNT as PCI_PORT_COUNT
 from ..errors import ConfigError, KvmUnavailableError, PyvisorError
 from ..kvm.backend import detect_backend
@@ -136,7 +137,7 @@ class Machine:
 
     def _build_devices(self) -> None:
         console = self.config.console
-        if console not in ("stdio", "none"):
+        if console not in ("stdio", "virtio", "none"):
             try:
                 self._output_fd = os.open(console, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
                                           | os.O_CLOEXEC, 0o644)
@@ -168,6 +169,9 @@ class Machine:
         bus.register(CONFIG_ADDRESS_PORT, PCI_PORT_COUNT, self.pci, "PCI configuration")
         self.io_loop = IoLoop()
         self.pci_functions = attach_virtio_devices(self.config, self)
+        self._console_input = next(
+            (f.device.receive for f in self.pci_functions if isinstance(f.device, VirtioConsole)),
+            self.uart.receive)
 
     # --- console --------------------------------------------------------------------------
     def _emit(self, data: bytes) -> None:
@@ -187,8 +191,8 @@ class Machine:
         return self._output.decode("utf-8", "replace")
 
     def send_input(self, data: bytes) -> None:
-        """Type into the guest's serial console."""
-        self.uart.receive(data)
+        """Type into the guest's console: hvc0 with console "virtio", else the UART."""
+        self._console_input(data)
 
     # --- ending ---------------------------------------------------------------------------
     def _reset_requested(self) -> None:
@@ -231,9 +235,9 @@ class Machine:
         _install_kick_handler()
         previous = self._install_signal_handlers() if handle_signals else {}
         try:
-            if self.config.console == "stdio":
+            if self.config.console in ("stdio", "virtio"):
                 stdin_fd = 0 if _fd_open(0) else None
-                self._console = Console(stdin_fd, 1, on_input=self.uart.receive,
+                self._console = Console(stdin_fd, 1, on_input=self._console_input,
                                         on_quit=lambda: self._finish(Outcome("quit", 0, "Ctrl-A x")))
                 self._sinks.append(self._console.write)
                 self._console.start()

@@ -1,9 +1,12 @@
 """Which virtio devices a machine gets, and where: one PCI slot each from 00:01.0 on, in the
-order disks, rng, with BARs assigned from the start of the PCI MMIO window."""
+order console, disks, rng, with BARs assigned from the start of the PCI MMIO window."""
 from __future__ import annotations
+
+from typing import Callable
 
 from ..acpi.platform import PCI_MMIO_WINDOW_START
 from ..devices.virtio.blk import VirtioBlk
+from ..devices.virtio.console import VirtioConsole
 from ..devices.virtio.device import VirtioDevice
 from ..devices.virtio.pci import BAR_SIZE, VirtioPci
 from ..devices.virtio.rng import VirtioRng
@@ -13,10 +16,13 @@ from .gsi_router import GsiRouter
 FIRST_SLOT = 1
 
 
-def virtio_devices(cfg: MachineConfig) -> list[VirtioDevice]:
+def virtio_devices(cfg: MachineConfig, console_output: Callable[[bytes], None]
+                   ) -> list[VirtioDevice]:
     """The devices the configuration asks for (opening disks: errors come before boot)."""
     devices: list[VirtioDevice] = []
     try:
+        if cfg.console == "virtio":
+            devices.append(VirtioConsole(console_output))
         for disk in cfg.disks:
             devices.append(VirtioBlk(disk))
         if cfg.rng:
@@ -30,7 +36,7 @@ def virtio_devices(cfg: MachineConfig) -> list[VirtioDevice]:
 
 def attach_virtio_devices(cfg: MachineConfig, machine) -> list[VirtioPci]:
     """Put each device behind virtio-pci on the machine's PCI root and buses."""
-    devices = virtio_devices(cfg)
+    devices = virtio_devices(cfg, machine.console_pipe.write)
     if not devices:
         return []
     router = GsiRouter(machine.vm)

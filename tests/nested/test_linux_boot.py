@@ -16,7 +16,7 @@ import pytest
 
 from nestedhost import LinuxGuest, NestedHost, NestedResult
 
-pytestmark = pytest.mark.nested
+pytestmark = [pytest.mark.nested, pytest.mark.timeout(1500)]  # one nested run serves all
 
 INIT = r"""
 echo "GUEST-FACTS nproc=$(nproc) mem_kb=$(sed -n 's/^MemTotal: *\([0-9]*\) kB/\1/p' /proc/meminfo) date=$(date +%s)"

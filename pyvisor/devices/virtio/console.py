@@ -1,0 +1,78 @@
+"""virtio-console (virtio 1.2, 5.3) with one port: hvc0 in a Linux guest.
+
+Queue 0 (receiveq) carries host input into buffers the driver posted; queue 1 (transmitq)
+carries guest output. Input that arrives while no buffer is posted waits in a backlog
+(bounded, like the UART's), so typed-ahead text is not lost; a reset keeps it, since it
+is the host side of the line.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable
+
+from ..._native import lib
+from .device import VirtioDevice
+from .queue import QueueError, Virtqueue
+
+QUEUE_SIZE = 64
+RECEIVE, TRANSMIT = 0, 1
+BACKLOG_LIMIT = 1 << 20
+# struct virtio_console_config: cols, rows, max_nr_ports, emerg_wr
+CONFIG_SIZE = 12
+
+
+class VirtioConsole(VirtioDevice):
+    device_id = lib.VIRTIO_ID_CONSOLE
+    name = "console"
+    queue_sizes = (QUEUE_SIZE, QUEUE_SIZE)
+
+    def __init__(self, output: Callable[[bytes], None]) -> None:
+        super().__init__()
+        self.config = bytearray(CONFIG_SIZE)
+        self._output = output
+        self._backlog: deque[bytes] = deque()
+        self._backlog_size = 0
+
+    def receive(self, data: bytes) -> None:
+        """Host input (console thread): into posted buffers now, or the backlog."""
+        with self.lock:
+            if self._backlog_size + len(data) > BACKLOG_LIMIT:
+                data = data[:max(BACKLOG_LIMIT - self._backlog_size, 0)]
+            if data:
+                self._backlog.append(data)
+                self._backlog_size += len(data)
+            if self.running and self.queues[RECEIVE].ready:
+                try:
+                    self._deliver()
+                except QueueError as exc:
+                    self.fail(f"queue {RECEIVE}: {exc}")
+                    return
+                self.signal_used(self.queues[RECEIVE])
+
+    def handle_queue(self, index: int, queue: Virtqueue) -> None:
+        if index == RECEIVE:
+            self._deliver()
+            return
+        while (chain := queue.pop()) is not None:
+            if chain.writable:
+                raise QueueError("virtio-console transmit buffer that is device-writable")
+            self._output(chain.read())
+            queue.push(chain.head, 0)
+
+    def _deliver(self) -> None:
+        """Fill posted receive buffers from the backlog (lock held)."""
+        queue = self.queues[RECEIVE]
+        while self._backlog:
+            chain = queue.pop()
+            if chain is None:
+                return
+            if chain.readable:
+                raise QueueError("virtio-console receive buffer that is device-readable")
+            data = b"".join(self._backlog)
+            written = chain.write(data)
+            rest = data[written:]
+            self._backlog.clear()
+            if rest:
+                self._backlog.append(rest)
+            self._backlog_size = len(rest)
+            queue.push(chain.head, written)

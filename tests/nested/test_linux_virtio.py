@@ -1,0 +1,135 @@
+"""Stock Linux drives pyvisor's virtio devices in the nested test host, with the Debian
+cloud kernel's own virtio modules: an ext4 disk, two disks with one read-only, data that
+survives `kill -9` once flushed, /dev/hwrng and a shell on hvc0. One nested host run
+serves every boot; the images live in a directory shared writable with the nested host."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from nestedhost import LinuxGuest, NestedHost
+
+pytestmark = [pytest.mark.nested, pytest.mark.timeout(1500)]  # one nested run serves all
+
+MODULES = ["virtio_pci", "virtio_blk", "virtio_rng", "virtio_console"]
+QUIET = "console=ttyS0 panic=-1 quiet"
+HELLO = b"hello from the host image\n" * 100
+
+INIT = r"""
+case "$(cat /proc/cmdline)" in
+*pv.test=disks*)
+    mkdir -p /mnt /ro
+    mount -t ext4 /dev/vda /mnt && echo "HELLO-SHA $(sha256sum /mnt/hello.txt)"
+    echo written-by-the-guest > /mnt/new.txt && sync && umount /mnt && echo "VDA-WRITTEN"
+    echo "VDB-RO $(cat /sys/block/vdb/ro) SERIAL $(cat /sys/block/vdb/serial)"
+    dd if=/dev/zero of=/dev/vdb bs=512 count=1 oflag=direct 2>/dev/null; echo "VDB-WRITE-STATUS $?"
+    mount -t ext4 -o ro /dev/vdb /ro && echo "VDB-HELLO-SHA $(sha256sum /ro/hello.txt)"
+    echo "HWRNG $(head -c 32 /dev/hwrng | od -An -tx1 | tr -d ' \n')"
+    echo "RNG-CURRENT $(cat /sys/class/misc/hw_random/rng_current)"
+    ;;
+*pv.test=kill*)
+    echo flushed-before-the-kill | dd of=/dev/vda bs=512 seek=10 conv=sync,fsync 2>/dev/null
+    echo "FLUSHED"
+    sleep 600
+    ;;
+*pv.test=hvc*)
+    echo "HVC-SHELL $(cat /sys/class/tty/hvc0/dev)"
+    PS1='hvc# ' sh -i </dev/hvc0 >/dev/hvc0 2>&1
+    ;;
+esac
+poweroff -f
+"""
+
+HVC_STEPS = [["hvc# ", "echo $((6*7))\r"], ["\n42\r", "\x01x"]]
+
+
+def make_ext4(path: Path, files: dict[str, bytes], size_mb: int = 16) -> Path:
+    """An ext4 image holding `files`, built without root by mkfs.ext4 -d."""
+    tree = path.with_suffix(".tree")
+    tree.mkdir()
+    for name, data in files.items():
+        (tree / name).write_bytes(data)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(tree), str(path), f"{size_mb}M"],
+                   check=True, capture_output=True)
+    return path
+
+
+def debugfs_cat(image: Path, name: str) -> bytes:
+    return subprocess.run(["debugfs", "-R", f"cat /{name}", str(image)], check=True,
+                          capture_output=True).stdout
+
+
+@pytest.fixture(scope="module")
+def run(nested_host: NestedHost, guest_kernel: LinuxGuest, repo: Path, tmp_path_factory):
+    work = tmp_path_factory.mktemp("virtio")
+    initrd = guest_kernel.initramfs(work / "initrd.gz", INIT, MODULES)
+    data = make_ext4(work / "data.img", {"hello.txt": HELLO})
+    ro = make_ext4(work / "ro.img", {"hello.txt": HELLO})
+    raw = work / "raw.img"
+    raw.write_bytes(bytes(1 << 20))
+    pyvisor = f"{repo}/.venv/bin/pyvisor run {guest_kernel.bzimage} --initrd {initrd} --mem 256M"
+    commands = {
+        "disks": (f"{pyvisor} --disk {data} --disk {ro},ro,serial=ro-disk --rng "
+                  f"--console stdio --timeout 300 --append '{QUIET} pv.test=disks'; "
+                  f"echo pyvisor-status=$?"),
+        # pyvisor in the background; SIGKILL once the guest says its write is flushed
+        "kill": (f"{pyvisor} --disk {raw} --console stdio --timeout 300 "
+                 f"--append '{QUIET} pv.test=kill' > {work}/kill.out 2>&1 & pid=$!; "
+                 f"for i in $(seq 600); do grep -q FLUSHED {work}/kill.out && break; sleep 0.5; "
+                 f"done; kill -9 $pid; wait $pid; echo pyvisor-status=$?; cat {work}/kill.out"),
+        "hvc": (f"{repo}/.venv/bin/python {repo}/tests/nested/console_session.py "
+                f"{shlex.quote(json.dumps(HVC_STEPS))} 300 -- {pyvisor} --console virtio "
+                f"--append '{QUIET} pv.test=hvc'; echo pyvisor-status=$?"),
+    }
+    results = nested_host.run_many(list(commands.values()), timeout=1200, shares=[work])
+    return {"images": {"data": data, "ro": ro, "raw": raw},
+            **{name: r.output for name, r in zip(commands, results)}}
+
+
+def field(output: str, name: str) -> str:
+    found = re.search(rf"^{name} (.*)$", output, re.M)
+    assert found, f"{name} missing in:\n{output[-3000:]}"
+    return found.group(1).strip()
+
+
+def test_ext4_disk_read_and_write(run):
+    out = run["disks"]
+    assert "pyvisor-status=0" in out, out[-3000:]
+    assert field(out, "HELLO-SHA").split()[0] == hashlib.sha256(HELLO).hexdigest()
+    assert "VDA-WRITTEN" in out
+    assert debugfs_cat(run["images"]["data"], "new.txt") == b"written-by-the-guest\n"
+
+
+def test_second_disk_read_only_and_serial(run):
+    out = run["disks"]
+    ro, serial = re.match(r"(\d) SERIAL (.*)", field(out, "VDB-RO")).groups()
+    assert (ro, serial) == ("1", "ro-disk")
+    assert field(out, "VDB-WRITE-STATUS") != "0"
+    assert field(out, "VDB-HELLO-SHA").split()[0] == hashlib.sha256(HELLO).hexdigest()
+    assert debugfs_cat(run["images"]["ro"], "hello.txt") == HELLO
+
+
+def test_hwrng_gives_bytes(run):
+    out = run["disks"]
+    assert field(out, "RNG-CURRENT").startswith("virtio_rng")
+    random = bytes.fromhex(field(out, "HWRNG"))
+    assert len(random) == 32 and len(set(random)) > 8
+
+
+def test_flushed_data_survives_kill_9(run):
+    out = run["kill"]
+    assert "FLUSHED" in out and "pyvisor-status=137" in out, out[-3000:]
+    data = run["images"]["raw"].read_bytes()
+    assert data[10 * 512:10 * 512 + 23] == b"flushed-before-the-kill"
+
+
+def test_shell_on_hvc0(run):
+    out = run["hvc"]
+    assert "session-status=0" in out, out[-3000:]
+    assert "\n42\r" in out
