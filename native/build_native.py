@@ -78,6 +78,8 @@ VIRTIO_NET_F_CSUM VIRTIO_NET_F_GUEST_CSUM VIRTIO_NET_F_MAC VIRTIO_NET_F_GUEST_TS
 VIRTIO_NET_F_GUEST_TSO6 VIRTIO_NET_F_GUEST_UFO VIRTIO_NET_F_HOST_TSO4 VIRTIO_NET_F_HOST_TSO6
 VIRTIO_NET_F_HOST_UFO VIRTIO_NET_F_MRG_RXBUF VIRTIO_NET_F_STATUS VIRTIO_NET_S_LINK_UP
 FALLOC_FL_KEEP_SIZE FALLOC_FL_PUNCH_HOLE FALLOC_FL_ZERO_RANGE
+TUNSETIFF TUNSETVNETHDRSZ TUNSETOFFLOAD TUNGETFEATURES IFF_TAP IFF_NO_PI IFF_VNET_HDR
+TUN_F_CSUM TUN_F_TSO4 TUN_F_TSO6 TUN_F_TSO_ECN TUN_F_UFO
 """.split()
 
 CDEF = """
@@ -197,7 +199,7 @@ ffibuilder.set_source(
     '#include "shim.h"\n#include <asm/e820.h>\n'
     + "".join(f"#include <linux/{h}.h>\n" for h in (
         "virtio_config", "virtio_ring", "virtio_ids", "virtio_pci", "virtio_blk",
-        "virtio_console", "virtio_net", "falloc")),
+        "virtio_console", "virtio_net", "falloc", "if_tun")),
     sources=["native/shim.c"],
     include_dirs=["native"],
     extra_compile_args=["-O2", "-Wall"],

@@ -54,6 +54,8 @@ def cli(verbose: int) -> None:
                    "note; auto uses the 64-bit entry.")
 @click.option("--disk", "disks", multiple=True, metavar="PATH[,ro][,serial=ID]",
               help="A raw disk image as virtio-blk (repeatable: vda, vdb, ...).")
+@click.option("--net", "nets", multiple=True, metavar="tap=NAME[,mac=MAC]",
+              help="A virtio-net interface on a tap device (created when pyvisor may).")
 @click.option("--rng", is_flag=True, help="A virtio-rng device fed by the host's getrandom.")
 @click.option("--on-reboot", default="exit", show_default=True,
               type=click.Choice(["exit", "restart"]),
@@ -68,7 +70,7 @@ def cli(verbose: int) -> None:
 @click.option("--kvm-device", default=KVM_DEVICE, show_default=True, metavar="PATH",
               help="The KVM device node.")
 def run(kernel: str, mem: str, cpus: int, cmdline: str, initrd: str | None,
-        boot_protocol: str, disks: tuple[str, ...], rng: bool, on_reboot: str, console: str, timeout: float | None,
+        boot_protocol: str, disks: tuple[str, ...], nets: tuple[str, ...], rng: bool, on_reboot: str, console: str, timeout: float | None,
         kvm_device: str) -> int:
     """Boot KERNEL (a Linux bzImage or vmlinux, or any ELF64 kernel) and connect its
     serial console to the terminal.
@@ -79,7 +81,8 @@ def run(kernel: str, mem: str, cpus: int, cmdline: str, initrd: str | None,
     config = MachineConfig.build(kernel, mem=mem, cpus=cpus, cmdline=cmdline,
                                  console=console, capture_output=False,
                                  kvm_path=kvm_device, initrd=initrd,
-                                 boot_protocol=boot_protocol, disks=disks, rng=rng)
+                                 boot_protocol=boot_protocol, disks=disks, nets=nets,
+                                 rng=rng)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())

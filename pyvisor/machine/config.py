@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..devices.virtio.blk import DiskSpec
+from ..devices.virtio.net import NetSpec
 from ..errors import ConfigError
 from ..loader.kernel import BOOT_PROTOCOLS
 from ..units import parse_size
@@ -38,13 +39,14 @@ class MachineConfig:
     boot_protocol: str = "auto"
     disks: tuple[DiskSpec, ...] = ()
     rng: bool = False
+    nets: tuple[NetSpec, ...] = ()
 
     @classmethod
     def build(cls, kernel: str, mem: str | int = DEFAULT_MEM, cpus: int = 1, cmdline: str = "",
               console: str = "none", capture_output: bool = True,
               kvm_path: str = "/dev/kvm", initrd: str | None = None,
               boot_protocol: str = "auto", disks: Sequence[str | DiskSpec] = (),
-              rng: bool = False) -> "MachineConfig":
+              rng: bool = False, nets: Sequence[str | NetSpec] = ()) -> "MachineConfig":
         mem_bytes = parse_size(mem) if isinstance(mem, str) else int(mem)
         if mem_bytes <= 0:
             raise ConfigError(f"invalid memory size {mem!r}: must be greater than zero")
@@ -64,4 +66,6 @@ class MachineConfig:
                    kvm_path=kvm_path, initrd=None if initrd is None else str(initrd),
                    boot_protocol=boot_protocol,
                    disks=tuple(d if isinstance(d, DiskSpec) else DiskSpec.parse(d) for d in disks),
-                   rng=bool(rng))
+                   rng=bool(rng),
+                   nets=tuple(n if isinstance(n, NetSpec) else NetSpec.parse(n, i)
+                              for i, n in enumerate(nets)))

@@ -1,5 +1,5 @@
 """Which virtio devices a machine gets, and where: one PCI slot each from 00:01.0 on, in the
-order console, disks, rng, with BARs assigned from the start of the PCI MMIO window."""
+order console, disks, network interfaces, rng, with BARs assigned from the start of the PCI MMIO window."""
 from __future__ import annotations
 
 from typing import Callable
@@ -9,15 +9,17 @@ from ..devices.virtio.blk import VirtioBlk
 from ..devices.virtio.console import VirtioConsole
 from ..devices.virtio.device import VirtioDevice
 from ..devices.virtio.pci import BAR_SIZE, VirtioPci
+from ..devices.virtio.net import VirtioNet
 from ..devices.virtio.rng import VirtioRng
+from ..devices.io_loop import IoLoop
 from .config import MachineConfig
 from .gsi_router import GsiRouter
 
 FIRST_SLOT = 1
 
 
-def virtio_devices(cfg: MachineConfig, console_output: Callable[[bytes], None]
-                   ) -> list[VirtioDevice]:
+def virtio_devices(cfg: MachineConfig, console_output: Callable[[bytes], None],
+                   io_loop: IoLoop) -> list[VirtioDevice]:
     """The devices the configuration asks for (opening disks: errors come before boot)."""
     devices: list[VirtioDevice] = []
     try:
@@ -25,6 +27,9 @@ def virtio_devices(cfg: MachineConfig, console_output: Callable[[bytes], None]
             devices.append(VirtioConsole(console_output))
         for disk in cfg.disks:
             devices.append(VirtioBlk(disk))
+        for net in cfg.nets:
+            devices.append(VirtioNet(net, lambda fd, handler: io_loop.add(fd, handler)
+                                     if handler else io_loop.remove(fd)))
         if cfg.rng:
             devices.append(VirtioRng())
     except BaseException:
@@ -36,7 +41,7 @@ def virtio_devices(cfg: MachineConfig, console_output: Callable[[bytes], None]
 
 def attach_virtio_devices(cfg: MachineConfig, machine) -> list[VirtioPci]:
     """Put each device behind virtio-pci on the machine's PCI root and buses."""
-    devices = virtio_devices(cfg, machine.console_pipe.write)
+    devices = virtio_devices(cfg, machine.console_pipe.write, machine.io_loop)
     if not devices:
         return []
     router = GsiRouter(machine.vm)

@@ -17,9 +17,11 @@ from nestedhost import LinuxGuest, NestedHost
 
 pytestmark = [pytest.mark.nested, pytest.mark.timeout(1500)]  # one nested run serves all
 
-MODULES = ["virtio_pci", "virtio_blk", "virtio_rng", "virtio_console"]
+MODULES = ["virtio_pci", "virtio_blk", "virtio_rng", "virtio_console", "virtio_net"]
+GUEST_IP, HOST_IP = "10.0.2.15", "10.0.2.1"   # the nested host's own tap network
 QUIET = "console=ttyS0 panic=-1 quiet"
 HELLO = b"hello from the host image\n" * 100
+BIG = bytes((i * 7919 >> 3) & 0xFF for i in range(1 << 20))   # served over HTTP to the guest
 
 INIT = r"""
 case "$(cat /proc/cmdline)" in
@@ -37,6 +39,15 @@ case "$(cat /proc/cmdline)" in
     echo flushed-before-the-kill | dd of=/dev/vda bs=512 seek=10 conv=sync,fsync 2>/dev/null
     echo "FLUSHED"
     sleep 600
+    ;;
+*pv.test=net*)
+    ip link set lo up; ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0
+    echo "NET-MAC $(cat /sys/class/net/eth0/address) CARRIER $(cat /sys/class/net/eth0/carrier)"
+    ping -c 3 -W 5 10.0.2.1 >/dev/null; echo "PING-HOST-STATUS $?"
+    ping -c 2 -W 5 -s 4000 10.0.2.1 >/dev/null; echo "PING-BIG-STATUS $?"
+    echo "WGET-SHA $(wget -q -O - http://10.0.2.1:8000/big.bin | sha256sum)"
+    echo "NET-UP"
+    sleep 8
     ;;
 *pv.test=hvc*)
     echo "HVC-SHELL $(cat /sys/class/tty/hvc0/dev)"
@@ -73,6 +84,7 @@ def run(nested_host: NestedHost, guest_kernel: LinuxGuest, repo: Path, tmp_path_
     ro = make_ext4(work / "ro.img", {"hello.txt": HELLO})
     raw = work / "raw.img"
     raw.write_bytes(bytes(1 << 20))
+    (work / "big.bin").write_bytes(BIG)
     pyvisor = f"{repo}/.venv/bin/pyvisor run {guest_kernel.bzimage} --initrd {initrd} --mem 256M"
     commands = {
         "disks": (f"{pyvisor} --disk {data} --disk {ro},ro,serial=ro-disk --rng "
@@ -83,6 +95,15 @@ def run(nested_host: NestedHost, guest_kernel: LinuxGuest, repo: Path, tmp_path_
                  f"--append '{QUIET} pv.test=kill' > {work}/kill.out 2>&1 & pid=$!; "
                  f"for i in $(seq 600); do grep -q FLUSHED {work}/kill.out && break; sleep 0.5; "
                  f"done; kill -9 $pid; wait $pid; echo pyvisor-status=$?; cat {work}/kill.out"),
+        # a tap with the nested host's address, a web server on it, pyvisor behind it
+        "net": (f"ip tuntap add dev pv0 mode tap && ip addr add {HOST_IP}/24 dev pv0 && "
+                f"ip link set pv0 up && cd {work} && "
+                f"(python3 -m http.server --bind {HOST_IP} 8000 >/dev/null 2>&1 &) && "
+                f"{pyvisor} --net tap=pv0,mac=52:54:00:ab:cd:ef --console stdio --timeout 300 "
+                f"--append '{QUIET} pv.test=net' > {work}/net.out 2>&1 & pid=$!; "
+                f"for i in $(seq 600); do grep -q NET-UP {work}/net.out && break; sleep 0.5; "
+                f"done; busybox ping -c 3 -W 5 {GUEST_IP} >/dev/null; echo PING-GUEST-STATUS $?; "
+                f"wait $pid; echo pyvisor-status=$?; cat {work}/net.out"),
         "hvc": (f"{repo}/.venv/bin/python {repo}/tests/nested/console_session.py "
                 f"{shlex.quote(json.dumps(HVC_STEPS))} 300 -- {pyvisor} --console virtio "
                 f"--append '{QUIET} pv.test=hvc'; echo pyvisor-status=$?"),
@@ -133,3 +154,13 @@ def test_shell_on_hvc0(run):
     out = run["hvc"]
     assert "session-status=0" in out, out[-3000:]
     assert "\n42\r" in out
+
+
+def test_network_through_a_tap(run):
+    out = run["net"]
+    assert "pyvisor-status=0" in out, out[-3000:]
+    assert field(out, "NET-MAC") == "52:54:00:ab:cd:ef CARRIER 1"
+    assert field(out, "PING-HOST-STATUS") == "0"
+    assert field(out, "PING-BIG-STATUS") == "0"
+    assert field(out, "PING-GUEST-STATUS") == "0"
+    assert field(out, "WGET-SHA").split()[0] == hashlib.sha256(BIG).hexdigest()

@@ -133,6 +133,11 @@ class Virtqueue:
             U16.pack_into(self._used, 4 + 8 * self.size, self.last_avail)
         return self._walk(head)
 
+    def unpop(self, count: int = 1) -> None:
+        """Give back the last `count` popped chains unused (a device that found it needs
+        more buffers than the driver has posted yet); they are popped again later."""
+        self.last_avail = (self.last_avail - count) & 0xFFFF
+
     def _walk(self, head: int) -> Chain:
         chain = Chain(head)
         table, count, index = self._desc, self.size, head

@@ -30,6 +30,7 @@ L1_MODULES = [
     "kvm_amd",                                   # pulls irqbypass, kvm, ccp
     "virtio_pci", "9pnet_virtio", "9p",          # pulls virtio*, 9pnet, netfs, fscache
     "overlay",
+    "tun",                                       # tap devices for virtio-net tests
 ]
 
 # The L1 init: modules, the 9p root under a RAM overlay at /host, then /nested/run.sh (the
