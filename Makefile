@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup guests run run-linux test test-nested bench bench-linux check clean
+.PHONY: setup guests run run-linux test test-nested bench bench-linux bench-virtio check clean
 
 $(STAMP): pyproject.toml setup.py native/build_native.py native/shim.c native/shim.h
 	@command -v gcc >/dev/null || { echo "pyvisor: gcc is needed (apt-get install gcc)"; exit 1; }
@@ -45,6 +45,10 @@ bench: setup guests
 BENCH_ARGS ?=
 bench-linux: setup
 	$(PY) bench/linux_boot.py $(BENCH_ARGS)
+
+# virtio-blk MB/s and IOPS against QEMU's virtio-blk-pci, in the nested test host.
+bench-virtio: setup
+	$(PY) bench/virtio_blk.py $(BENCH_ARGS)
 
 check: setup
 	$(PYVISOR) check

@@ -41,14 +41,16 @@ echo "@exit $(now)"
 
 
 def vmm_commands(kernel: Path, initrd: Path, mem: str, cpus: int, append: str,
-                 ) -> dict[str, str]:
+                 pyvisor_args: str = "", qemu_args: str = "") -> dict[str, str]:
+    """The two VMMs booting the same guest; *_args attach the same devices to each."""
     mem_mib = int(mem[:-1]) * (1024 if mem.endswith("G") else 1)
     return {
         "pyvisor": (f"{ROOT}/.venv/bin/pyvisor run {kernel} --initrd {initrd} --mem {mem} "
-                    f"--cpus {cpus} --console stdio --timeout 600 --append '{append}'"),
+                    f"--cpus {cpus} --console stdio --timeout 600 {pyvisor_args} "
+                    f"--append '{append}'"),
         "QEMU -M pc": (f"qemu-system-x86_64 -accel kvm -cpu host -M pc -m {mem_mib} "
                        f"-smp {cpus} -nodefaults -no-user-config -display none -no-reboot "
-                       f"-serial stdio -kernel {kernel} -initrd {initrd} "
+                       f"-serial stdio -kernel {kernel} -initrd {initrd} {qemu_args} "
                        f"-append '{append}' </dev/null"),
     }
 

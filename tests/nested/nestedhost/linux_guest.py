@@ -56,7 +56,7 @@ def build_initramfs(path: Path | str, init_script: str, modules: list[str],
     order), then runs `init_script` (busybox sh, as PID 1). If the script returns, init
     powers off; a script should end the machine itself, e.g. with `reboot -f` (with
     `reboot=k` on the command line Linux then resets through the i8042). `extra_files`
-    maps archive paths to contents (files are made executable when they start with #!).
+    maps archive paths to contents (scripts and ELF programs are made executable).
     """
     guest = guest or linux_guest()
     init = (INIT_PREAMBLE + "\n# --- the caller's script\n" + init_script
@@ -64,7 +64,7 @@ def build_initramfs(path: Path | str, init_script: str, modules: list[str],
     cpio = busybox_base(init, guest.package, modules)
     for name, data in (extra_files or {}).items():
         raw = data.encode() if isinstance(data, str) else data
-        cpio.file(name, raw, 0o755 if raw.startswith(b"#!") else 0o644)
+        cpio.file(name, raw, 0o755 if raw.startswith((b"#!", b"\x7fELF")) else 0o644)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(cpio.gzip() if compress else bytes(cpio))
