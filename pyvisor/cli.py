@@ -56,6 +56,10 @@ def cli(verbose: int) -> None:
               help="A raw disk image as virtio-blk (repeatable: vda, vdb, ...).")
 @click.option("--net", "nets", multiple=True, metavar="tap=NAME[,mac=MAC]",
               help="A virtio-net interface on a tap device (created when pyvisor may).")
+@click.option("--virtio-transport", default="pci", show_default=True,
+              type=click.Choice(["pci", "mmio"]),
+              help="virtio-pci devices behind the PCI host bridge, or virtio-mmio windows "
+                   "(listed in ACPI and as virtio_mmio.device= on the command line).")
 @click.option("--rng", is_flag=True, help="A virtio-rng device fed by the host's getrandom.")
 @click.option("--on-reboot", default="exit", show_default=True,
               type=click.Choice(["exit", "restart"]),
@@ -70,7 +74,7 @@ def cli(verbose: int) -> None:
 @click.option("--kvm-device", default=KVM_DEVICE, show_default=True, metavar="PATH",
               help="The KVM device node.")
 def run(kernel: str, mem: str, cpus: int, cmdline: str, initrd: str | None,
-        boot_protocol: str, disks: tuple[str, ...], nets: tuple[str, ...], rng: bool, on_reboot: str, console: str, timeout: float | None,
+        boot_protocol: str, disks: tuple[str, ...], nets: tuple[str, ...], virtio_transport: str, rng: bool, on_reboot: str, console: str, timeout: float | None,
         kvm_device: str) -> int:
     """Boot KERNEL (a Linux bzImage or vmlinux, or any ELF64 kernel) and connect its
     serial console to the terminal.
@@ -82,7 +86,7 @@ def run(kernel: str, mem: str, cpus: int, cmdline: str, initrd: str | None,
                                  console=console, capture_output=False,
                                  kvm_path=kvm_device, initrd=initrd,
                                  boot_protocol=boot_protocol, disks=disks, nets=nets,
-                                 rng=rng)
+                                 rng=rng, virtio_transport=virtio_transport)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -46,6 +46,16 @@ static inline void outb(u16 port, u8 v) { __asm__ volatile("outb %0, %1" : : "a"
 static inline u8 inb(u16 port) { u8 v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port)); return v; }
 static inline u32 mmio_read32(u64 a) { return *(volatile u32 *)a; }
 static inline void mmio_write32(u64 a, u32 v) { *(volatile u32 *)a = v; }
+static inline u8 mmio_read8(u64 a) { return *(volatile u8 *)a; }
+static inline void mmio_write8(u64 a, u8 v) { *(volatile u8 *)a = v; }
+static inline u16 mmio_read16(u64 a) { return *(volatile u16 *)a; }
+/* Explicit movw: a notify register must see exactly one 16-bit store. */
+static inline void mmio_write16(u64 a, u16 v) { __asm__ volatile("movw %w1, (%0)" : : "r"(a), "r"(v) : "memory"); }
+/* Ordering for memory shared with a device (x86 is TSO, so stores are seen in
+ * program order: a compiler barrier orders store->store; a locked add is the
+ * full barrier for store->load.  Not mfence: KVM's emulator may not run it). */
+static inline void barrier(void) { __asm__ volatile("" ::: "memory"); }
+static inline void mb(void) { __asm__ volatile("lock; addl $0, (%%rsp)" ::: "memory", "cc"); }
 static inline void cli(void) { __asm__ volatile("cli" ::: "memory"); }
 static inline void sti(void) { __asm__ volatile("sti" ::: "memory"); }
 static inline void hlt(void) { __asm__ volatile("hlt" ::: "memory"); }
@@ -189,6 +199,154 @@ int cpu_count(void);     /* CPUID leaf 0xB / leaf 1 EBX[23:16]; at least 1 */
 /* Wakes all APs with INIT-SIPI-SIPI via a real-mode trampoline at 0x10000 and
  * returns how many checked in within timeout_ms. */
 int smp_start_aps(int expected, u32 timeout_ms);
+
+/* ---- PCI configuration mechanism #1 (pci.c) ---- */
+/* A function is named by bdf = bus << 8 | device << 3 | function. */
+#define PCI_BDF(bus, dev, fn) ((u32)(bus) << 8 | (u32)(dev) << 3 | (u32)(fn))
+#define PCI_VENDOR_ID   0x00
+#define PCI_DEVICE_ID   0x02
+#define PCI_COMMAND     0x04
+#define PCI_STATUS      0x06
+#define PCI_REVISION    0x08
+#define PCI_BAR0        0x10
+#define PCI_CAP_PTR     0x34
+#define PCI_CMD_MEM     0x0002
+#define PCI_CMD_MASTER  0x0004
+#define PCI_STATUS_CAPS 0x0010
+#define PCI_CAP_VNDR    0x09
+#define PCI_CAP_MSIX    0x11
+u8 pci_cfg_read8(u32 bdf, u32 off);
+u16 pci_cfg_read16(u32 bdf, u32 off);
+u32 pci_cfg_read32(u32 bdf, u32 off);
+void pci_cfg_write8(u32 bdf, u32 off, u8 v);
+void pci_cfg_write16(u32 bdf, u32 off, u16 v);
+void pci_cfg_write32(u32 bdf, u32 off, u32 v);
+/* The index-th (0-based) function 0 on bus 0 with this vendor:device; -1 if none. */
+int pci_find_device(u16 vendor, u16 device, int index);
+/* Offset of the first capability with this id after the one at `after` (0: from the
+ * start of the list); 0 when there is none. */
+u8 pci_find_cap(u32 bdf, u8 id, u8 after);
+/* Address of memory BAR n (64-bit BARs combine n and n+1); 0 for an I/O BAR. */
+u64 pci_bar_addr(u32 bdf, int n);
+
+/* ---- virtio-pci modern driver (virtio.c) ---- */
+#define VIRTIO_VENDOR        0x1AF4
+#define VIRTIO_PCI_DEVICE(t) (0x1040 + (t))
+#define VIRTIO_ID_NET     1
+#define VIRTIO_ID_BLK     2
+#define VIRTIO_ID_CONSOLE 3
+#define VIRTIO_ID_RNG     4
+/* device_status bits */
+#define VIRTIO_ACKNOWLEDGE  0x01
+#define VIRTIO_DRIVER       0x02
+#define VIRTIO_DRIVER_OK    0x04
+#define VIRTIO_FEATURES_OK  0x08
+#define VIRTIO_NEEDS_RESET  0x40
+#define VIRTIO_FAILED       0x80
+/* transport feature bits */
+#define VIRTIO_RING_F_INDIRECT_DESC 28
+#define VIRTIO_RING_F_EVENT_IDX     29
+#define VIRTIO_F_VERSION_1          32
+#define VIRTIO_BIT(n) (1ull << (n))
+
+/* split virtqueue layout (virtio 1.2 section 2.7) */
+#define VIRTQ_DESC_F_NEXT     1
+#define VIRTQ_DESC_F_WRITE    2
+#define VIRTQ_DESC_F_INDIRECT 4
+#define VIRTQ_AVAIL_F_NO_INTERRUPT 1
+struct virtq_desc { u64 addr; u32 len; u16 flags, next; };
+struct virtq_avail { u16 flags, idx, ring[]; };          /* ring[size], then used_event */
+struct virtq_used_elem { u32 id, len; };
+struct virtq_used { u16 flags, idx; struct virtq_used_elem ring[]; };  /* then avail_event */
+
+#define VIRTQ_MAX_SIZE     16   /* we use min(device's size, this) */
+#define VIRTQ_MAX_INDIRECT 64   /* entries of the per-queue indirect table */
+#define VIRTIO_MAX_QUEUES  3
+#define VIRTIO_TIMEOUT_MS  2000
+#define VIRTIO_NO_VECTOR   0xFFFF
+
+struct virtio_dev;
+struct virtq {
+    /* One page per queue, so every ring is naturally aligned and its address is a
+     * DMA address (identity mapping): desc @0, avail @0x100, used @0x200, indirect
+     * table @0x800. */
+    u8 mem[4096] __attribute__((aligned(4096)));
+    struct virtq_desc *desc;
+    struct virtq_avail *avail;
+    struct virtq_used *used;
+    struct virtq_desc *indirect;
+    struct virtio_dev *dev;
+    u16 index, size;
+    u16 avail_idx;        /* our copy of avail->idx */
+    u16 last_used;        /* used->idx we have consumed up to */
+    u16 head;             /* head of the request in flight */
+    u64 notify_addr;
+    u16 msix_entry;       /* MSI-X table entry, VIRTIO_NO_VECTOR when polling */
+    u64 irqs_before;      /* virtio_irqs when we last notified */
+};
+
+struct virtio_dev {
+    struct virtq vq[VIRTIO_MAX_QUEUES];
+    u32 bdf;
+    u16 pci_device;
+    u64 common, isr, devcfg, notify;   /* addresses of the structures in the BARs */
+    u32 notify_mult;
+    u64 device_features, features;     /* offered, negotiated */
+    int nqueues;
+    int irq_vector;                    /* IDT vector for MSI-X, 0: poll */
+    u8 msix_cap;
+    u16 msix_size;
+    u64 msix_table;
+};
+
+/* A buffer of a request: device-writable when write != 0. */
+struct virtq_buf { u64 addr; u32 len; int write; };
+#define VIRTQ_SUBMIT_INDIRECT 1
+
+/* Finds the structures through the vendor capabilities, turns on memory decoding
+ * and bus mastering.  Returns 0, or -1 (printed) when something is missing. */
+int virtio_open(struct virtio_dev *d, u32 bdf);
+/* Spec 3.1.1: reset, ACKNOWLEDGE, DRIVER, negotiate (want | VERSION_1) & offered,
+ * FEATURES_OK, set up nqueues queues, DRIVER_OK.  With d->irq_vector != 0 (set it
+ * after virtio_open) the queues interrupt through MSI-X at that IDT vector, queue i
+ * on table entry i, and a 10 ms LAPIC tick (timer_start) bounds each wait in hlt.
+ * Returns 0 or negative. */
+int virtio_init(struct virtio_dev *d, u64 want, int nqueues);
+/* Writes 0 to device_status and waits (up to 2 s) until it reads back 0. */
+int virtio_reset(struct virtio_dev *d);
+u8 virtio_status(struct virtio_dev *d);
+int virtio_has(struct virtio_dev *d, int bit);     /* negotiated? */
+/* Device-specific configuration, read consistently (config_generation). */
+u32 virtio_cfg_read32(struct virtio_dev *d, u32 off);
+u64 virtio_cfg_read64(struct virtio_dev *d, u32 off);
+/* The pieces of a request, for kernels that misbehave on purpose: */
+int virtq_add(struct virtq *q, const struct virtq_buf *bufs, int n, int flags); /* -> head */
+void virtq_publish(struct virtq *q, u16 head);  /* avail ring entry, then avail->idx */
+void virtq_notify(struct virtq *q);
+/* Waits for the next used entry (polling, or MSI-X when set up); returns its len,
+ * -1 on timeout.  *id gets the used entry's id when id != NULL. */
+long virtq_wait(struct virtq *q, u32 timeout_ms, u32 *id);
+/* add + publish + notify + wait: a blocking request, returns used.len or < 0. */
+long virtq_submit(struct virtq *q, const struct virtq_buf *bufs, int n, int flags);
+extern volatile u64 virtio_irqs;       /* MSI-X interrupts taken */
+
+/* virtio-blk requests (spec 5.2.6) */
+#define VIRTIO_BLK_T_IN     0
+#define VIRTIO_BLK_T_OUT    1
+#define VIRTIO_BLK_T_FLUSH  4
+#define VIRTIO_BLK_T_GET_ID 8
+#define VIRTIO_BLK_S_OK     0
+#define VIRTIO_BLK_S_IOERR  1
+#define VIRTIO_BLK_S_UNSUPP 2
+#define VIRTIO_BLK_F_SEG_MAX  2
+#define VIRTIO_BLK_F_RO       5
+#define VIRTIO_BLK_F_BLK_SIZE 6
+#define VIRTIO_BLK_F_FLUSH    9
+/* Header + data (n buffers; their write flags are set from type) + status on
+ * queue 0.  Returns the status byte (0..255), or < 0 when the request never
+ * completed. */
+int virtio_blk_request(struct virtio_dev *d, u32 type, u64 sector,
+                       struct virtq_buf *data, int n, int flags);
 
 /* ---- runtime entry (runtime.c) ---- */
 void runtime_init(u64 boot_params_addr);

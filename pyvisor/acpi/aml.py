@@ -231,6 +231,17 @@ def dword_memory(minimum: int, maximum: int,
                        0, minimum, maximum, 0, length)
 
 
+def memory32_fixed(base: int, length: int) -> bytes:
+    """Memory32Fixed(ReadWrite, base, length): large descriptor 0x86."""
+    return struct.pack("<BHBII", 0x86, 9, MEM_READ_WRITE, base, length)
+
+
+def interrupt_edge_high(gsi: int) -> bytes:
+    """Interrupt(ResourceConsumer, Edge, ActiveHigh, Exclusive){gsi}: extended interrupt
+    descriptor 0x89 (flags: bit 0 consumer, bit 1 edge)."""
+    return struct.pack("<BHBBI", 0x89, 6, 0x03, 1, gsi)
+
+
 def resource_template(*descriptors: bytes) -> bytes:
     """ResourceTemplate(){...}: a Buffer ending with an End Tag whose checksum byte is 0
     (meaning "treat as checksummed", as iasl emits)."""

@@ -10,7 +10,7 @@ The area [ACPI_AREA_START, ACPI_AREA_END) is reserved in the e820 map (memory/la
 from __future__ import annotations
 
 import struct
-from typing import Protocol
+from typing import Protocol, Sequence
 
 from pyvisor.acpi import tables
 from pyvisor.memory.layout import BIOS_AREA_START, HIGH_MEMORY_START
@@ -36,12 +36,12 @@ def _align(addr: int, alignment: int) -> int:
     return (addr + alignment - 1) & -alignment
 
 
-def layout_tables(cpus: int, *, irq0_override: bool = False,
-                  rsdp_addr: int = RSDP_ADDR) -> list[tuple[int, bytes]]:
+def layout_tables(cpus: int, *, irq0_override: bool = False, rsdp_addr: int = RSDP_ADDR,
+                  virtio_mmio: Sequence[tuple[int, int, int]] = ()) -> list[tuple[int, bytes]]:
     """(address, bytes) of every table, RSDP first, without touching memory."""
     placed: list[tuple[int, bytes]] = []
     # Sizes of the XSDT and the others do not depend on addresses, so place by size first.
-    dsdt = tables.dsdt(cpus)
+    dsdt = tables.dsdt(cpus, virtio_mmio)
     madt = tables.madt(cpus, irq0_override=irq0_override)
     xsdt_addr = _align(rsdp_addr + tables.RSDP_SIZE, 64)
     xsdt_size = tables.HEADER_SIZE + 8 * 2
@@ -64,13 +64,15 @@ def layout_tables(cpus: int, *, irq0_override: bool = False,
 
 
 def build_acpi(mem: _Writable, cpus: int, *, irq0_override: bool = False,
-               rsdp_addr: int = RSDP_ADDR) -> int:
+               rsdp_addr: int = RSDP_ADDR,
+               virtio_mmio: Sequence[tuple[int, int, int]] = ()) -> int:
     """Write the ACPI tables for a machine with `cpus` vCPUs into guest memory and return
     the RSDP's address (for boot_params.acpi_rsdp_addr / PVH rsdp_paddr). The rest of the
     area up to ACPI_AREA_END is zeroed first. irq0_override: see platform.py."""
     if not ACPI_AREA_START <= rsdp_addr < ACPI_AREA_END or rsdp_addr % 16:
         raise ValueError(f"RSDP address {rsdp_addr:#x} must be 16-byte aligned in the BIOS area")
-    placed = layout_tables(cpus, irq0_override=irq0_override, rsdp_addr=rsdp_addr)
+    placed = layout_tables(cpus, irq0_override=irq0_override, rsdp_addr=rsdp_addr,
+                           virtio_mmio=virtio_mmio)
     mem.write(ACPI_AREA_START, bytes(ACPI_AREA_END - ACPI_AREA_START))
     for addr, data in placed:
         mem.write(addr, data)

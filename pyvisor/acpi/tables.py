@@ -7,7 +7,7 @@ FACS version 2, MADT 4, DSDT 2 (64-bit AML integers).
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 from pyvisor.acpi import aml
 from pyvisor.acpi.platform import (INTI_ACTIVE_HIGH, INTI_CONFORMS, INTI_LEVEL,
@@ -269,13 +269,26 @@ def _cpu(index: int) -> bytes:
     )
 
 
-def dsdt_aml(cpus: int) -> bytes:
-    """The DSDT's AML: \\_S5, \\_SB.PCI0 (host bridge, windows, _PRT), \\_SB.RTC and one
-    ACPI0007 processor device per CPU (\\_SB.C000.., _UID = MADT processor UID)."""
+def _virtio_mmio(index: int, base: int, length: int, gsi: int) -> bytes:
+    """A virtio-mmio device as Linux's virtio_mmio driver matches it (_HID LNRO0005)."""
+    return aml.device(
+        f"VR{index:02X}",
+        aml.name("_HID", aml.string("LNRO0005")),
+        aml.name("_UID", aml.integer(index)),
+        aml.name("_CRS", aml.resource_template(aml.memory32_fixed(base, length),
+                                               aml.interrupt_edge_high(gsi))),
+    )
+
+
+def dsdt_aml(cpus: int, virtio_mmio: Sequence[tuple[int, int, int]] = ()) -> bytes:
+    """The DSDT's AML: \\_S5, \\_SB.PCI0 (host bridge, windows, _PRT), \\_SB.RTC, one
+    ACPI0007 processor device per CPU (\\_SB.C000.., _UID = MADT processor UID) and one
+    device per virtio-mmio transport, given as (base, length, gsi)."""
     return (aml.name("_S5", aml.package(*(aml.integer(v) for v in (SLP_TYP_S5, SLP_TYP_S5,
                                                                    0, 0))))
-            + aml.scope("\\_SB", _pci0(), _rtc(), *(_cpu(i) for i in range(cpus))))
+            + aml.scope("\\_SB", _pci0(), _rtc(), *(_cpu(i) for i in range(cpus)),
+                        *(_virtio_mmio(i, *dev) for i, dev in enumerate(virtio_mmio))))
 
 
-def dsdt(cpus: int) -> bytes:
-    return sdt(b"DSDT", DSDT_REVISION, dsdt_aml(cpus))
+def dsdt(cpus: int, virtio_mmio: Sequence[tuple[int, int, int]] = ()) -> bytes:
+    return sdt(b"DSDT", DSDT_REVISION, dsdt_aml(cpus, virtio_mmio))

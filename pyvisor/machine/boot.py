@@ -26,6 +26,7 @@ from ..x86.paging import build_identity_map
 from ..x86.pvh import build_start_info, enter_protected_mode
 from ..x86.vcpu_setup import enter_long_mode
 from .config import MachineConfig
+from .virtio_devices import mmio_placements
 
 
 @dataclass(frozen=True)
@@ -42,11 +43,14 @@ class BootPlan:
 def prepare_boot(cfg: MachineConfig, memory: GuestMemory, layout: MemoryLayout,
                  supported_cpuid: Sequence[CpuidEntry]) -> BootPlan:
     """Load the kernel and write every boot structure into guest memory."""
-    cmdline = cfg.cmdline.encode() + b"\0"
+    mmio = mmio_placements(cfg)
+    params = " ".join(f"virtio_mmio.device={length:#x}@{base:#x}:{gsi}"
+                      for base, length, gsi in mmio)
+    cmdline = " ".join(filter(None, (cfg.cmdline, params))).encode() + b"\0"
     image = load_kernel(cfg.kernel, memory, cmdline=cmdline, initrd=cfg.initrd,
                         boot_protocol=cfg.boot_protocol)
     memory.write(CMDLINE_ADDR, cmdline)
-    rsdp = build_acpi(memory, cfg.cpus)
+    rsdp = build_acpi(memory, cfg.cpus, virtio_mmio=mmio)
     gdt_base, gdt_limit = write_gdt(memory)
     cr3 = build_identity_map(memory, layout.top, cpuid_has_1g_pages(supported_cpuid))
     if image.protocol == "pvh":

@@ -13,6 +13,7 @@ from ..units import parse_size
 from ..x86.boot_layout import CMDLINE_MAX
 
 DEFAULT_MEM = "512M"
+VIRTIO_TRANSPORTS = ("pci", "mmio")
 # xAPIC IDs are 8 bits and 0xFF is the broadcast ID.
 MAX_CPUS = 254
 
@@ -40,13 +41,15 @@ class MachineConfig:
     disks: tuple[DiskSpec, ...] = ()
     rng: bool = False
     nets: tuple[NetSpec, ...] = ()
+    virtio_transport: str = "pci"
 
     @classmethod
     def build(cls, kernel: str, mem: str | int = DEFAULT_MEM, cpus: int = 1, cmdline: str = "",
               console: str = "none", capture_output: bool = True,
               kvm_path: str = "/dev/kvm", initrd: str | None = None,
               boot_protocol: str = "auto", disks: Sequence[str | DiskSpec] = (),
-              rng: bool = False, nets: Sequence[str | NetSpec] = ()) -> "MachineConfig":
+              rng: bool = False, nets: Sequence[str | NetSpec] = (),
+              virtio_transport: str = "pci") -> "MachineConfig":
         mem_bytes = parse_size(mem) if isinstance(mem, str) else int(mem)
         if mem_bytes <= 0:
             raise ConfigError(f"invalid memory size {mem!r}: must be greater than zero")
@@ -61,6 +64,9 @@ class MachineConfig:
         if boot_protocol not in BOOT_PROTOCOLS:
             raise ConfigError(f"invalid boot protocol {boot_protocol!r}: expected one of "
                               f"{', '.join(BOOT_PROTOCOLS)}")
+        if virtio_transport not in VIRTIO_TRANSPORTS:
+            raise ConfigError(f"invalid virtio transport {virtio_transport!r}: expected "
+                              f"{' or '.join(VIRTIO_TRANSPORTS)}")
         return cls(kernel=str(kernel), mem=mem_bytes, cpus=cpus, cmdline=cmdline,
                    console=parse_console(console), capture_output=capture_output,
                    kvm_path=kvm_path, initrd=None if initrd is None else str(initrd),
@@ -68,4 +74,5 @@ class MachineConfig:
                    disks=tuple(d if isinstance(d, DiskSpec) else DiskSpec.parse(d) for d in disks),
                    rng=bool(rng),
                    nets=tuple(n if isinstance(n, NetSpec) else NetSpec.parse(n, i)
-                              for i, n in enumerate(nets)))
+                              for i, n in enumerate(nets)),
+                   virtio_transport=virtio_transport)

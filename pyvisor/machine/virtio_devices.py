@@ -1,5 +1,12 @@
-"""Which virtio devices a machine gets, and where: one PCI slot each from 00:01.0 on, in the
-order console, disks, network interfaces, rng, with BARs assigned from the start of the PCI MMIO window."""
+"""Which virtio devices a machine gets, and where, in the order console, disks, network
+interfaces, rng:
+
+- virtio-pci (the default): one PCI slot each from 00:01.0 on, BARs assigned from the
+  start of the PCI MMIO window;
+- virtio-mmio: 512-byte windows from MMIO_BASE (above the PCI window, below the IOAPIC),
+  each with one of the free ISA GSIs; described to the guest in the ACPI DSDT and on the
+  kernel command line (mmio_placements), before the devices themselves exist.
+"""
 from __future__ import annotations
 
 from typing import Callable
@@ -8,7 +15,9 @@ from ..acpi.platform import PCI_MMIO_WINDOW_START
 from ..devices.virtio.blk import VirtioBlk
 from ..devices.virtio.console import VirtioConsole
 from ..devices.virtio.device import VirtioDevice
+from ..devices.virtio.mmio import WINDOW, VirtioMmio
 from ..devices.virtio.pci import BAR_SIZE, VirtioPci
+from ..errors import ConfigError
 from ..devices.virtio.net import VirtioNet
 from ..devices.virtio.rng import VirtioRng
 from ..devices.io_loop import IoLoop
@@ -16,6 +25,26 @@ from .config import MachineConfig
 from .gsi_router import GsiRouter
 
 FIRST_SLOT = 1
+MMIO_BASE = 0xFE000000
+MMIO_STRIDE = 0x1000
+# ISA IRQs no legacy device of this machine uses (COM1 4, RTC 8, SCI 9 and the i8042's 1
+# are taken; 2 is the cascade, 3 and 6 stay free for COM2 and a floppy's sake).
+MMIO_GSIS = (5, 7, 10, 11, 12, 14, 15)
+
+
+def device_count(cfg: MachineConfig) -> int:
+    return (cfg.console == "virtio") + len(cfg.disks) + len(cfg.nets) + cfg.rng
+
+
+def mmio_placements(cfg: MachineConfig) -> list[tuple[int, int, int]]:
+    """(base, length, gsi) of each virtio-mmio window, or [] with virtio-pci."""
+    if cfg.virtio_transport != "mmio":
+        return []
+    count = device_count(cfg)
+    if count > len(MMIO_GSIS):
+        raise ConfigError(f"virtio-mmio has interrupt lines for {len(MMIO_GSIS)} devices; "
+                          f"this machine asks for {count} (use --virtio-transport pci)")
+    return [(MMIO_BASE + i * MMIO_STRIDE, WINDOW, MMIO_GSIS[i]) for i in range(count)]
 
 
 def virtio_devices(cfg: MachineConfig, console_output: Callable[[bytes], None],
@@ -39,15 +68,21 @@ def virtio_devices(cfg: MachineConfig, console_output: Callable[[bytes], None],
     return devices
 
 
-def attach_virtio_devices(cfg: MachineConfig, machine) -> list[VirtioPci]:
-    """Put each device behind virtio-pci on the machine's PCI root and buses."""
+def attach_virtio_devices(cfg: MachineConfig, machine) -> list[VirtioPci | VirtioMmio]:
+    """Put each device behind its transport on the machine's buses."""
     devices = virtio_devices(cfg, machine.console_pipe.write, machine.io_loop)
     if not devices:
         return []
-    router = GsiRouter(machine.vm)
     vm = machine.vm
-    functions = []
+    functions: list[VirtioPci | VirtioMmio] = []
     try:
+        if cfg.virtio_transport == "mmio":
+            for device, (base, _, gsi) in zip(devices, mmio_placements(cfg)):
+                functions.append(VirtioMmio(device, base=base, gsi=gsi, memory=machine.memory,
+                                            mmio_bus=machine.mmio_bus, vm=vm,
+                                            io_loop=machine.io_loop))
+            return functions
+        router = GsiRouter(vm)
         for i, device in enumerate(devices):
             slot = FIRST_SLOT + i
             function = VirtioPci(device, slot=slot,

@@ -17,7 +17,7 @@ from nestedhost import LinuxGuest, NestedHost
 
 pytestmark = [pytest.mark.nested, pytest.mark.timeout(1500)]  # one nested run serves all
 
-MODULES = ["virtio_pci", "virtio_blk", "virtio_rng", "virtio_console", "virtio_net"]
+MODULES = ["virtio_pci", "virtio_mmio", "virtio_blk", "virtio_rng", "virtio_console", "virtio_net"]
 GUEST_IP, HOST_IP = "10.0.2.15", "10.0.2.1"   # the nested host's own tap network
 QUIET = "console=ttyS0 panic=-1 quiet"
 HELLO = b"hello from the host image\n" * 100
@@ -39,6 +39,11 @@ case "$(cat /proc/cmdline)" in
     echo flushed-before-the-kill | dd of=/dev/vda bs=512 seek=10 conv=sync,fsync 2>/dev/null
     echo "FLUSHED"
     sleep 600
+    ;;
+*pv.test=mmio*)
+    echo "MMIO-DEVICES $(ls /sys/bus/platform/drivers/virtio-mmio | grep -c LNRO0005)"
+    mount -t ext4 -o ro /dev/vda /mnt && echo "MMIO-HELLO-SHA $(sha256sum /mnt/hello.txt)"
+    echo "MMIO-HWRNG $(head -c 32 /dev/hwrng | od -An -tx1 | tr -d ' \n')"
     ;;
 *pv.test=net*)
     ip link set lo up; ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0
@@ -95,6 +100,8 @@ def run(nested_host: NestedHost, guest_kernel: LinuxGuest, repo: Path, tmp_path_
                  f"--append '{QUIET} pv.test=kill' > {work}/kill.out 2>&1 & pid=$!; "
                  f"for i in $(seq 600); do grep -q FLUSHED {work}/kill.out && break; sleep 0.5; "
                  f"done; kill -9 $pid; wait $pid; echo pyvisor-status=$?; cat {work}/kill.out"),
+        "mmio": (f"{pyvisor} --virtio-transport mmio --disk {ro},ro --rng --console stdio "
+                 f"--timeout 300 --append '{QUIET} pv.test=mmio'; echo pyvisor-status=$?"),
         # a tap with the nested host's address, a web server on it, pyvisor behind it
         "net": (f"ip tuntap add dev pv0 mode tap && ip addr add {HOST_IP}/24 dev pv0 && "
                 f"ip link set pv0 up && cd {work} && "
@@ -164,3 +171,13 @@ def test_network_through_a_tap(run):
     assert field(out, "PING-BIG-STATUS") == "0"
     assert field(out, "PING-GUEST-STATUS") == "0"
     assert field(out, "WGET-SHA").split()[0] == hashlib.sha256(BIG).hexdigest()
+
+
+def test_virtio_mmio_transport_found_through_acpi(run):
+    """The Debian kernels lack virtio_mmio.device= support; they find the windows in the
+    DSDT (LNRO0005) instead."""
+    out = run["mmio"]
+    assert "pyvisor-status=0" in out, out[-3000:]
+    assert field(out, "MMIO-DEVICES") == "2"
+    assert field(out, "MMIO-HELLO-SHA").split()[0] == hashlib.sha256(HELLO).hexdigest()
+    assert len(bytes.fromhex(field(out, "MMIO-HWRNG"))) == 32

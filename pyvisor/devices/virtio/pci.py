@@ -29,6 +29,7 @@ from ..pci.config_space import (BAR0, COMMAND, COMMAND_INTX_DISABLE, COMMAND_MEM
 from ..pci.function import PciFunction
 from ..pci.msix import Msix
 from .device import QUEUE_INTERRUPT, VirtioDevice
+from .transport import DESC, DEVICE, DRIVER, TransportState
 
 VENDOR_ID = 0x1AF4
 MODERN_DEVICE_ID_BASE = 0x1040
@@ -58,6 +59,12 @@ CLASS_CODES = {
 
 _Q = lib  # short alias for the common-configuration offsets below
 NO_VECTOR = lib.VIRTIO_MSI_NO_VECTOR
+# queue_desc/driver/device, each as two 32-bit halves (or one 64-bit access at the low one)
+_AREA_FIELDS = {
+    _Q.VIRTIO_PCI_COMMON_Q_DESCLO: (DESC, 0), _Q.VIRTIO_PCI_COMMON_Q_DESCHI: (DESC, 32),
+    _Q.VIRTIO_PCI_COMMON_Q_AVAILLO: (DRIVER, 0), _Q.VIRTIO_PCI_COMMON_Q_AVAILHI: (DRIVER, 32),
+    _Q.VIRTIO_PCI_COMMON_Q_USEDLO: (DEVICE, 0), _Q.VIRTIO_PCI_COMMON_Q_USEDHI: (DEVICE, 32),
+}
 
 
 def _vendor_cap(cfg_type: int, offset: int, length: int, extra: bytes = b"") -> bytes:
@@ -84,9 +91,7 @@ class VirtioPci(PciFunction):
         self._intx_gsi = pci_intx_gsi(slot, 0)
         self._isr = 0
         self._isr_lock = threading.Lock()
-        self._queue_select = 0
-        self._device_feature_select = 0
-        self._driver_feature_select = 0
+        self._state = TransportState(device)
 
         config.add_bar(BAR_INDEX, BAR_SIZE, "mem64")
         nqueues = len(device.queues)
@@ -196,79 +201,53 @@ class VirtioPci(PciFunction):
         elif region == MSIX_TABLE_OFFSET:
             self.msix.table_write(off, size, value)
 
-    def _selected_queue(self):
-        queues = self.device.queues
-        return queues[self._queue_select] if self._queue_select < len(queues) else None
-
     def _common_read(self, off: int, size: int) -> int:
-        dev = self.device
+        dev, t = self.device, self._state
         with dev.lock:
-            q = self._selected_queue()
-            if off == _Q.VIRTIO_PCI_COMMON_DFSELECT:
-                return self._device_feature_select
-            if off == _Q.VIRTIO_PCI_COMMON_DF:
-                return dev.device_features >> (32 * self._device_feature_select) & 0xFFFFFFFF \
-                    if self._device_feature_select < 2 else 0
-            if off == _Q.VIRTIO_PCI_COMMON_GFSELECT:
-                return self._driver_feature_select
-            if off == _Q.VIRTIO_PCI_COMMON_GF:
-                return dev.driver_features >> (32 * self._driver_feature_select) & 0xFFFFFFFF \
-                    if self._driver_feature_select < 2 else 0
-            if off == _Q.VIRTIO_PCI_COMMON_MSIX:
-                return dev.config_msix_vector
-            if off == _Q.VIRTIO_PCI_COMMON_NUMQ:
-                return len(dev.queues)
-            if off == _Q.VIRTIO_PCI_COMMON_STATUS:
-                return dev.status
-            if off == _Q.VIRTIO_PCI_COMMON_CFGGENERATION:
-                return dev.config_generation
-            if off == _Q.VIRTIO_PCI_COMMON_Q_SELECT:
-                return self._queue_select
-            if q is None:
-                return 0
-            if off == _Q.VIRTIO_PCI_COMMON_Q_SIZE:
-                return q.size
-            if off == _Q.VIRTIO_PCI_COMMON_Q_MSIX:
-                return q.msix_vector
-            if off == _Q.VIRTIO_PCI_COMMON_Q_ENABLE:
-                return int(q.enabled)
-            if off == _Q.VIRTIO_PCI_COMMON_Q_NOFF:
-                return self._queue_select
-            for lo, name in ((_Q.VIRTIO_PCI_COMMON_Q_DESCLO, "desc_addr"),
-                             (_Q.VIRTIO_PCI_COMMON_Q_AVAILLO, "driver_addr"),
-                             (_Q.VIRTIO_PCI_COMMON_Q_USEDLO, "device_addr")):
-                if off in (lo, lo + 4):
-                    value = getattr(q, name) >> (8 * (off - lo))
-                    return value & ((1 << 8 * size) - 1)
-            return 0
+            q = t.queue
+            if off in _AREA_FIELDS:
+                field, shift = _AREA_FIELDS[off]
+                return t.read_queue_area(field, shift, size)
+            value = {
+                _Q.VIRTIO_PCI_COMMON_DFSELECT: lambda: t.device_feature_select,
+                _Q.VIRTIO_PCI_COMMON_DF: lambda: t.device_features_word,
+                _Q.VIRTIO_PCI_COMMON_GFSELECT: lambda: t.driver_feature_select,
+                _Q.VIRTIO_PCI_COMMON_GF: lambda: t.driver_features_word,
+                _Q.VIRTIO_PCI_COMMON_MSIX: lambda: dev.config_msix_vector,
+                _Q.VIRTIO_PCI_COMMON_NUMQ: lambda: len(dev.queues),
+                _Q.VIRTIO_PCI_COMMON_STATUS: lambda: dev.status,
+                _Q.VIRTIO_PCI_COMMON_CFGGENERATION: lambda: dev.config_generation,
+                _Q.VIRTIO_PCI_COMMON_Q_SELECT: lambda: t.queue_select,
+                _Q.VIRTIO_PCI_COMMON_Q_SIZE: lambda: q.size if q else 0,
+                _Q.VIRTIO_PCI_COMMON_Q_MSIX: lambda: q.msix_vector if q else NO_VECTOR,
+                _Q.VIRTIO_PCI_COMMON_Q_ENABLE: lambda: int(q.enabled) if q else 0,
+                _Q.VIRTIO_PCI_COMMON_Q_NOFF: lambda: t.queue_select,
+            }.get(off)
+            return value() if value is not None else 0
 
     def _common_write(self, off: int, size: int, value: int) -> None:
-        dev = self.device
+        dev, t = self.device, self._state
         with dev.lock:
-            q = self._selected_queue()
-            setting_up = not dev.status & lib.VIRTIO_CONFIG_S_DRIVER_OK
-            if off == _Q.VIRTIO_PCI_COMMON_DFSELECT:
-                self._device_feature_select = value
+            q = t.queue_writable
+            if off in _AREA_FIELDS:
+                field, shift = _AREA_FIELDS[off]
+                t.write_queue_area(field, shift, size, value)
+            elif off == _Q.VIRTIO_PCI_COMMON_DFSELECT:
+                t.device_feature_select = value
             elif off == _Q.VIRTIO_PCI_COMMON_GFSELECT:
-                self._driver_feature_select = value
+                t.driver_feature_select = value
             elif off == _Q.VIRTIO_PCI_COMMON_GF:
-                if self._driver_feature_select < 2 and \
-                        not dev.status & lib.VIRTIO_CONFIG_S_FEATURES_OK:
-                    shift = 32 * self._driver_feature_select
-                    dev.driver_features = (dev.driver_features & ~(0xFFFFFFFF << shift)
-                                           | (value & 0xFFFFFFFF) << shift)
+                t.write_driver_features(value)
             elif off == _Q.VIRTIO_PCI_COMMON_MSIX:
                 dev.config_msix_vector = value if value < self.msix.vectors else NO_VECTOR
             elif off == _Q.VIRTIO_PCI_COMMON_STATUS:
-                dev.set_status(value & 0xFF)
-                if value == 0:
-                    self._queue_select = 0
+                if t.write_status(value):
                     with self._isr_lock:
                         self._isr = 0
                         self._irq_line(self._intx_gsi, False)
             elif off == _Q.VIRTIO_PCI_COMMON_Q_SELECT:
-                self._queue_select = value
-            elif q is None or not setting_up:
+                t.queue_select = value
+            elif q is None:
                 return        # queue fields are the driver's only before DRIVER_OK
             elif off == _Q.VIRTIO_PCI_COMMON_Q_SIZE:
                 q.size = value
@@ -276,14 +255,6 @@ class VirtioPci(PciFunction):
                 q.msix_vector = value if value < self.msix.vectors else NO_VECTOR
             elif off == _Q.VIRTIO_PCI_COMMON_Q_ENABLE:
                 q.enabled = q.enabled or value == 1
-            else:
-                for lo, name in ((_Q.VIRTIO_PCI_COMMON_Q_DESCLO, "desc_addr"),
-                                 (_Q.VIRTIO_PCI_COMMON_Q_AVAILLO, "driver_addr"),
-                                 (_Q.VIRTIO_PCI_COMMON_Q_USEDLO, "device_addr")):
-                    if off in (lo, lo + 4):
-                        shift = 8 * (off - lo)
-                        mask = ((1 << 8 * size) - 1) << shift
-                        setattr(q, name, getattr(q, name) & ~mask | (value << shift) & mask)
 
     # --- interrupts -----------------------------------------------------------------------
     def _interrupt(self, kind: str, vector: int) -> None:

@@ -4,8 +4,9 @@ The driver owns three areas in guest RAM: the descriptor table (16 bytes per ent
 available ring ("driver area") and the used ring ("device area"). The device pops chains
 that the driver made available and pushes them back as used. A guest can put anything in
 those areas, so a chain is validated before a device sees it: indices inside the queue,
-buffers inside guest RAM, no loops, no chain longer than the queue, indirect tables only
-when negotiated and never nested, device-readable buffers before device-writable ones.
+buffers inside guest RAM, no loops, no chain longer than its descriptor table (the queue,
+or an indirect table: Linux builds indirect chains longer than the queue, and QEMU takes
+them too), indirect tables only when negotiated and never nested, device-readable buffers before device-writable ones.
 A violation raises QueueError; the transport then marks the device DEVICE_NEEDS_RESET.
 """
 from __future__ import annotations

@@ -1,0 +1,73 @@
+"""What the virtio-pci and virtio-mmio transports share: the register semantics behind
+feature windows, queue selection and the queue fields, which the two only lay out
+differently (virtio 1.2, 4.1.4.3 and 4.2.2)."""
+from __future__ import annotations
+
+from ..._native import lib
+from .device import VirtioDevice
+from .queue import Virtqueue
+
+# Queue area fields, by the name Virtqueue uses.
+DESC, DRIVER, DEVICE = "desc_addr", "driver_addr", "device_addr"
+
+
+class TransportState:
+    """The driver-visible selectors of one device and the accesses they steer. Callers
+    hold `device.lock`."""
+
+    def __init__(self, device: VirtioDevice) -> None:
+        self.device = device
+        self.device_feature_select = 0
+        self.driver_feature_select = 0
+        self.queue_select = 0
+
+    def reset(self) -> None:
+        self.device_feature_select = self.driver_feature_select = self.queue_select = 0
+
+    @property
+    def device_features_word(self) -> int:
+        sel = self.device_feature_select
+        return self.device.device_features >> (32 * sel) & 0xFFFFFFFF if sel < 2 else 0
+
+    @property
+    def driver_features_word(self) -> int:
+        sel = self.driver_feature_select
+        return self.device.driver_features >> (32 * sel) & 0xFFFFFFFF if sel < 2 else 0
+
+    def write_driver_features(self, value: int) -> None:
+        """Only before FEATURES_OK, and only the two words that exist."""
+        dev, sel = self.device, self.driver_feature_select
+        if sel < 2 and not dev.status & lib.VIRTIO_CONFIG_S_FEATURES_OK:
+            shift = 32 * sel
+            dev.driver_features = (dev.driver_features & ~(0xFFFFFFFF << shift)
+                                   | (value & 0xFFFFFFFF) << shift)
+
+    @property
+    def queue(self) -> Virtqueue | None:
+        queues = self.device.queues
+        return queues[self.queue_select] if self.queue_select < len(queues) else None
+
+    @property
+    def queue_writable(self) -> Virtqueue | None:
+        """The selected queue while the driver may still set it up (before DRIVER_OK)."""
+        if self.device.status & lib.VIRTIO_CONFIG_S_DRIVER_OK:
+            return None
+        return self.queue
+
+    def read_queue_area(self, field: str, shift: int, size: int) -> int:
+        q = self.queue
+        return 0 if q is None else getattr(q, field) >> shift & ((1 << 8 * size) - 1)
+
+    def write_queue_area(self, field: str, shift: int, size: int, value: int) -> None:
+        q = self.queue_writable
+        if q is not None:
+            mask = ((1 << 8 * size) - 1) << shift
+            setattr(q, field, getattr(q, field) & ~mask | (value << shift) & mask)
+
+    def write_status(self, value: int) -> bool:
+        """The driver wrote the status register; True when that reset the device."""
+        self.device.set_status(value & 0xFF)
+        if value == 0:
+            self.reset()
+            return True
+        return False
