@@ -15,7 +15,7 @@ from ..._native import lib
 from ..bus import MmioBus
 from ..io_loop import IoLoop
 from .device import QUEUE_INTERRUPT, VirtioDevice
-from .transport import DESC, DEVICE, DRIVER, TransportState
+from .transport import AREA_REGISTERS, TransportState
 
 WINDOW = 0x200
 MAGIC = 0x74726976          # "virt"
@@ -23,10 +23,30 @@ VERSION = 2                 # the virtio 1.x register layout
 VENDOR_ID = 0x1AF4
 
 _R = lib
-_AREA_FIELDS = {
-    _R.VIRTIO_MMIO_QUEUE_DESC_LOW: (DESC, 0), _R.VIRTIO_MMIO_QUEUE_DESC_HIGH: (DESC, 32),
-    _R.VIRTIO_MMIO_QUEUE_AVAIL_LOW: (DRIVER, 0), _R.VIRTIO_MMIO_QUEUE_AVAIL_HIGH: (DRIVER, 32),
-    _R.VIRTIO_MMIO_QUEUE_USED_LOW: (DEVICE, 0), _R.VIRTIO_MMIO_QUEUE_USED_HIGH: (DEVICE, 32),
+# Registers whose value never changes (DeviceID is the device's; SHM lengths of ~0: none).
+_CONSTANTS = {
+    _R.VIRTIO_MMIO_MAGIC_VALUE: MAGIC, _R.VIRTIO_MMIO_VERSION: VERSION,
+    _R.VIRTIO_MMIO_DEVICE_ID: 0, _R.VIRTIO_MMIO_VENDOR_ID: VENDOR_ID,
+    _R.VIRTIO_MMIO_SHM_LEN_LOW: 0xFFFFFFFF, _R.VIRTIO_MMIO_SHM_LEN_HIGH: 0xFFFFFFFF,
+}
+# Registers both transports share (transport.py), by their virtio-mmio offsets.
+_REGISTERS = {
+    _R.VIRTIO_MMIO_DEVICE_FEATURES: "device_features",
+    _R.VIRTIO_MMIO_DEVICE_FEATURES_SEL: "device_feature_select",
+    _R.VIRTIO_MMIO_DRIVER_FEATURES: "driver_features",
+    _R.VIRTIO_MMIO_DRIVER_FEATURES_SEL: "driver_feature_select",
+    _R.VIRTIO_MMIO_QUEUE_SEL: "queue_select",
+    _R.VIRTIO_MMIO_QUEUE_NUM_MAX: "queue_size_max",
+    _R.VIRTIO_MMIO_QUEUE_NUM: "queue_size",
+    _R.VIRTIO_MMIO_QUEUE_READY: "queue_enable",
+    _R.VIRTIO_MMIO_STATUS: "status",
+    _R.VIRTIO_MMIO_CONFIG_GENERATION: "config_generation",
+    _R.VIRTIO_MMIO_QUEUE_DESC_LOW: AREA_REGISTERS["desc_addr_lo"],
+    _R.VIRTIO_MMIO_QUEUE_DESC_HIGH: AREA_REGISTERS["desc_addr_hi"],
+    _R.VIRTIO_MMIO_QUEUE_AVAIL_LOW: AREA_REGISTERS["driver_addr_lo"],
+    _R.VIRTIO_MMIO_QUEUE_AVAIL_HIGH: AREA_REGISTERS["driver_addr_hi"],
+    _R.VIRTIO_MMIO_QUEUE_USED_LOW: AREA_REGISTERS["device_addr_lo"],
+    _R.VIRTIO_MMIO_QUEUE_USED_HIGH: AREA_REGISTERS["device_addr_hi"],
 }
 
 
@@ -55,67 +75,28 @@ class VirtioMmio:
         dev, t = self.device, self._state
         if offset >= lib.VIRTIO_MMIO_CONFIG:
             return dev.read_config(offset - lib.VIRTIO_MMIO_CONFIG, size)
+        if offset in _CONSTANTS:
+            return _CONSTANTS[offset] if offset != lib.VIRTIO_MMIO_DEVICE_ID else dev.device_id
+        if offset == lib.VIRTIO_MMIO_INTERRUPT_STATUS:
+            return self._interrupt_status
         with dev.lock:
-            q = t.queue
-            if offset in _AREA_FIELDS:
-                field, shift = _AREA_FIELDS[offset]
-                return t.read_queue_area(field, shift, 4)
-            if offset == lib.VIRTIO_MMIO_MAGIC_VALUE:
-                return MAGIC
-            if offset == lib.VIRTIO_MMIO_VERSION:
-                return VERSION
-            if offset == lib.VIRTIO_MMIO_DEVICE_ID:
-                return dev.device_id
-            if offset == lib.VIRTIO_MMIO_VENDOR_ID:
-                return VENDOR_ID
-            if offset == lib.VIRTIO_MMIO_DEVICE_FEATURES:
-                return t.device_features_word
-            if offset == lib.VIRTIO_MMIO_QUEUE_NUM_MAX:
-                return q.max_size if q else 0
-            if offset == lib.VIRTIO_MMIO_QUEUE_READY:
-                return int(q.enabled) if q else 0
-            if offset == lib.VIRTIO_MMIO_INTERRUPT_STATUS:
-                return self._interrupt_status
-            if offset == lib.VIRTIO_MMIO_STATUS:
-                return dev.status
-            if offset == lib.VIRTIO_MMIO_CONFIG_GENERATION:
-                return dev.config_generation
-            if offset in (lib.VIRTIO_MMIO_SHM_LEN_LOW, lib.VIRTIO_MMIO_SHM_LEN_HIGH):
-                return 0xFFFFFFFF          # no shared memory regions
-            return 0
+            register = _REGISTERS.get(offset)
+            return t.read(register) if register else 0
 
     def mmio_write(self, offset: int, size: int, value: int) -> None:
         dev, t = self.device, self._state
         if offset >= lib.VIRTIO_MMIO_CONFIG:
             dev.write_config(offset - lib.VIRTIO_MMIO_CONFIG, size, value)
-            return
-        if offset == lib.VIRTIO_MMIO_QUEUE_NOTIFY:
+        elif offset == lib.VIRTIO_MMIO_QUEUE_NOTIFY:
             # A kick the ioeventfd did not catch (another width): same path, same thread.
             if value < len(self._kick_fds):
                 os.eventfd_write(self._kick_fds[value], 1)
-            return
-        with dev.lock:
-            q = t.queue_writable
-            if offset in _AREA_FIELDS:
-                field, shift = _AREA_FIELDS[offset]
-                t.write_queue_area(field, shift, 4, value)
-            elif offset == lib.VIRTIO_MMIO_DEVICE_FEATURES_SEL:
-                t.device_feature_select = value
-            elif offset == lib.VIRTIO_MMIO_DRIVER_FEATURES_SEL:
-                t.driver_feature_select = value
-            elif offset == lib.VIRTIO_MMIO_DRIVER_FEATURES:
-                t.write_driver_features(value)
-            elif offset == lib.VIRTIO_MMIO_QUEUE_SEL:
-                t.queue_select = value
-            elif offset == lib.VIRTIO_MMIO_QUEUE_NUM and q is not None:
-                q.size = value
-            elif offset == lib.VIRTIO_MMIO_QUEUE_READY and q is not None:
-                q.enabled = value == 1
-            elif offset == lib.VIRTIO_MMIO_INTERRUPT_ACK:
-                with self._status_lock:
-                    self._interrupt_status &= ~value
-            elif offset == lib.VIRTIO_MMIO_STATUS:
-                if t.write_status(value):
+        elif offset == lib.VIRTIO_MMIO_INTERRUPT_ACK:
+            with self._status_lock:
+                self._interrupt_status &= ~value
+        elif offset in _REGISTERS:
+            with dev.lock:
+                if t.write(_REGISTERS[offset], value):       # a reset
                     with self._status_lock:
                         self._interrupt_status = 0
 

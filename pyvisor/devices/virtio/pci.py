@@ -29,7 +29,7 @@ from ..pci.config_space import (BAR0, COMMAND, COMMAND_INTX_DISABLE, COMMAND_MEM
 from ..pci.function import PciFunction
 from ..pci.msix import Msix
 from .device import QUEUE_INTERRUPT, VirtioDevice
-from .transport import DESC, DEVICE, DRIVER, TransportState
+from .transport import AREA_REGISTERS, TransportState
 
 VENDOR_ID = 0x1AF4
 MODERN_DEVICE_ID_BASE = 0x1040
@@ -59,11 +59,25 @@ CLASS_CODES = {
 
 _Q = lib  # short alias for the common-configuration offsets below
 NO_VECTOR = lib.VIRTIO_MSI_NO_VECTOR
-# queue_desc/driver/device, each as two 32-bit halves (or one 64-bit access at the low one)
-_AREA_FIELDS = {
-    _Q.VIRTIO_PCI_COMMON_Q_DESCLO: (DESC, 0), _Q.VIRTIO_PCI_COMMON_Q_DESCHI: (DESC, 32),
-    _Q.VIRTIO_PCI_COMMON_Q_AVAILLO: (DRIVER, 0), _Q.VIRTIO_PCI_COMMON_Q_AVAILHI: (DRIVER, 32),
-    _Q.VIRTIO_PCI_COMMON_Q_USEDLO: (DEVICE, 0), _Q.VIRTIO_PCI_COMMON_Q_USEDHI: (DEVICE, 32),
+# Common-configuration offsets of the registers both transports share (transport.py);
+# queue_desc/driver/device are two 32-bit halves each (or one 64-bit access at the low one).
+_COMMON_REGISTERS = {
+    _Q.VIRTIO_PCI_COMMON_DFSELECT: "device_feature_select",
+    _Q.VIRTIO_PCI_COMMON_DF: "device_features",
+    _Q.VIRTIO_PCI_COMMON_GFSELECT: "driver_feature_select",
+    _Q.VIRTIO_PCI_COMMON_GF: "driver_features",
+    _Q.VIRTIO_PCI_COMMON_NUMQ: "num_queues",
+    _Q.VIRTIO_PCI_COMMON_STATUS: "status",
+    _Q.VIRTIO_PCI_COMMON_CFGGENERATION: "config_generation",
+    _Q.VIRTIO_PCI_COMMON_Q_SELECT: "queue_select",
+    _Q.VIRTIO_PCI_COMMON_Q_SIZE: "queue_size",
+    _Q.VIRTIO_PCI_COMMON_Q_ENABLE: "queue_enable",
+    _Q.VIRTIO_PCI_COMMON_Q_DESCLO: AREA_REGISTERS["desc_addr_lo"],
+    _Q.VIRTIO_PCI_COMMON_Q_DESCHI: AREA_REGISTERS["desc_addr_hi"],
+    _Q.VIRTIO_PCI_COMMON_Q_AVAILLO: AREA_REGISTERS["driver_addr_lo"],
+    _Q.VIRTIO_PCI_COMMON_Q_AVAILHI: AREA_REGISTERS["driver_addr_hi"],
+    _Q.VIRTIO_PCI_COMMON_Q_USEDLO: AREA_REGISTERS["device_addr_lo"],
+    _Q.VIRTIO_PCI_COMMON_Q_USEDHI: AREA_REGISTERS["device_addr_hi"],
 }
 
 
@@ -205,56 +219,29 @@ class VirtioPci(PciFunction):
         dev, t = self.device, self._state
         with dev.lock:
             q = t.queue
-            if off in _AREA_FIELDS:
-                field, shift = _AREA_FIELDS[off]
-                return t.read_queue_area(field, shift, size)
-            value = {
-                _Q.VIRTIO_PCI_COMMON_DFSELECT: lambda: t.device_feature_select,
-                _Q.VIRTIO_PCI_COMMON_DF: lambda: t.device_features_word,
-                _Q.VIRTIO_PCI_COMMON_GFSELECT: lambda: t.driver_feature_select,
-                _Q.VIRTIO_PCI_COMMON_GF: lambda: t.driver_features_word,
-                _Q.VIRTIO_PCI_COMMON_MSIX: lambda: dev.config_msix_vector,
-                _Q.VIRTIO_PCI_COMMON_NUMQ: lambda: len(dev.queues),
-                _Q.VIRTIO_PCI_COMMON_STATUS: lambda: dev.status,
-                _Q.VIRTIO_PCI_COMMON_CFGGENERATION: lambda: dev.config_generation,
-                _Q.VIRTIO_PCI_COMMON_Q_SELECT: lambda: t.queue_select,
-                _Q.VIRTIO_PCI_COMMON_Q_SIZE: lambda: q.size if q else 0,
-                _Q.VIRTIO_PCI_COMMON_Q_MSIX: lambda: q.msix_vector if q else NO_VECTOR,
-                _Q.VIRTIO_PCI_COMMON_Q_ENABLE: lambda: int(q.enabled) if q else 0,
-                _Q.VIRTIO_PCI_COMMON_Q_NOFF: lambda: t.queue_select,
-            }.get(off)
-            return value() if value is not None else 0
+            if off == _Q.VIRTIO_PCI_COMMON_MSIX:
+                return dev.config_msix_vector
+            if off == _Q.VIRTIO_PCI_COMMON_Q_MSIX:
+                return q.msix_vector if q else NO_VECTOR
+            if off == _Q.VIRTIO_PCI_COMMON_Q_NOFF:
+                return t.queue_select
+            register = _COMMON_REGISTERS.get(off)
+            return t.read(register, size) if register else 0
 
     def _common_write(self, off: int, size: int, value: int) -> None:
         dev, t = self.device, self._state
         with dev.lock:
             q = t.queue_writable
-            if off in _AREA_FIELDS:
-                field, shift = _AREA_FIELDS[off]
-                t.write_queue_area(field, shift, size, value)
-            elif off == _Q.VIRTIO_PCI_COMMON_DFSELECT:
-                t.device_feature_select = value
-            elif off == _Q.VIRTIO_PCI_COMMON_GFSELECT:
-                t.driver_feature_select = value
-            elif off == _Q.VIRTIO_PCI_COMMON_GF:
-                t.write_driver_features(value)
-            elif off == _Q.VIRTIO_PCI_COMMON_MSIX:
+            if off == _Q.VIRTIO_PCI_COMMON_MSIX:
                 dev.config_msix_vector = value if value < self.msix.vectors else NO_VECTOR
-            elif off == _Q.VIRTIO_PCI_COMMON_STATUS:
-                if t.write_status(value):
+            elif off == _Q.VIRTIO_PCI_COMMON_Q_MSIX:
+                if q is not None:
+                    q.msix_vector = value if value < self.msix.vectors else NO_VECTOR
+            elif off in _COMMON_REGISTERS:
+                if t.write(_COMMON_REGISTERS[off], value, size):   # a reset
                     with self._isr_lock:
                         self._isr = 0
                         self._irq_line(self._intx_gsi, False)
-            elif off == _Q.VIRTIO_PCI_COMMON_Q_SELECT:
-                t.queue_select = value
-            elif q is None:
-                return        # queue fields are the driver's only before DRIVER_OK
-            elif off == _Q.VIRTIO_PCI_COMMON_Q_SIZE:
-                q.size = value
-            elif off == _Q.VIRTIO_PCI_COMMON_Q_MSIX:
-                q.msix_vector = value if value < self.msix.vectors else NO_VECTOR
-            elif off == _Q.VIRTIO_PCI_COMMON_Q_ENABLE:
-                q.enabled = q.enabled or value == 1
 
     # --- interrupts -----------------------------------------------------------------------
     def _interrupt(self, kind: str, vector: int) -> None:

@@ -7,8 +7,10 @@ from ..._native import lib
 from .device import VirtioDevice
 from .queue import Virtqueue
 
-# Queue area fields, by the name Virtqueue uses.
+# Queue area fields, by the name Virtqueue uses; as registers, (field, bit shift) pairs.
 DESC, DRIVER, DEVICE = "desc_addr", "driver_addr", "device_addr"
+AREA_REGISTERS = {f"{field}_{half}": (field, shift) for field in (DESC, DRIVER, DEVICE)
+                  for half, shift in (("lo", 0), ("hi", 32))}
 
 
 class TransportState:
@@ -63,6 +65,44 @@ class TransportState:
         if q is not None:
             mask = ((1 << 8 * size) - 1) << shift
             setattr(q, field, getattr(q, field) & ~mask | (value << shift) & mask)
+
+    # --- registers by name: each transport maps its offsets to these ---------------------
+    def read(self, register: str | tuple[str, int], size: int = 4) -> int:
+        """A register both transports have; queue areas are (field, shift) pairs."""
+        if isinstance(register, tuple):
+            return self.read_queue_area(*register, size)
+        dev, q = self.device, self.queue
+        if register == "device_features":
+            return self.device_features_word
+        if register == "driver_features":
+            return self.driver_features_word
+        if register == "num_queues":
+            return len(dev.queues)
+        if register in ("status", "config_generation"):
+            return getattr(dev, register)
+        if register in ("device_feature_select", "driver_feature_select", "queue_select"):
+            return getattr(self, register)
+        if q is None:
+            return 0
+        return {"queue_size": q.size, "queue_size_max": q.max_size,
+                "queue_enable": int(q.enabled)}.get(register, 0)
+
+    def write(self, register: str | tuple[str, int], value: int, size: int = 4) -> bool:
+        """Write a register both transports have; True when that reset the device."""
+        if isinstance(register, tuple):
+            self.write_queue_area(*register, size, value)
+        elif register in ("device_feature_select", "driver_feature_select", "queue_select"):
+            setattr(self, register, value)
+        elif register == "driver_features":
+            self.write_driver_features(value)
+        elif register == "status":
+            return self.write_status(value)
+        elif (q := self.queue_writable) is not None:
+            if register == "queue_size":
+                q.size = value
+            elif register == "queue_enable":
+                q.enabled = q.enabled or value == 1
+        return False
 
     def write_status(self, value: int) -> bool:
         """The driver wrote the status register; True when that reset the device."""
