@@ -8,6 +8,7 @@ into the machine's console sinks.
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -15,11 +16,16 @@ from typing import Callable
 
 from .._native import ffi
 
+log = logging.getLogger("pyvisor.console")
+
 _READ_SIZE = 65536
 # After each delivery the pump waits this long so that bytes arrive in batches: waking a
 # Python thread for every byte of a verbose boot would take CPU time from the vCPUs, and
 # a few milliseconds of console latency is imperceptible.
 _COALESCE_SECONDS = 0.004
+# How long finish() waits for the pump: a terminal that stopped reading (a stopped pager,
+# a wedged tty) must not keep pyvisor from exiting once the guest is done.
+_DRAIN_SECONDS = 10.0
 
 
 class ConsolePipe:
@@ -50,9 +56,12 @@ class ConsolePipe:
         self._pump.start()
 
     def _run_pump(self) -> None:
-        while data := os.read(self._r, _READ_SIZE):
-            self._deliver(data)
-            time.sleep(_COALESCE_SECONDS)
+        try:
+            while data := os.read(self._r, _READ_SIZE):
+                self._deliver(data)
+                time.sleep(_COALESCE_SECONDS)
+        except OSError:
+            pass   # closed under a pump that finish() gave up waiting for
 
     def finish(self) -> None:
         """Once no vCPU runs: close the write end and wait until every byte is delivered."""
@@ -61,7 +70,9 @@ class ConsolePipe:
             os.close(self._w)
             self._w = -1
         if self._pump is not None:
-            self._pump.join()
+            self._pump.join(_DRAIN_SECONDS)
+            if self._pump.is_alive():
+                log.warning("the console output is not being read; the rest is dropped")
             self._pump = None
 
     def close(self) -> None:

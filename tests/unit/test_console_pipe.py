@@ -25,3 +25,18 @@ def test_fast_path_flags_reach_the_native_struct():
     pipe.set_fast_path(True, False)
     assert (pipe.native.thr_fast, pipe.native.lsr_fast) == (1, 0)
     pipe.close()
+
+
+def test_finish_does_not_wait_forever_for_a_stuck_sink(monkeypatch):
+    import threading
+
+    from pyvisor.machine import console_pipe
+
+    monkeypatch.setattr(console_pipe, "_DRAIN_SECONDS", 0.2)
+    release = threading.Event()
+    pipe = ConsolePipe(0x3F8, lambda data: release.wait())   # a terminal that never reads
+    pipe.start()
+    pipe.write(b"stuck")
+    pipe.finish()
+    pipe.close()
+    release.set()
