@@ -58,7 +58,8 @@ class IoLoop:
     def stop(self) -> None:
         """Stop the thread (handlers in progress finish first)."""
         self._stopping = True
-        os.eventfd_write(self._wake, 1)
+        if self._wake >= 0:
+            os.eventfd_write(self._wake, 1)
         if self._thread is not None:
             self._thread.join()
             self._thread = None

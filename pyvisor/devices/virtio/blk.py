@@ -193,10 +193,14 @@ class VirtioBlk(VirtioDevice):
             return IOERR
         if len(segments) // SEGMENT.size > MAX_DISCARD_SEGMENTS:
             return IOERR
+        unmap_flag = lib.VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP
         for sector, count, flags in SEGMENT.iter_unpack(segments):
+            # 5.2.6.2: unknown flags, and UNMAP on a DISCARD, are UNSUPP
+            if flags & ~unmap_flag or (kind == lib.VIRTIO_BLK_T_DISCARD and flags):
+                return UNSUPP
             if count > MAX_DISCARD_SECTORS or not self._range_ok(sector, count * SECTOR):
                 return IOERR
-            unmap = kind == lib.VIRTIO_BLK_T_DISCARD or flags & lib.VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP
+            unmap = kind == lib.VIRTIO_BLK_T_DISCARD or flags & unmap_flag
             mode = lib.FALLOC_FL_KEEP_SIZE | (lib.FALLOC_FL_PUNCH_HOLE if unmap
                                               else lib.FALLOC_FL_ZERO_RANGE)
             ret = lib.pv_fallocate(self.fd, mode, sector * SECTOR, count * SECTOR)

@@ -78,7 +78,10 @@ class VirtioDevice:
             newly_ok = value & DRIVER_OK and not self.status & DRIVER_OK
             self.status = value | (self.status & NEEDS_RESET)
             if newly_ok and not self.status & NEEDS_RESET:
-                self._activate()
+                if self.status & FEATURES_OK:
+                    self._activate()
+                else:   # DRIVER_OK without agreed features: serve nothing until a reset
+                    self.fail("the driver set DRIVER_OK without FEATURES_OK")
 
     def _activate(self) -> None:
         event_idx = self.has_feature(lib.VIRTIO_RING_F_EVENT_IDX)

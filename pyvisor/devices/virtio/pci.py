@@ -15,6 +15,7 @@ irqfds (msix.py), or as INTx on the slot's IOAPIC pin while MSI-X is off.
 """
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import threading
@@ -30,6 +31,8 @@ from ..pci.function import PciFunction
 from ..pci.msix import Msix
 from .device import QUEUE_INTERRUPT, VirtioDevice
 from .transport import AREA_REGISTERS, TransportState
+
+log = logging.getLogger("pyvisor.virtio")
 
 VENDOR_ID = 0x1AF4
 MODERN_DEVICE_ID_BASE = 0x1040
@@ -139,7 +142,7 @@ class VirtioPci(PciFunction):
 
     # --- BAR placement --------------------------------------------------------------------
     def _map(self, address: int) -> None:
-        self._mmio_bus.register(address, BAR_SIZE, self, self.name)
+        self._mmio_bus.register(address, BAR_SIZE, self, self.name)   # first: it may refuse
         for index, fd in enumerate(self._kick_fds):
             self._vm.ioeventfd(fd, address + NOTIFY_OFFSET + NOTIFY_MULTIPLIER * index, 2)
         self._mapped = address
@@ -153,10 +156,16 @@ class VirtioPci(PciFunction):
 
     def _bar_changed(self, index: int, old: int | None, new: int | None) -> None:
         """Follow a BAR the guest moved. Decoding switched off (sizing) keeps the mapping:
-        the guest does not touch the BAR meanwhile, and it usually comes back unchanged."""
+        the guest does not touch the BAR meanwhile, and it usually comes back unchanged.
+        An address that collides with another range (a 64-bit BAR half-written with
+        decoding on) leaves the BAR unmapped until the guest writes a usable one."""
         if new is not None and new != self._mapped:
-            self._unmap()
-            self._map(new)
+            if self._mapped is not None:
+                self._unmap()
+            try:
+                self._map(new)
+            except ValueError as exc:
+                log.warning("%s: BAR not mapped: %s", self.name, exc)
 
     # --- configuration space --------------------------------------------------------------
     def config_read(self, offset: int, size: int) -> int:

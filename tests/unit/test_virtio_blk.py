@@ -1,0 +1,522 @@
+"""virtio-blk over a raw image (pyvisor/devices/virtio/blk.py; virtio 1.2, 5.2)."""
+import os
+import struct
+
+import pytest
+
+from pyvisor._native import lib
+from pyvisor.devices.virtio.blk import (MAX_DISCARD_SEGMENTS, SECTOR, DiskSpec, VirtioBlk,
+                                        open_disk)
+from pyvisor.devices.virtio.device import CONFIG_INTERRUPT
+from pyvisor.errors import ConfigError
+from virtio_driver import Buf, Driver, init_device, new_memory
+
+T_IN, T_OUT, T_FLUSH = lib.VIRTIO_BLK_T_IN, lib.VIRTIO_BLK_T_OUT, lib.VIRTIO_BLK_T_FLUSH
+T_GET_ID, T_DISCARD = lib.VIRTIO_BLK_T_GET_ID, lib.VIRTIO_BLK_T_DISCARD
+T_WRITE_ZEROES = lib.VIRTIO_BLK_T_WRITE_ZEROES
+OK, IOERR, UNSUPP = lib.VIRTIO_BLK_S_OK, lib.VIRTIO_BLK_S_IOERR, lib.VIRTIO_BLK_S_UNSUPP
+NEEDS_RESET = lib.VIRTIO_CONFIG_S_NEEDS_RESET
+UNMAP = lib.VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP
+
+SECTORS = 64
+MIB = 1 << 20
+
+
+def pattern(length, seed=0):
+    return bytes((i * 7 + seed + i // 251) & 0xFF for i in range(length))
+
+
+@pytest.fixture
+def image(tmp_path):
+    path = tmp_path / "disk.img"
+    path.write_bytes(pattern(SECTORS * SECTOR))
+    return path
+
+
+class Blk:
+    """A VirtioBlk over `path`, initialised, with a driver-side queue and a request helper."""
+
+    def __init__(self, path, *, readonly=False, serial="", size=16):
+        self.path = path
+        self.mem = new_memory()
+        self.dev = VirtioBlk(DiskSpec(str(path), readonly, serial))
+        self.drv = Driver(self.mem, size)
+        self.interrupts = init_device(self.dev, self.mem, [self.drv])
+
+    def close(self):
+        self.dev.close()
+
+    def submit(self, kind, sector=0, out=(), in_lens=(), *, status=True, indirect=False,
+               header=None, status_in_last=False):
+        """Queue one request: header, `out` data buffers (bytes), `in_lens` writable data
+        buffers, status byte (in its own buffer, or as the last byte of the last data buffer
+        with status_in_last). Returns (head, data addresses, status address)."""
+        hdr = struct.pack("<IIQ", kind, 0, sector) if header is None else header
+        bufs = [Buf(self.drv.alloc(len(hdr), hdr), len(hdr))]
+        for data in out:
+            bufs.append(Buf(self.drv.alloc(len(data), data), len(data)))
+        in_addrs = []
+        lens = list(in_lens)
+        if status_in_last:
+            lens[-1] += 1
+        for n in lens:
+            a = self.drv.alloc(n, fill=0xCC)
+            in_addrs.append(a)
+            bufs.append(Buf(a, n, True))
+        if status_in_last:
+            status_addr = in_addrs[-1] + lens[-1] - 1
+        elif status:
+            status_addr = self.drv.alloc(1, fill=0xFF)
+            bufs.append(Buf(status_addr, 1, True))
+        else:
+            status_addr = None
+        head = self.drv.add(bufs, indirect=indirect)
+        return head, in_addrs, status_addr
+
+    def run(self):
+        self.dev.notify(0)
+        return self.drv.get_used()
+
+    def request(self, kind, sector=0, out=(), in_lens=(), **kw):
+        """Submit, process; return (status, used length, [data read back per in buffer])."""
+        head, in_addrs, status_addr = self.submit(kind, sector, out, in_lens, **kw)
+        used = self.run()
+        assert len(used) == 1 and used[0][0] == head, used
+        data = [self.drv.read(a, n) for a, n in zip(in_addrs, in_lens)]
+        return self.mem.read_u8(status_addr), used[0][1], data
+
+    def file(self):
+        return self.path.read_bytes()
+
+
+@pytest.fixture
+def blk(image):
+    b = Blk(image, serial="SN-1234")
+    yield b
+    b.close()
+
+
+def discard_segments(*segs):
+    return b"".join(struct.pack("<QII", s, n, f) for s, n, f in segs)
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+def test_features_and_config(blk):
+    dev = blk.dev
+    assert dev.device_id == 2
+    for bit in (lib.VIRTIO_BLK_F_FLUSH, lib.VIRTIO_BLK_F_BLK_SIZE, lib.VIRTIO_BLK_F_SEG_MAX,
+                lib.VIRTIO_BLK_F_DISCARD, lib.VIRTIO_BLK_F_WRITE_ZEROES):
+        assert dev.device_features >> bit & 1
+    assert not dev.device_features >> lib.VIRTIO_BLK_F_RO & 1
+    assert dev.read_config(0, 8) == SECTORS            # capacity
+    assert dev.read_config(12, 4) == 254               # seg_max
+    assert dev.read_config(20, 4) == SECTOR            # blk_size
+    assert dev.read_config(36, 4) > 0                  # max_discard_sectors
+    assert dev.read_config(40, 4) == MAX_DISCARD_SEGMENTS
+    assert dev.read_config(52, 4) == MAX_DISCARD_SEGMENTS
+
+
+def test_readonly_features(image):
+    b = Blk(image, readonly=True)
+    try:
+        f = b.dev.device_features
+        assert f >> lib.VIRTIO_BLK_F_RO & 1
+        assert not f >> lib.VIRTIO_BLK_F_DISCARD & 1
+        assert not f >> lib.VIRTIO_BLK_F_WRITE_ZEROES & 1
+    finally:
+        b.close()
+
+
+# --- reads and writes -------------------------------------------------------------------------
+
+def test_in_scatter_gather(blk):
+    disk = blk.file()
+    status, used_len, data = blk.request(T_IN, 3, in_lens=[512, 1024, 512])
+    assert status == OK
+    assert used_len == 2048 + 1
+    assert b"".join(data) == disk[3 * SECTOR:3 * SECTOR + 2048]
+
+
+def test_in_through_an_indirect_table(blk):
+    disk = blk.file()
+    status, used_len, data = blk.request(T_IN, 0, in_lens=[256, 256, 1024], indirect=True)
+    assert (status, used_len) == (OK, 1537)
+    assert b"".join(data) == disk[:1536]
+
+
+def test_in_with_status_in_the_last_data_buffer(blk):
+    """Framing is up to the driver (2.6.4): the status byte is the last writable byte."""
+    disk = blk.file()
+    status, used_len, data = blk.request(T_IN, 1, in_lens=[512], status_in_last=True)
+    assert (status, used_len) == (OK, 513)
+    assert data[0] == disk[512:1024]
+
+
+def test_in_last_sector(blk):
+    disk = blk.file()
+    status, _, data = blk.request(T_IN, SECTORS - 1, in_lens=[512])
+    assert status == OK and data[0] == disk[-512:]
+
+
+@pytest.mark.parametrize("sector, length", [
+    (SECTORS, 512),              # starts at the end
+    (SECTORS - 1, 1024),         # runs past the end
+    (1 << 60, 512),              # absurd
+    ((1 << 64) - 1, 512),
+])
+def test_in_out_of_range_is_ioerr(blk, sector, length):
+    status, used_len, data = blk.request(T_IN, sector, in_lens=[length])
+    assert (status, used_len) == (IOERR, 1)
+    assert data[0] == b"\xcc" * length                 # nothing written
+
+
+@pytest.mark.parametrize("length", [100, 511, 513])
+def test_in_length_not_a_multiple_of_512_is_ioerr(blk, length):
+    status, used_len, _ = blk.request(T_IN, 0, in_lens=[length])
+    assert (status, used_len) == (IOERR, 1)
+
+
+def test_out_writes_the_file(blk):
+    before = blk.file()
+    data = [pattern(512, 1), pattern(1024, 2)]
+    status, used_len, _ = blk.request(T_OUT, 5, out=data)
+    assert (status, used_len) == (OK, 1)
+    after = blk.file()
+    assert after[5 * SECTOR:8 * SECTOR] == data[0] + data[1]
+    assert after[:5 * SECTOR] == before[:5 * SECTOR]
+    assert after[8 * SECTOR:] == before[8 * SECTOR:]
+    # and reads back through the device
+    status, _, back = blk.request(T_IN, 5, in_lens=[1536])
+    assert status == OK and back[0] == data[0] + data[1]
+
+
+def test_out_with_header_and_data_in_one_buffer(blk):
+    data = pattern(512, 9)
+    header = struct.pack("<IIQ", T_OUT, 0, 2) + data
+    status, used_len, _ = blk.request(T_OUT, header=header)
+    assert (status, used_len) == (OK, 1)
+    assert blk.file()[1024:1536] == data
+
+
+def test_out_out_of_range_is_ioerr_and_file_unchanged(blk):
+    before = blk.file()
+    status, used_len, _ = blk.request(T_OUT, SECTORS - 1, out=[bytes(1024)])
+    assert (status, used_len) == (IOERR, 1)
+    assert blk.file() == before
+
+
+def test_out_length_not_a_multiple_of_512_is_ioerr(blk):
+    before = blk.file()
+    status, _, _ = blk.request(T_OUT, 0, out=[bytes(100)])
+    assert status == IOERR
+    assert blk.file() == before
+
+
+def test_readonly_write_is_ioerr_and_file_unchanged(image):
+    before = image.read_bytes()
+    b = Blk(image, readonly=True)
+    try:
+        status, used_len, _ = b.request(T_OUT, 0, out=[bytes(512)])
+        assert (status, used_len) == (IOERR, 1)
+        assert image.read_bytes() == before
+        status, _, _ = b.request(T_DISCARD, out=[discard_segments((0, 8, 0))])
+        assert status == IOERR
+        status, _, _ = b.request(T_WRITE_ZEROES, out=[discard_segments((0, 8, 0))])
+        assert status == IOERR
+        assert image.read_bytes() == before
+        status, _, data = b.request(T_IN, 0, in_lens=[512])
+        assert status == OK and data[0] == before[:512]
+        status, _, _ = b.request(T_FLUSH)
+        assert status == OK
+    finally:
+        b.close()
+
+
+def test_flush(blk, monkeypatch):
+    synced = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real(fd)))
+    status, used_len, _ = blk.request(T_FLUSH)
+    assert (status, used_len) == (OK, 1)
+    assert synced == [blk.dev.fd]
+
+
+def test_several_requests_in_one_notify(blk):
+    disk = blk.file()
+    h1, a1, s1 = blk.submit(T_IN, 0, in_lens=[512])
+    h2, _, s2 = blk.submit(T_OUT, 1, out=[bytes(512)])
+    h3, _, s3 = blk.submit(99)
+    assert blk.run() == [(h1, 513), (h2, 1), (h3, 1)]
+    assert [blk.mem.read_u8(s) for s in (s1, s2, s3)] == [OK, OK, UNSUPP]
+    assert blk.drv.read(a1[0], 512) == disk[:512]
+    assert blk.interrupts[-1][0] == "queue"
+
+
+# --- GET_ID -----------------------------------------------------------------------------------
+
+def test_get_id_pads_the_serial(blk):
+    status, used_len, data = blk.request(T_GET_ID, in_lens=[20])
+    assert status == OK
+    assert data[0] == b"SN-1234" + bytes(13)
+    assert used_len == 21
+
+
+def test_get_id_full_length_serial(image):
+    b = Blk(image, serial="A" * 20)
+    try:
+        status, used_len, data = b.request(T_GET_ID, in_lens=[20])
+        assert (status, used_len, data[0]) == (OK, 21, b"A" * 20)
+    finally:
+        b.close()
+
+
+def test_get_id_short_buffer(blk):
+    status, used_len, data = blk.request(T_GET_ID, in_lens=[4])
+    assert (status, used_len, data[0]) == (OK, 5, b"SN-1")
+
+
+def test_get_id_long_buffer_gets_20_bytes(blk):
+    status, used_len, data = blk.request(T_GET_ID, in_lens=[64])
+    assert (status, used_len) == (OK, 21)
+    assert data[0][:20] == b"SN-1234" + bytes(13)
+    assert data[0][20:] == b"\xcc" * 44
+
+
+# --- DISCARD / WRITE_ZEROES -------------------------------------------------------------------
+
+def punch_hole_supported(directory):
+    probe = os.path.join(directory, "probe")
+    with open(probe, "wb") as f:
+        f.write(b"x" * MIB)
+        f.flush()
+        os.fsync(f.fileno())
+        ret = lib.pv_fallocate(f.fileno(), lib.FALLOC_FL_KEEP_SIZE | lib.FALLOC_FL_PUNCH_HOLE,
+                               0, MIB)
+    os.unlink(probe)
+    return ret == 0
+
+
+@pytest.fixture
+def big_image(tmp_path):
+    path = tmp_path / "big.img"
+    path.write_bytes(pattern(4 * MIB, 3))
+    return path
+
+
+@pytest.mark.parametrize("kind, flags", [(T_DISCARD, 0), (T_WRITE_ZEROES, 0),
+                                         (T_WRITE_ZEROES, UNMAP)])
+def test_discard_and_write_zeroes_read_back_zeros(big_image, kind, flags):
+    b = Blk(big_image)
+    try:
+        before = b.file()
+        with open(big_image, "rb+") as f:
+            os.fsync(f.fileno())
+        blocks_before = os.stat(big_image).st_blocks
+        start, count = 2048, 2048          # 1 MiB from 1 MiB on
+        segs = discard_segments((start, count, flags), (8, 1, flags))
+        status, used_len, _ = b.request(kind, out=[segs])
+        assert (status, used_len) == (OK, 1)
+        after = b.file()
+        assert len(after) == len(before)
+        lo, hi = start * SECTOR, (start + count) * SECTOR
+        assert after[lo:hi] == bytes(hi - lo)
+        assert after[8 * SECTOR:9 * SECTOR] == bytes(SECTOR)
+        assert after[:8 * SECTOR] == before[:8 * SECTOR]
+        assert after[9 * SECTOR:lo] == before[9 * SECTOR:lo]
+        assert after[hi:] == before[hi:]
+        # the guest sees zeros too
+        status, _, data = b.request(T_IN, start, in_lens=[4096])
+        assert status == OK and data[0] == bytes(4096)
+        # punched ranges become holes where the filesystem can do that
+        if (kind == T_DISCARD or flags & UNMAP) and punch_hole_supported(str(big_image.parent)):
+            assert os.stat(big_image).st_blocks <= blocks_before - (hi - lo) // 512
+    finally:
+        b.close()
+
+
+@pytest.mark.parametrize("kind", [T_DISCARD, T_WRITE_ZEROES])
+@pytest.mark.parametrize("segments", [
+    discard_segments((SECTORS - 1, 2, 0)),             # past the end
+    discard_segments((SECTORS, 1, 0)),
+    discard_segments((0, 1, 0))[:-1],                  # not whole segments
+    b"",                                               # no segment
+    discard_segments(*[(i, 1, 0) for i in range(MAX_DISCARD_SEGMENTS + 1)]),
+])
+def test_discard_bad_segments_are_ioerr_and_file_unchanged(blk, kind, segments):
+    before = blk.file()
+    out = [segments] if segments else []
+    status, used_len, _ = blk.request(kind, out=out)
+    assert (status, used_len) == (IOERR, 1)
+    assert blk.file() == before
+
+
+# --- other requests ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", [2, 3, 99, 0xFFFFFFFF])
+def test_unknown_type_is_unsupp(blk, kind):
+    before = blk.file()
+    status, used_len, _ = blk.request(kind, 0, out=[bytes(512)])
+    assert (status, used_len) == (UNSUPP, 1)
+    assert blk.file() == before
+
+
+# --- malformed requests: driver errors, the device needs a reset -------------------------------
+
+def needs_reset(blk):
+    assert blk.dev.status & NEEDS_RESET
+    assert blk.interrupts[-1][0] == CONFIG_INTERRUPT
+    assert blk.drv.used_idx == 0
+
+
+def test_request_without_status_byte(blk):
+    blk.submit(T_FLUSH, status=False)
+    blk.run()
+    needs_reset(blk)
+
+
+def test_request_with_only_writable_buffers_of_zero_length(blk):
+    hdr = struct.pack("<IIQ", T_FLUSH, 0, 0)
+    blk.drv.add([Buf(blk.drv.alloc(16, hdr), 16), Buf(blk.drv.alloc(1), 0, True)])
+    blk.run()
+    needs_reset(blk)
+
+
+@pytest.mark.parametrize("length", [0, 8, 15])
+def test_short_header(blk, length):
+    blk.submit(T_IN, header=struct.pack("<IIQ", T_IN, 0, 0)[:length], in_lens=[512])
+    blk.run()
+    needs_reset(blk)
+
+
+def test_header_split_over_two_buffers_is_fine(blk):
+    disk = blk.file()
+    hdr = struct.pack("<IIQ", T_IN, 0, 4)
+    data = blk.drv.alloc(512)
+    status = blk.drv.alloc(1, fill=0xFF)
+    head = blk.drv.add([Buf(blk.drv.alloc(5, hdr[:5]), 5), Buf(blk.drv.alloc(11, hdr[5:]), 11),
+                        Buf(data, 512, True), Buf(status, 1, True)])
+    assert blk.run() == [(head, 513)]
+    assert blk.mem.read_u8(status) == OK
+    assert blk.drv.read(data, 512) == disk[4 * SECTOR:5 * SECTOR]
+
+
+def test_in_with_readable_data(blk):
+    blk.submit(T_IN, 0, out=[bytes(512)], in_lens=[512])
+    blk.run()
+    needs_reset(blk)
+
+
+def test_out_with_writable_data(blk):
+    before = blk.file()
+    blk.submit(T_OUT, 0, out=[bytes(512)], in_lens=[512])
+    blk.run()
+    needs_reset(blk)
+    assert blk.file() == before
+
+
+def test_processing_stops_after_a_bad_request(blk):
+    blk.submit(T_FLUSH, status=False)
+    h, _, s = blk.submit(T_IN, 0, in_lens=[512])
+    blk.run()
+    needs_reset(blk)
+    blk.run()
+    assert blk.drv.used_idx == 0
+    assert blk.mem.read_u8(s) == 0xFF
+
+
+# --- DiskSpec and open_disk -------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, spec", [
+    ("disk.img", DiskSpec("disk.img")),
+    ("disk.img,ro", DiskSpec("disk.img", readonly=True)),
+    ("/a/b.img,serial=XYZ", DiskSpec("/a/b.img", serial="XYZ")),
+    ("d,ro,serial=" + "s" * 20, DiskSpec("d", True, "s" * 20)),
+    ("d,serial=", DiskSpec("d", serial="")),
+])
+def test_disk_spec_parse(text, spec):
+    assert DiskSpec.parse(text) == spec
+
+
+@pytest.mark.parametrize("text", [
+    "", ",ro", "d,rw", "d,ro=1", "d,bogus", "d,", "d,serial=" + "s" * 21,
+    "d,serial=" + "é" * 11,            # 22 bytes in UTF-8
+])
+def test_disk_spec_parse_errors(text):
+    with pytest.raises(ConfigError):
+        DiskSpec.parse(text)
+
+
+def test_open_disk_returns_fd_and_size(image):
+    fd, size = open_disk(DiskSpec(str(image)))
+    try:
+        assert size == SECTORS * SECTOR
+        assert os.pread(fd, 4, 0) == pattern(4)
+    finally:
+        os.close(fd)
+
+
+def test_open_disk_readonly_is_opened_read_only(image):
+    fd, _ = open_disk(DiskSpec(str(image), readonly=True))
+    try:
+        with pytest.raises(OSError):
+            os.pwrite(fd, b"x", 0)
+    finally:
+        os.close(fd)
+
+
+def test_open_disk_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="nope.img"):
+        open_disk(DiskSpec(str(tmp_path / "nope.img")))
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+def test_open_disk_directory(tmp_path, readonly):
+    with pytest.raises(ConfigError):
+        open_disk(DiskSpec(str(tmp_path), readonly))
+
+
+@pytest.mark.parametrize("size", [1, 511, 513, 1000])
+def test_open_disk_size_not_a_multiple_of_512(tmp_path, size):
+    path = tmp_path / "odd.img"
+    path.write_bytes(bytes(size))
+    with pytest.raises(ConfigError, match="multiple"):
+        open_disk(DiskSpec(str(path)))
+
+
+def test_open_disk_empty_file_is_a_zero_sector_disk(tmp_path):
+    path = tmp_path / "empty.img"
+    path.write_bytes(b"")
+    fd, size = open_disk(DiskSpec(str(path)))
+    os.close(fd)
+    assert size == 0
+
+
+def test_open_disk_errors_do_not_leak_fds(tmp_path):
+    path = tmp_path / "odd.img"
+    path.write_bytes(bytes(100))
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        with pytest.raises(ConfigError):
+            open_disk(DiskSpec(str(path)))
+        with pytest.raises(ConfigError):
+            open_disk(DiskSpec(str(tmp_path), readonly=True))
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_virtio_blk_refuses_a_bad_image(tmp_path):
+    with pytest.raises(ConfigError):
+        VirtioBlk(DiskSpec(str(tmp_path / "missing.img")))
+
+
+# virtio 1.2, 5.2.6.2 (device requirements): "The device MUST set the status byte to
+# VIRTIO_BLK_S_UNSUPP for discard and write zeroes commands if any unknown flag is set.
+# Furthermore, the device MUST set the status byte to VIRTIO_BLK_S_UNSUPP for discard
+# commands if the unmap flag is set."
+@pytest.mark.parametrize("kind, flags", [(T_DISCARD, UNMAP), (T_DISCARD, 0x2),
+                                         (T_WRITE_ZEROES, 0x2), (T_WRITE_ZEROES, UNMAP | 0x80)])
+def test_discard_flags_the_spec_forbids_are_unsupp(blk, kind, flags):
+    before = blk.file()
+    status, used_len, _ = blk.request(kind, out=[discard_segments((0, 8, flags))])
+    assert (status, used_len) == (UNSUPP, 1)
+    assert blk.file() == before
