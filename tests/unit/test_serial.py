@@ -423,3 +423,14 @@ def test_loopback_input_turns_lsr_shortcut_off():
     assert u.now == (False, False)
     assert u.r(RBR) == 0x41
     assert u.now == (False, True)
+
+
+def test_lsr_shortcut_off_before_the_rx_interrupt_rises():
+    """Input raises INTR from the console thread; a vCPU that takes the interrupt at once
+    must not read LSR through a shortcut still saying "no data" (the edge would be lost)."""
+    seen_at_irq = []
+    u = FastPathUart()
+    u.dev._irq = lambda level: seen_at_irq.append((level, u.now))
+    u.w(IER, 0x01)
+    u.dev.receive(b"x")
+    assert seen_at_irq == [(True, (True, False))]

@@ -266,14 +266,18 @@ class Uart16550:
         return IIR_NO_INT
 
     def _update_irq(self) -> None:
-        """After every state change: the INTR pin, and which shortcuts are exact."""
-        level = self._interrupt_id() != IIR_NO_INT
-        if level != self._level:
-            self._level = level
-            self._irq(level)
+        """After every state change: which shortcuts are exact, then the INTR pin.
+
+        In that order: input from the console thread raises the pin, and a vCPU already
+        in its interrupt handler must find the LSR shortcut off, or it would read "no
+        data", return, and never see another edge for the bytes waiting in the queue."""
         if self._fast_path is not None:
             fast = (not (self._lcr & LCR_DLAB or self._mcr & MCR_LOOP or self._ier & IER_ETBEI),
                     not (self._rx or self._overrun))
             if fast != self._fast:
                 self._fast = fast
                 self._fast_path(*fast)
+        level = self._interrupt_id() != IIR_NO_INT
+        if level != self._level:
+            self._level = level
+            self._irq(level)
