@@ -109,8 +109,6 @@ class VirtioNet(VirtioDevice):
         for feature, tun_flag in _GUEST_OFFLOADS:
             if self.has_feature(feature):
                 offloads |= tun_flag
-        if offloads & (lib.TUN_F_TSO4 | lib.TUN_F_TSO6):
-            offloads |= lib.TUN_F_TSO_ECN
         try:
             fcntl.ioctl(self.fd, lib.TUNSETOFFLOAD, offloads)
         except OSError as e:
@@ -156,6 +154,8 @@ class VirtioNet(VirtioDevice):
         """Copy one frame (vnet header first) into posted chains; False if there is no room
         yet (nothing is consumed then)."""
         mergeable = self.has_feature(lib.VIRTIO_NET_F_MRG_RXBUF)
+        if frame[0] and not self.has_feature(lib.VIRTIO_NET_F_GUEST_CSUM):
+            frame = b"\0" + frame[1:]   # flags must be zero without GUEST_CSUM (virtio 1.2, 5.1.6.4.2)
         chains: list[Chain] = []
         room = 0
         while room < len(frame):
@@ -176,8 +176,8 @@ class VirtioNet(VirtioDevice):
         offset = 0
         for chain in chains:
             n = chain.write(memoryview(frame)[offset:])
-            if offset == 0:
-                NUM_BUFFERS.pack_into(chain.writable[0], NUM_BUFFERS_OFFSET, len(chains))
+            if offset == 0:   # the header may itself span descriptors
+                chain.write(NUM_BUFFERS.pack(len(chains)), NUM_BUFFERS_OFFSET)
             offset += n
             queue.push(chain.head, n)
         return True
