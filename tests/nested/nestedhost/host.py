@@ -14,6 +14,7 @@ import re
 import secrets
 import shlex
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -53,6 +54,20 @@ mkdir -p /host/dev/pts /host/dev/shm
 mount -t devpts devpts /host/dev/pts
 mount -t tmpfs tmpfs /host/dev/shm
 mount -t tmpfs tmpfs /host/run
+diagnostics() {   # to COM2: the kernel log, then every 15 s what is running or stuck
+    cat /dev/kmsg &
+    while sleep 15; do
+        echo "== uptime $(cut -d' ' -f1 /proc/uptime) load $(cat /proc/loadavg)"
+        for t in /proc/[0-9]*/task/[0-9]*; do
+            state=$(sed 's/.*) //' $t/stat 2>/dev/null | cut -d' ' -f1)
+            case "$state" in R|D)
+                echo "-- $t $(cat $t/comm 2>/dev/null) $state wchan=$(cat $t/wchan 2>/dev/null)"
+                cat $t/stack 2>/dev/null;;
+            esac
+        done
+    done
+}
+diagnostics >/dev/ttyS1 2>&1 &
 [ -e /nested/run.sh ] && . /nested/run.sh
 poweroff -f
 """
@@ -92,6 +107,32 @@ class NestedHostError(RuntimeError):
 
 def _tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
+
+
+def _ask_monitor(path: Path, command: str) -> str:
+    """One QEMU monitor command's answer (best effort: for a hang report)."""
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(str(path))
+            sock.sendall(command.encode() + b"\n")
+            answer = b""
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                try:
+                    chunk = sock.recv(65536)
+                except socket.timeout:
+                    break
+                if not chunk:
+                    break
+                answer += chunk
+                if answer.count(b"(qemu)") >= 2:
+                    break
+    except OSError as e:
+        return f"(no answer from the QEMU monitor: {e})"
+    keep = ("CPU#", "RAX", "RSI", "R8 ", "R12", "RIP", "CS ", "CR0", "EFER")
+    return "\n".join(line for line in answer.decode(errors="replace").splitlines()
+                     if line.startswith(keep))
 
 
 class NestedHost:
@@ -144,6 +185,9 @@ class NestedHost:
             "-kernel", str(self.image), "-initrd", str(initrd),
             "-append", "console=ttyS0 panic=-1 quiet",
             "-chardev", f"file,id=con,path={console}", "-serial", "chardev:con",
+            "-chardev", f"file,id=diag,path={console.with_name('diagnostics.log')}",
+            "-serial", "chardev:diag",
+            "-monitor", f"unix:{console.with_name('monitor')},server=on,wait=off",
             "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
         ]
         for i, path in enumerate(shares):
@@ -200,11 +244,14 @@ class NestedHost:
             try:
                 qemu_out, _ = proc.communicate(timeout=timeout)
             except subprocess.TimeoutExpired:
+                cpu_state = _ask_monitor(console.with_name("monitor"), "info registers")
                 proc.kill()
                 qemu_out, _ = proc.communicate()
                 timed_out = True
             wall = time.monotonic() - start
             text = console.read_bytes().decode(errors="replace").replace("\r\n", "\n")
+            diagnostics = console.with_name("diagnostics.log").read_bytes().decode(
+                errors="replace").replace("\r\n", "\n")
         self.last = NestedRun(wall=wall, console=text)
         results = self._parse(token, len(commands), text)
         if len(results) < len(commands):
@@ -217,7 +264,10 @@ class NestedHost:
                 f"nested host {why} before command {len(results)} of {len(commands)} "
                 f"finished ({shlex.quote(commands[len(results)])[:200]})\n"
                 + (f"--- QEMU says:\n{_tail(qemu_msg, 10)}\n" if qemu_msg else "")
-                + f"--- console tail:\n{_tail(text)}")
+                + f"--- console tail:\n{_tail(text)}"
+                + (f"\n--- L1 kernel log and busy tasks (tail):\n{_tail(diagnostics, 80)}"
+                   if timed_out else "")
+                + (f"\n--- L1 CPU state at the timeout:\n{cpu_state}" if timed_out else ""))
         self.last.results = results
         return results
 
