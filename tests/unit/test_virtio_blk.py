@@ -7,7 +7,7 @@ import pytest
 from pyvisor._native import lib
 from pyvisor.devices.virtio.blk import (MAX_DISCARD_SEGMENTS, SECTOR, DiskSpec, VirtioBlk,
                                         open_disk)
-from pyvisor.devices.virtio.device import CONFIG_INTERRUPT
+from pyvisor.devices.virtio.device import CONFIG_INTERRUPT, NEEDS_RESET
 from pyvisor.errors import ConfigError
 from virtio_driver import Buf, Driver, init_device, new_memory
 
@@ -15,7 +15,6 @@ T_IN, T_OUT, T_FLUSH = lib.VIRTIO_BLK_T_IN, lib.VIRTIO_BLK_T_OUT, lib.VIRTIO_BLK
 T_GET_ID, T_DISCARD = lib.VIRTIO_BLK_T_GET_ID, lib.VIRTIO_BLK_T_DISCARD
 T_WRITE_ZEROES = lib.VIRTIO_BLK_T_WRITE_ZEROES
 OK, IOERR, UNSUPP = lib.VIRTIO_BLK_S_OK, lib.VIRTIO_BLK_S_IOERR, lib.VIRTIO_BLK_S_UNSUPP
-NEEDS_RESET = lib.VIRTIO_CONFIG_S_NEEDS_RESET
 UNMAP = lib.VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP
 
 SECTORS = 64

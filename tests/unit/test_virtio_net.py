@@ -9,10 +9,10 @@ import pytest
 
 from pyvisor._native import lib
 from pyvisor.devices.virtio import net
+from pyvisor.devices.virtio.device import NEEDS_RESET
 from pyvisor.devices.virtio.net import HEADER_SIZE, RX, TX, NetSpec, VirtioNet
 from virtio_driver import VERSION_1, Buf, Driver, init_device, new_memory
 
-NEEDS_RESET = lib.VIRTIO_CONFIG_S_NEEDS_RESET
 MAC = bytes.fromhex("525400abcdef")
 DATA_VALID = 2    # VIRTIO_NET_HDR_F_DATA_VALID, what a tap may set on a received frame
 

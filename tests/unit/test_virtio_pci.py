@@ -11,6 +11,7 @@ from pyvisor.devices.pci.config_space import (BAR0, CAPABILITIES_POINTER, COMMAN
                                               COMMAND_INTX_DISABLE, COMMAND_MEMORY, STATUS,
                                               STATUS_CAP_LIST)
 from pyvisor.devices.pci.msix import CAP_ID_MSIX, CTRL_ENABLE
+from pyvisor.devices.virtio.device import ACKNOWLEDGE as ACK, DRIVER, DRIVER_OK, FEATURES_OK, NEEDS_RESET
 from pyvisor.devices.virtio.pci import VirtioPci
 from pyvisor.devices.virtio.rng import VirtioRng
 from virtio_driver import (VERSION_1, Buf, Driver, FakeIoLoop, FakeMmioBus, FakeRouter, FakeVm,
@@ -33,11 +34,6 @@ Q_DESCLO, Q_DESCHI = lib.VIRTIO_PCI_COMMON_Q_DESCLO, lib.VIRTIO_PCI_COMMON_Q_DES
 Q_AVAILLO, Q_AVAILHI = lib.VIRTIO_PCI_COMMON_Q_AVAILLO, lib.VIRTIO_PCI_COMMON_Q_AVAILHI
 Q_USEDLO, Q_USEDHI = lib.VIRTIO_PCI_COMMON_Q_USEDLO, lib.VIRTIO_PCI_COMMON_Q_USEDHI
 
-ACK = lib.VIRTIO_CONFIG_S_ACKNOWLEDGE
-DRIVER = lib.VIRTIO_CONFIG_S_DRIVER
-FEATURES_OK = lib.VIRTIO_CONFIG_S_FEATURES_OK
-DRIVER_OK = lib.VIRTIO_CONFIG_S_DRIVER_OK
-NEEDS_RESET = lib.VIRTIO_CONFIG_S_NEEDS_RESET
 
 
 class Rig:

@@ -3,16 +3,12 @@ machine every VirtioDevice shares (pyvisor/devices/virtio/device.py; virtio 1.2,
 import pytest
 
 from pyvisor._native import lib
-from pyvisor.devices.virtio.device import CONFIG_INTERRUPT, QUEUE_INTERRUPT
+from pyvisor.devices.virtio.device import (ACKNOWLEDGE as ACK, CONFIG_INTERRUPT, DRIVER, DRIVER_OK,
+                                           FEATURES_OK, NEEDS_RESET, QUEUE_INTERRUPT)
 from pyvisor.devices.virtio.rng import VirtioRng
 from virtio_driver import (EVENT_IDX, INDIRECT_DESC, VERSION_1, Buf, Driver, init_device,
                            new_memory)
 
-ACK = lib.VIRTIO_CONFIG_S_ACKNOWLEDGE
-DRIVER = lib.VIRTIO_CONFIG_S_DRIVER
-FEATURES_OK = lib.VIRTIO_CONFIG_S_FEATURES_OK
-DRIVER_OK = lib.VIRTIO_CONFIG_S_DRIVER_OK
-NEEDS_RESET = lib.VIRTIO_CONFIG_S_NEEDS_RESET
 NO_VECTOR = lib.VIRTIO_MSI_NO_VECTOR
 
 
