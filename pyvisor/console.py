@@ -2,6 +2,8 @@
 
 The host terminal is put in raw mode so every key, Ctrl-C included, reaches the guest; the
 only keys pyvisor keeps for itself are the Ctrl-A escapes, as in QEMU's `-serial mon:stdio`.
+Input is one more fd in the machine's I/O loop (pyvisor.devices.io_loop), next to the
+virtio eventfds and tap fds: device work, typing included, runs on that one thread.
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import select
 import termios
 import threading
 from typing import Callable
+
+from .devices.io_loop import IoLoop
 
 _log = logging.getLogger("pyvisor.console")
 
@@ -73,27 +77,30 @@ def make_raw(attrs: list) -> list:
 
 
 class Console:
-    """Reads input_fd on its own thread and writes guest output to output_fd.
+    """Reads input_fd on the I/O loop's thread and writes guest output to output_fd.
 
-    `on_input(data)` and `on_quit()` are called from the reader thread; `on_quit` may call
+    `on_input(data)` and `on_quit()` are called from the I/O thread; `on_quit` may call
     `stop()`. `write()` may be called from any thread. Either fd may be None (no input /
-    output discarded). The fds are borrowed, never closed.
+    output discarded). The fds are borrowed, never closed. The end of input (EOF, a pty's
+    hangup) only stops reading: quitting is left to the guest or the user.
     """
 
-    def __init__(self, input_fd: int | None, output_fd: int | None,
+    def __init__(self, io_loop: IoLoop, input_fd: int | None, output_fd: int | None,
                  on_input: Callable[[bytes], None], on_quit: Callable[[], None]) -> None:
+        self._io_loop = io_loop
         self._input_fd = input_fd
         self._output_fd = output_fd
         self._on_input = on_input
         self._on_quit = on_quit
         self._parser = EscapeParser()
         self._write_lock = threading.Lock()
-        self._state_lock = threading.Lock()
+        # Held by the input handler, so stop() waits for a read in progress; re-entrant
+        # because on_quit may call stop() from the handler.
+        self._lock = threading.RLock()
         self._saved_termios: list | None = None
-        self._wake: tuple[int, int] | None = None
-        self._thread: threading.Thread | None = None
+        self._watched: int | None = None   # the fd registered with the I/O loop
         self._started = False
-        self._stopping = False
+        self._stopped = False
 
     def __enter__(self) -> "Console":
         self.start()
@@ -103,41 +110,34 @@ class Console:
         self.stop()
 
     def start(self) -> None:
-        """Raw mode on a TTY input, then the reader thread (none without input)."""
-        with self._state_lock:
-            if self._started or self._stopping:
+        """Raw mode on a TTY input, then the input joins the I/O loop (nothing without
+        input)."""
+        with self._lock:
+            if self._started or self._stopped:
                 raise RuntimeError("a console can be started only once")
             self._started = True
             if self._input_fd is None:
                 return
-            self._wake = os.pipe()
             try:
                 if os.isatty(self._input_fd):
                     saved = termios.tcgetattr(self._input_fd)
                     termios.tcsetattr(self._input_fd, termios.TCSANOW, make_raw(saved))
                     self._saved_termios = saved
-                self._thread = threading.Thread(target=self._read_loop,
-                                                name="pyvisor-console", daemon=True)
-                self._thread.start()
+                self._watch()
             except BaseException:
-                self._thread = None
-                self._cleanup()
+                self._restore_terminal()
                 raise
 
     def stop(self) -> None:
-        """End the reader thread (joined unless called from it, e.g. by on_quit), close the
-        wake-up pipe and restore the terminal. Idempotent."""
-        with self._state_lock:
-            if self._stopping:
+        """Stop reading input and restore the terminal. Idempotent."""
+        with self._lock:
+            if self._stopped:
                 return
-            self._stopping = True
-            thread = self._thread
-        # The lock is released first: on_quit may call stop() while we join.
-        if thread is not None:
-            os.write(self._wake[1], b"\0")
-            if thread is not threading.current_thread():
-                thread.join()
-        self._cleanup()
+            self._stopped = True
+            try:
+                self._unwatch()
+            finally:
+                self._restore_terminal()
 
     def write(self, data: bytes) -> None:
         """Write all of data, unbuffered, whatever partial writes the fd makes (os.write
@@ -161,11 +161,25 @@ class Console:
                 _log.warning("console output failed, discarding further output: %s", e)
                 self._output_fd = None
 
-    def _cleanup(self) -> None:
-        if self._wake is not None:
-            for fd in self._wake:
-                os.close(fd)
-            self._wake = None
+    def _watch(self) -> None:
+        try:
+            self._io_loop.add(self._input_fd, self._readable)
+            self._watched = self._input_fd
+        except PermissionError:
+            # epoll refuses what is always readable (a regular file, /dev/null): an eventfd
+            # left signalled stands in for it, so the file is read on the I/O thread too,
+            # a chunk per turn of the loop, until EOF.
+            self._watched = os.eventfd(1, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+            self._io_loop.add(self._watched, self._readable)
+
+    def _unwatch(self) -> None:
+        if self._watched is not None:
+            self._io_loop.remove(self._watched)
+            if self._watched != self._input_fd:
+                os.close(self._watched)
+            self._watched = None
+
+    def _restore_terminal(self) -> None:
         if self._saved_termios is not None:
             try:
                 termios.tcsetattr(self._input_fd, termios.TCSANOW, self._saved_termios)
@@ -173,26 +187,20 @@ class Console:
                 pass   # the terminal went away; nothing left to restore
             self._saved_termios = None
 
-    def _read_loop(self) -> None:
-        input_fd = self._input_fd
-        wake_fd = self._wake[0]
-        poller = select.poll()
-        poller.register(input_fd, select.POLLIN)
-        poller.register(wake_fd, select.POLLIN)
-        while not self._stopping:
-            events = dict(poller.poll())
-            if wake_fd in events:
-                return
-            if events.get(input_fd, 0) & select.POLLNVAL:
-                return
+    def _readable(self) -> None:
+        """The I/O loop's handler: one read, passed through the escape parser."""
+        with self._lock:
+            if self._watched is None:
+                return   # stop() or the end of input came first
             try:
-                data = os.read(input_fd, _READ_SIZE)
+                data = os.read(self._input_fd, _READ_SIZE)
             except BlockingIOError:
-                continue
-            except OSError:   # EIO once a pty's other side has closed: end of input
                 return
+            except OSError:   # EIO once a pty's other side has closed, EBADF: end of input
+                data = b""
             if not data:
-                return   # EOF: stop reading, but leave quitting to the guest or the user
+                self._unwatch()
+                return
             guest, commands = self._parser.feed(data)
             if guest:
                 self._on_input(guest)

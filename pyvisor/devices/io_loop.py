@@ -1,5 +1,5 @@
 """The I/O thread: one epoll loop over eventfds (queue kicks from KVM's ioeventfd), tap fds
-and the like, so device work never runs on, or stops, a vCPU thread."""
+and the console's stdin, so device work never runs on, or stops, a vCPU thread."""
 from __future__ import annotations
 
 import logging
@@ -22,9 +22,15 @@ class IoLoop:
 
     def add(self, fd: int, handler: Callable[[], None]) -> None:
         """Call handler() on the I/O thread whenever fd is readable (level-triggered: the
-        handler must consume what made it readable)."""
+        handler must consume what made it readable). Any thread may add, before or after
+        start(). epoll refuses fds that are always readable (regular files, /dev/null) with
+        PermissionError."""
         self._handlers[fd] = handler
-        self._epoll.register(fd, select.EPOLLIN)
+        try:
+            self._epoll.register(fd, select.EPOLLIN)
+        except OSError:
+            del self._handlers[fd]
+            raise
 
     def add_eventfd(self, fd: int, handler: Callable[[], None]) -> None:
         """Call handler() after each signal of eventfd fd (the counter is drained first)."""
@@ -37,8 +43,12 @@ class IoLoop:
         self.add(fd, drain_then_handle)
 
     def remove(self, fd: int) -> None:
+        """Stop watching fd (from any thread, the handler itself included)."""
         if self._handlers.pop(fd, None) is not None:
-            self._epoll.unregister(fd)
+            try:
+                self._epoll.unregister(fd)
+            except OSError:   # fd already closed (EBADF): nothing to unregister
+                pass
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="io", daemon=True)

@@ -237,7 +237,7 @@ class Machine:
         try:
             if self.config.console in ("stdio", "virtio"):
                 stdin_fd = 0 if _fd_open(0) else None
-                self._console = Console(stdin_fd, 1, on_input=self._console_input,
+                self._console = Console(self.io_loop, stdin_fd, 1, on_input=self._console_input,
                                         on_quit=lambda: self._finish(Outcome("quit", 0, "Ctrl-A x")))
                 self._sinks.append(self._console.write)
                 self._console.start()
@@ -254,7 +254,7 @@ class Machine:
             for thread in self._threads:
                 thread.join()
         finally:
-            self.io_loop.stop()
+            self.io_loop.stop()   # first: no console input is handled once the terminal is restored
             self.console_pipe.finish()
             log.info("console: %d bytes from the UART fast path, %d LSR reads served natively",
                      self.console_pipe.fast_bytes, self.console_pipe.native.lsr_reads)

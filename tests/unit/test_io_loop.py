@@ -108,6 +108,36 @@ def test_plain_fd_handler(loop):
     assert wait_for(lambda: got == [b"hello"])
 
 
+def test_add_refuses_a_regular_file_and_keeps_no_handler(loop, tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"x")
+    fd = os.open(path, os.O_RDONLY)
+    loop.test_fds.append(fd)
+    with pytest.raises(PermissionError):
+        loop.add(fd, lambda: None)
+    assert fd not in loop._handlers
+
+
+def test_add_from_another_thread_while_running(loop):
+    r, w = os.pipe()
+    loop.test_fds.extend([r, w])
+    got = []
+    loop.start()
+    adder = threading.Thread(target=loop.add, args=(r, lambda: got.append(os.read(r, 100))))
+    adder.start()
+    adder.join()
+    os.write(w, b"late")
+    assert wait_for(lambda: got == [b"late"])
+
+
+def test_remove_of_a_closed_fd(loop):
+    fd = new_eventfd()
+    loop.add_eventfd(fd, lambda: None)
+    os.close(fd)
+    loop.remove(fd)                     # EBADF: nothing to unregister, no error
+    assert fd not in loop._handlers
+
+
 def test_remove(loop):
     fd = eventfd_for(loop)
     count = []

@@ -426,7 +426,7 @@ def test_loopback_input_turns_lsr_shortcut_off():
 
 
 def test_lsr_shortcut_off_before_the_rx_interrupt_rises():
-    """Input raises INTR from the console thread; a vCPU that takes the interrupt at once
+    """Input raises INTR from the I/O thread; a vCPU that takes the interrupt at once
     must not read LSR through a shortcut still saying "no data" (the edge would be lost)."""
     seen_at_irq = []
     u = FastPathUart()

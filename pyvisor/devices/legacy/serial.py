@@ -2,7 +2,7 @@
 
 Transmission is instantaneous: a byte written to THR goes straight to `output`, so THR and
 the transmitter are always empty (LSR.THRE|TEMT) and the THRE interrupt fires again right
-after every write. Received bytes come from the console thread through `receive()`; they
+after every write. Received bytes come from the I/O thread through `receive()`; they
 queue behind the 16-byte FIFO in a backlog (up to RX_BACKLOG_LIMIT bytes) because the
 console has no flow control, so the guest sees DR, and the RX interrupt, until it has read
 every byte. The guest cannot count FIFO entries; the FIFO shows only through the RX trigger
@@ -135,7 +135,7 @@ class Uart16550:
             self._update_irq()
 
     def receive(self, data: bytes) -> None:
-        """Queue input from the host (console thread). Beyond the backlog limit bytes are
+        """Queue input from the host (the I/O thread). Beyond the backlog limit bytes are
         dropped and LSR.OE reports the overrun."""
         with self._lock:
             self._enqueue(data)
@@ -184,7 +184,7 @@ class Uart16550:
     def pio_write(self, offset: int, size: int, value: int) -> None:
         value &= 0xFF
         # Plain transmit, the hot path: output outside the lock so a slow terminal never
-        # holds up the console thread. LCR/MCR are read unlocked; only a racing guest
+        # holds up the I/O thread. LCR/MCR are read unlocked; only a racing guest
         # write to them on another vCPU could change the outcome, as on hardware.
         if offset == THR and not (self._lcr & LCR_DLAB or self._mcr & MCR_LOOP):
             self._output(_BYTE[value])
@@ -268,7 +268,7 @@ class Uart16550:
     def _update_irq(self) -> None:
         """After every state change: which shortcuts are exact, then the INTR pin.
 
-        In that order: input from the console thread raises the pin, and a vCPU already
+        In that order: input from the I/O thread raises the pin, and a vCPU already
         in its interrupt handler must find the LSR shortcut off, or it would read "no
         data", return, and never see another edge for the bytes waiting in the queue."""
         if self._fast_path is not None:

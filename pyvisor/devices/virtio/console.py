@@ -34,7 +34,7 @@ class VirtioConsole(VirtioDevice):
         self._backlog_size = 0
 
     def receive(self, data: bytes) -> None:
-        """Host input (console thread): into posted buffers now, or the backlog."""
+        """Host input (the I/O thread): into posted buffers now, or the backlog."""
         with self.lock:
             if self._backlog_size + len(data) > BACKLOG_LIMIT:
                 data = data[:max(BACKLOG_LIMIT - self._backlog_size, 0)]
