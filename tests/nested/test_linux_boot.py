@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from nestedhost import LinuxGuest, NestedHost, NestedResult
+from nestedhost import LinuxGuest, NestedHost, NestedResult, once_more_if_wedged
 
 pytestmark = [pytest.mark.nested, pytest.mark.timeout(1500)]  # one nested run serves all
 
@@ -109,12 +109,14 @@ def run_linux(repo: Path) -> str:
 @pytest.fixture(scope="module")
 def booted(nested_host: NestedHost, guest_kernel: LinuxGuest, repo: Path,
            tmp_path_factory) -> dict[str, Booted]:
-    initrd = guest_kernel.initramfs(tmp_path_factory.mktemp("linux") / "initrd.gz", INIT)
-    commands = {n: boot.command(guest_kernel, initrd, repo) for n, boot in BOOTS.items()}
-    commands["qemu-verbose"] = qemu_reference(guest_kernel, initrd)
-    commands["run-linux"] = run_linux(repo)
-    results = nested_host.run_many(list(commands.values()), timeout=1500)
-    return {n: Booted(r) for n, r in zip(commands, results)}
+    def session() -> dict[str, Booted]:
+        initrd = guest_kernel.initramfs(tmp_path_factory.mktemp("linux") / "initrd.gz", INIT)
+        commands = {n: boot.command(guest_kernel, initrd, repo) for n, boot in BOOTS.items()}
+        commands["qemu-verbose"] = qemu_reference(guest_kernel, initrd)
+        commands["run-linux"] = run_linux(repo)
+        results = nested_host.run_many(list(commands.values()), timeout=1500)
+        return {n: Booted(r) for n, r in zip(commands, results)}
+    return once_more_if_wedged(session)
 
 
 def kernel_problems(log: str) -> set[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nestedhost import LinuxGuest, NestedHost
+from nestedhost import LinuxGuest, NestedHost, once_more_if_wedged
 
 pytestmark = [pytest.mark.nested, pytest.mark.timeout(1500)]  # one nested run serves all
 
@@ -81,9 +81,9 @@ def debugfs_cat(image: Path, name: str) -> bytes:
                           capture_output=True).stdout
 
 
-@pytest.fixture(scope="module")
-def run(nested_host: NestedHost, guest_kernel: LinuxGuest, repo: Path, tmp_path_factory):
-    work = tmp_path_factory.mktemp("virtio")
+def virtio_session(nested_host: NestedHost, guest_kernel: LinuxGuest, repo: Path,
+                   work: Path) -> dict:
+    """Build the images in `work`, boot each configuration in one nested-host run."""
     initrd = guest_kernel.initramfs(work / "initrd.gz", INIT, MODULES)
     data = make_ext4(work / "data.img", {"hello.txt": HELLO})
     ro = make_ext4(work / "ro.img", {"hello.txt": HELLO})
@@ -118,6 +118,12 @@ def run(nested_host: NestedHost, guest_kernel: LinuxGuest, repo: Path, tmp_path_
     results = nested_host.run_many(list(commands.values()), timeout=1200, shares=[work])
     return {"images": {"data": data, "ro": ro, "raw": raw},
             **{name: r.output for name, r in zip(commands, results)}}
+
+
+@pytest.fixture(scope="module")
+def run(nested_host: NestedHost, guest_kernel: LinuxGuest, repo: Path, tmp_path_factory):
+    return once_more_if_wedged(lambda: virtio_session(
+        nested_host, guest_kernel, repo, tmp_path_factory.mktemp("virtio")))
 
 
 def field(output: str, name: str) -> str:

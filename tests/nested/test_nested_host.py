@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from helpers import guest
-from nestedhost import NestedHost, NestedHostError
+from nestedhost import NestedHost, NestedHostError, NestedHostWedged, once_more_if_wedged
 from nestedhost.kernel_image import pvh_entry
 
 pytestmark = pytest.mark.nested
@@ -52,6 +52,28 @@ def test_timeout_is_a_clear_error(nested_host: NestedHost) -> None:
     with pytest.raises(NestedHostError, match=r"timed out after 8 s.*sleep 600"):
         nested_host.run("echo started; sleep 600", timeout=8)
     assert "started" in nested_host.last.console
+
+
+def test_silent_heartbeat_is_reported_as_a_wedge(nested_host: NestedHost, monkeypatch) -> None:
+    """Stopping L1's COM2 writers looks, from outside, like L1 wedged: the run ends within
+    wedge_seconds with L1's registers, well before its timeout; the retry helper runs the
+    session again once, then lets the second wedge through."""
+    monkeypatch.setattr(nested_host, "wedge_seconds", 30)
+    silence = ('for p in /proc/[0-9]*; do [ "$(readlink $p/fd/1)" = /dev/ttyS1 ] && '
+               'kill -STOP ${p#/proc/}; done; echo silenced; sleep 600')
+    calls = []
+
+    def session():
+        calls.append(1)
+        return nested_host.run(silence, timeout=400)
+
+    with pytest.warns(UserWarning, match="wedged"):
+        with pytest.raises(NestedHostWedged, match=r"no heartbeat from its kernel for 30 s"
+                                                   r"(.|\n)*L1 CPU state(.|\n)*RIP="):
+            once_more_if_wedged(session)
+    assert len(calls) == 2
+    assert "silenced" in nested_host.last.console
+    assert nested_host.last.wall < 200
 
 
 def test_repo_venv_python_runs_inside(nested_host: NestedHost, repo: Path) -> None:
