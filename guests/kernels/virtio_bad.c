@@ -1,4 +1,5 @@
-/* virtio_bad: a hostile virtio-blk driver.  The command line's case= picks one
+/* virtio_bad: a hostile virtio-blk driver (virtio-mmio or virtio-pci, whichever has
+ * the disk).  The command line's case= picks one
  * malformed request; the device should refuse it (DEVICE_NEEDS_RESET), not crash
  * or hang the VMM, and work again after a reset:
  *   oob   a data descriptor far beyond RAM (0x7fff00000000)
@@ -94,10 +95,10 @@ void kmain(void)
 {
     char c[16] = "";
     cmdline_get("case", c, sizeof(c));
-    int bdf = pci_find_device(VIRTIO_VENDOR, VIRTIO_PCI_DEVICE(VIRTIO_ID_BLK), 0);
-    if (bdf < 0)
+    int found = virtio_find(&dev, VIRTIO_ID_BLK, 0);
+    if (found < 0)
         fail("no virtio-blk device");
-    if (virtio_open(&dev, (u32)bdf) || virtio_init(&dev, WANT, 1))
+    if (found || virtio_init(&dev, WANT, 1))
         fail("virtio-blk initialisation");
 
     status = 0xFF;

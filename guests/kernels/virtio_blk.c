@@ -1,18 +1,21 @@
-/* virtio_blk: drives a virtio-blk disk through the runtime's virtio-pci driver.
+/* virtio_blk: drives a virtio-blk disk through the runtime's virtio driver, over
+ * virtio-mmio (devices on the command line) or virtio-pci, whichever has it.
  *
+ *   transport=<pci|mmio>
  *   capacity=<sectors> seg_max=<n> blk_size=<n> ro=<0|1> serial=<id>
  *   read sum=<u32 byte sum of sectors 0..7>     (one request, 3 data descriptors)
  * command line:
  *   serial=ID   use the disk whose GET_ID serial is ID (default: the first disk)
  *   indirect=1  the read goes through an indirect descriptor table
- *   msix=1      the read completes through an MSI-X interrupt: "msix irqs=<n>"
+ *   irq=1       the read completes through an interrupt (MSI-X on PCI, the GSI on
+ *               virtio-mmio): "msix irqs=<n>" or "gsi irqs=<n>"; msix=1 is the same
  *   write=1     writes sectors 8..9 (byte i = (i*7+1) & 255, 2 descriptors),
  *               FLUSH, reads back: "write ok"; on a read-only disk the write
  *               must fail with IOERR: "write status=1"
  * Exit 0 on success, STATUS_TEST_FAILED after "FAIL: ..." lines otherwise. */
 #include "runtime.h"
 
-#define MSIX_VECTOR 0x50
+#define IRQ_VECTOR 0x50
 #define WANT (VIRTIO_BIT(VIRTIO_BLK_F_SEG_MAX) | VIRTIO_BIT(VIRTIO_BLK_F_RO) | \
               VIRTIO_BIT(VIRTIO_BLK_F_BLK_SIZE) | VIRTIO_BIT(VIRTIO_BLK_F_FLUSH) | \
               VIRTIO_BIT(VIRTIO_RING_F_INDIRECT_DESC))
@@ -43,17 +46,17 @@ static int get_serial(void)
 }
 
 /* Opens and initialises the disk the command line asks for. */
-static int find_disk(int msix)
+static int find_disk(int irq)
 {
     char want[24];
     int by_serial = !cmdline_get("serial", want, sizeof(want));
     for (int i = 0;; i++) {
-        int bdf = pci_find_device(VIRTIO_VENDOR, VIRTIO_PCI_DEVICE(VIRTIO_ID_BLK), i);
-        if (bdf < 0)
+        int found = virtio_find(&dev, VIRTIO_ID_BLK, i);
+        if (found < 0)
             return -1;
-        if (virtio_open(&dev, (u32)bdf))
+        if (found)
             continue;
-        dev.irq_vector = msix ? MSIX_VECTOR : 0;
+        dev.irq_vector = irq ? IRQ_VECTOR : 0;
         if (virtio_init(&dev, WANT, 1))
             continue;
         int st = get_serial();
@@ -117,12 +120,13 @@ static void do_write(int ro)
 
 void kmain(void)
 {
-    int msix = cmdline_get_u64("msix", 0) != 0;
+    int irq = cmdline_get_u64("irq", 0) || cmdline_get_u64("msix", 0);
     int indirect = cmdline_get_u64("indirect", 0) != 0;
-    if (find_disk(msix)) {
+    if (find_disk(irq)) {
         fail("no (matching) virtio-blk device");
         finish();
     }
+    printf("transport=%s\n", virtio_transport_name(&dev));
     u64 capacity = virtio_cfg_read64(&dev, 0);
     u32 seg_max = virtio_has(&dev, VIRTIO_BLK_F_SEG_MAX) ? virtio_cfg_read32(&dev, 0x0C) : 0;
     u32 blk_size = virtio_has(&dev, VIRTIO_BLK_F_BLK_SIZE) ? virtio_cfg_read32(&dev, 0x14) : 512;
@@ -146,10 +150,10 @@ void kmain(void)
     } else {
         printf("read sum=%u\n", byte_sum(data, sizeof(data)));
     }
-    if (msix) {
-        printf("msix irqs=%lu\n", virtio_irqs - irqs0);
+    if (irq) {
+        printf("%s irqs=%lu\n", virtio_irq_name(&dev), virtio_irqs - irqs0);
         if (virtio_irqs == irqs0)
-            fail("no MSI-X interrupt for the read");
+            fail("no interrupt for the read");
     }
     if (cmdline_get_u64("write", 0))
         do_write(ro);

@@ -1,8 +1,10 @@
-/* virtio_console: both queues of a virtio-console (no MULTIPORT): queue 1 (transmitq)
+/* virtio_console: both queues of a virtio-console (no MULTIPORT), over virtio-mmio or
+ * virtio-pci ("transport=<pci|mmio>" first): queue 1 (transmitq)
  * sends "hvc: hello from the transmitq"; with echo=1 one buffer goes on queue 0
  * (receiveq), what arrives within 10 s is printed on COM1 as "received: <text>" and
- * sent back through the transmitq as "hvc echo: <text>".  msix=1 takes both queues'
- * completions as MSI-X interrupts ("msix irqs=<n>").
+ * sent back through the transmitq as "hvc echo: <text>".  irq=1 (or msix=1) takes both
+ * queues' completions as interrupts: MSI-X on PCI, the GSI on virtio-mmio
+ * ("msix irqs=<n>" or "gsi irqs=<n>").
  * Exit 0, or STATUS_TEST_FAILED after a "FAIL: ..." line. */
 #include "runtime.h"
 
@@ -29,14 +31,15 @@ static void transmit(const char *text)
 
 void kmain(void)
 {
-    int bdf = pci_find_device(VIRTIO_VENDOR, VIRTIO_PCI_DEVICE(VIRTIO_ID_CONSOLE), 0);
-    if (bdf < 0)
+    int found = virtio_find(&dev, VIRTIO_ID_CONSOLE, 0);
+    if (found < 0)
         fail("no virtio-console device");
-    if (virtio_open(&dev, (u32)bdf))
-        fail("virtio-console capabilities");
-    dev.irq_vector = cmdline_get_u64("msix", 0) ? 0x50 : 0;
+    if (found)
+        fail("virtio-console transport");
+    dev.irq_vector = cmdline_get_u64("irq", 0) || cmdline_get_u64("msix", 0) ? 0x50 : 0;
     if (virtio_init(&dev, 0, 2))
         fail("virtio-console initialisation");
+    printf("transport=%s\n", virtio_transport_name(&dev));
     transmit("hvc: hello from the transmitq\n");
 
     if (cmdline_get_u64("echo", 0)) {
@@ -57,6 +60,6 @@ void kmain(void)
         transmit(line);
     }
     if (dev.irq_vector)
-        printf("msix irqs=%lu\n", virtio_irqs);
+        printf("%s irqs=%lu\n", virtio_irq_name(&dev), virtio_irqs);
     vm_exit(STATUS_OK);
 }

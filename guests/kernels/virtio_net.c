@@ -1,4 +1,5 @@
-/* virtio_net: a virtio-net device (virtio 1.2 section 5.1) as a tiny driver sees it.
+/* virtio_net: a virtio-net device (virtio 1.2 section 5.1) as a tiny driver sees it,
+ * over virtio-mmio or virtio-pci (the runtime's virtio_find).
  *
  * Negotiates VERSION_1 | MAC | STATUS | MRG_RXBUF (cmdline mrg=0 leaves MRG_RXBUF
  * out), posts RX_BUFS receive buffers of RX_BUF_SIZE bytes (12-byte virtio_net_hdr_v1
@@ -307,11 +308,11 @@ static void arp_request(void) { send_arp(1, broadcast, (const u8[6]){ 0 }, peer_
 
 void kmain(void)
 {
-    int bdf = pci_find_device(VIRTIO_VENDOR, VIRTIO_PCI_DEVICE(VIRTIO_ID_NET), 0);
-    if (bdf < 0)
+    int found = virtio_find(&dev, VIRTIO_ID_NET, 0);
+    if (found < 0)
         fail("no virtio-net device");
-    if (virtio_open(&dev, (u32)bdf))
-        fail("virtio-net capabilities");
+    if (found)
+        fail("virtio-net transport");
     u64 want = VIRTIO_BIT(VIRTIO_NET_F_MAC) | VIRTIO_BIT(VIRTIO_NET_F_STATUS);
     if (cmdline_get_u64("mrg", 1))
         want |= VIRTIO_BIT(VIRTIO_NET_F_MRG_RXBUF);

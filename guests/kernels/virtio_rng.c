@@ -1,5 +1,8 @@
-/* virtio_rng: reads 64 bytes from a virtio-rng device twice.
+/* virtio_rng: reads 64 bytes from a virtio-rng device (virtio-mmio or virtio-pci)
+ * twice.
+ *   transport=<pci|mmio>
  *   rng: <128 hex digits>      (two lines)
+ * irq=1: the reads complete through interrupts ("<msix|gsi> irqs=<n>").
  * Fails when a read returns nothing, all zeros, or both reads are equal. */
 #include "runtime.h"
 
@@ -14,11 +17,13 @@ static __attribute__((noreturn)) void fail(const char *what)
 
 void kmain(void)
 {
-    int bdf = pci_find_device(VIRTIO_VENDOR, VIRTIO_PCI_DEVICE(VIRTIO_ID_RNG), 0);
-    if (bdf < 0)
+    int found = virtio_find(&dev, VIRTIO_ID_RNG, 0);
+    if (found < 0)
         fail("no virtio-rng device");
-    if (virtio_open(&dev, (u32)bdf) || virtio_init(&dev, 0, 1))
+    dev.irq_vector = cmdline_get_u64("irq", 0) ? 0x50 : 0;
+    if (found || virtio_init(&dev, 0, 1))
         fail("virtio-rng initialisation");
+    printf("transport=%s\n", virtio_transport_name(&dev));
     for (int r = 0; r < 2; r++) {
         struct virtq_buf b = { (u64)buf[r], sizeof(buf[r]), 1 };
         long len = virtq_submit(&dev.vq[0], &b, 1, 0);
@@ -46,5 +51,10 @@ void kmain(void)
         same &= buf[0][i] == buf[1][i];
     if (same)
         fail("two rng reads are equal");
+    if (dev.irq_vector) {
+        printf("%s irqs=%lu\n", virtio_irq_name(&dev), virtio_irqs);
+        if (!virtio_irqs)
+            fail("no interrupt for the reads");
+    }
     vm_exit(STATUS_OK);
 }

@@ -229,7 +229,12 @@ u8 pci_find_cap(u32 bdf, u8 id, u8 after);
 /* Address of memory BAR n (64-bit BARs combine n and n+1); 0 for an I/O BAR. */
 u64 pci_bar_addr(u32 bdf, int n);
 
-/* ---- virtio-pci modern driver (virtio.c) ---- */
+/* ---- virtio driver (virtio.c; transports virtio_pci.c, virtio_mmio.c) ----
+ * One driver, two transports: virtio-pci modern (vendor capabilities, MSI-X) and
+ * virtio-mmio version 2 (virtio 1.2 section 4.2.2; windows and GSIs listed on the
+ * command line as virtio_mmio.device=<size>@<base>:<gsi>, the GSI routed through
+ * the IOAPIC).  Queues, feature negotiation, status and requests are shared; a
+ * struct virtio_transport (virtio_transport.h) holds the register access. */
 #define VIRTIO_VENDOR        0x1AF4
 #define VIRTIO_PCI_DEVICE(t) (0x1040 + (t))
 #define VIRTIO_ID_NET     1
@@ -266,6 +271,7 @@ struct virtq_used { u16 flags, idx; struct virtq_used_elem ring[]; };  /* then a
 #define VIRTIO_NO_VECTOR   0xFFFF
 
 struct virtio_dev;
+struct virtio_transport;
 struct virtq {
     /* One page per queue, so every ring is naturally aligned and its address is a
      * DMA address (identity mapping): desc @0, avail @0x100, used @0x200, indirect
@@ -280,37 +286,59 @@ struct virtq {
     u16 avail_idx;        /* our copy of avail->idx */
     u16 last_used;        /* used->idx we have consumed up to */
     u16 head;             /* head of the request in flight */
-    u64 notify_addr;
-    u16 msix_entry;       /* MSI-X table entry, VIRTIO_NO_VECTOR when polling */
+    u64 notify_addr;      /* the register a kick writes (transport's width) */
+    u16 msix_entry;       /* PCI: MSI-X table entry, VIRTIO_NO_VECTOR when polling */
     u64 irqs_before;      /* virtio_irqs when we last notified */
 };
 
 struct virtio_dev {
     struct virtq vq[VIRTIO_MAX_QUEUES];
+    const struct virtio_transport *transport;
+    char name[24];                     /* "pci 00:01.0" or "mmio 0xfe000000", for messages */
+    u64 device_features, features;     /* offered, negotiated */
+    int nqueues;
+    int irq_vector;                    /* IDT vector for the queues' interrupts, 0: poll */
+    /* virtio-pci */
     u32 bdf;
     u16 pci_device;
     u64 common, isr, devcfg, notify;   /* addresses of the structures in the BARs */
     u32 notify_mult;
-    u64 device_features, features;     /* offered, negotiated */
-    int nqueues;
-    int irq_vector;                    /* IDT vector for MSI-X, 0: poll */
     u8 msix_cap;
     u16 msix_size;
     u64 msix_table;
+    /* virtio-mmio */
+    u64 mmio_base;
+    u32 gsi;                           /* IOAPIC pin (GSI n = pin n) */
 };
 
 /* A buffer of a request: device-writable when write != 0. */
 struct virtq_buf { u64 addr; u32 len; int write; };
 #define VIRTQ_SUBMIT_INDIRECT 1
 
-/* Finds the structures through the vendor capabilities, turns on memory decoding
- * and bus mastering.  Returns 0, or -1 (printed) when something is missing. */
+/* The index-th (0-based) device of this virtio device ID: first the virtio-mmio
+ * devices of the command line (in their order), then virtio-pci on bus 0.  Opens it
+ * (virtio_open / virtio_mmio_open).  Returns 0, -1 when there is no such device, 1
+ * when it is there but could not be opened (printed). */
+int virtio_find(struct virtio_dev *d, u32 device_id, int index);
+/* virtio-pci: finds the structures through the vendor capabilities, turns on memory
+ * decoding and bus mastering.  Returns 0, or -1 (printed) when something is missing. */
 int virtio_open(struct virtio_dev *d, u32 bdf);
+/* virtio-mmio: checks MagicValue, Version 2 and a nonzero DeviceID at base; gsi is
+ * the device's interrupt line.  Returns 0 or -1 (printed). */
+int virtio_mmio_open(struct virtio_dev *d, u64 base, u32 gsi);
+/* The index-th virtio_mmio.device=<size>@<base>:<gsi> of the command line (size
+ * with an optional K/M/G suffix, as Linux takes it); 0, or -1 when there is none. */
+int virtio_mmio_cmdline(int index, u64 *base, u64 *size, u32 *gsi);
+/* "pci" or "mmio"; and what its queue interrupts are: "msix" or "gsi". */
+const char *virtio_transport_name(struct virtio_dev *d);
+const char *virtio_irq_name(struct virtio_dev *d);
 /* Spec 3.1.1: reset, ACKNOWLEDGE, DRIVER, negotiate (want | VERSION_1) & offered,
  * FEATURES_OK, set up nqueues queues, DRIVER_OK.  With d->irq_vector != 0 (set it
- * after virtio_open) the queues interrupt through MSI-X at that IDT vector, queue i
- * on table entry i, and a 10 ms LAPIC tick (timer_start) bounds each wait in hlt.
- * Returns 0 or negative. */
+ * after opening) the queues interrupt at that IDT vector: virtio-pci through MSI-X,
+ * queue i on table entry i; virtio-mmio through the device's GSI, routed by the
+ * IOAPIC (edge, active high, as the ACPI DSDT describes it), whose handler reads
+ * InterruptStatus and writes InterruptACK.  A 10 ms LAPIC tick (timer_start) bounds
+ * each wait in hlt.  Returns 0 or negative. */
 int virtio_init(struct virtio_dev *d, u64 want, int nqueues);
 /* Writes 0 to device_status and waits (up to 2 s) until it reads back 0. */
 int virtio_reset(struct virtio_dev *d);
@@ -323,12 +351,14 @@ u64 virtio_cfg_read64(struct virtio_dev *d, u32 off);
 int virtq_add(struct virtq *q, const struct virtq_buf *bufs, int n, int flags); /* -> head */
 void virtq_publish(struct virtq *q, u16 head);  /* avail ring entry, then avail->idx */
 void virtq_notify(struct virtq *q);
-/* Waits for the next used entry (polling, or MSI-X when set up); returns its len,
- * -1 on timeout.  *id gets the used entry's id when id != NULL. */
+/* Waits for the next used entry (polling, or the interrupt when set up); returns
+ * its len, -1 on timeout.  *id gets the used entry's id when id != NULL. */
 long virtq_wait(struct virtq *q, u32 timeout_ms, u32 *id);
 /* add + publish + notify + wait: a blocking request, returns used.len or < 0. */
 long virtq_submit(struct virtq *q, const struct virtq_buf *bufs, int n, int flags);
-extern volatile u64 virtio_irqs;       /* MSI-X interrupts taken */
+/* Queue interrupts taken: MSI-X messages, or GSI interrupts for which some
+ * virtio-mmio device's InterruptStatus was nonzero. */
+extern volatile u64 virtio_irqs;
 
 /* virtio-blk requests (spec 5.2.6) */
 #define VIRTIO_BLK_T_IN     0

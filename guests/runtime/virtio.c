@@ -1,101 +1,51 @@
-/* A small virtio-pci (modern, virtio 1.2) driver: just enough for test kernels.
+/* A small virtio (1.2) driver: just enough for test kernels.  The register
+ * access of each transport is in virtio_pci.c and virtio_mmio.c (behind struct
+ * virtio_transport); everything else is here, shared.
  *
  * Deliberately simple: one request in flight per queue, always built from
  * descriptor 0 (or the queue's indirect table), submitted and then waited for.
  * So there is no free-descriptor list, and the used entry we wait for must name
  * head 0.  Memory is identity mapped, so any kernel address is a DMA address. */
-#include "runtime.h"
-
-/* struct virtio_pci_common_cfg (section 4.1.4.3) */
-enum {
-    CC_DFSELECT = 0x00, CC_DF = 0x04, CC_GFSELECT = 0x08, CC_GF = 0x0C,
-    CC_MSIX_CONFIG = 0x10, CC_NUM_QUEUES = 0x12, CC_STATUS = 0x14, CC_CFG_GEN = 0x15,
-    CC_Q_SELECT = 0x16, CC_Q_SIZE = 0x18, CC_Q_MSIX = 0x1A, CC_Q_ENABLE = 0x1C,
-    CC_Q_NOFF = 0x1E, CC_Q_DESC = 0x20, CC_Q_DRIVER = 0x28, CC_Q_DEVICE = 0x30,
-};
-/* virtio_pci_cap.cfg_type */
-enum { CAP_COMMON = 1, CAP_NOTIFY = 2, CAP_ISR = 3, CAP_DEVICE = 4, CAP_PCI_CFG = 5 };
+#include "virtio_transport.h"
 
 volatile u64 virtio_irqs;
 
-#define ERR(d, fmt, ...) printf("virtio %02x:%02x.%x: " fmt "\n", (d)->bdf >> 8, \
-                                ((d)->bdf >> 3) & 31, (d)->bdf & 7, ##__VA_ARGS__)
+#define ERR VIRTIO_ERR
 
-static u8 cc_r8(struct virtio_dev *d, u32 o) { return mmio_read8(d->common + o); }
-static u16 cc_r16(struct virtio_dev *d, u32 o) { return mmio_read16(d->common + o); }
-static u32 cc_r32(struct virtio_dev *d, u32 o) { return mmio_read32(d->common + o); }
-static void cc_w8(struct virtio_dev *d, u32 o, u8 v) { mmio_write8(d->common + o, v); }
-static void cc_w16(struct virtio_dev *d, u32 o, u16 v) { mmio_write16(d->common + o, v); }
-static void cc_w32(struct virtio_dev *d, u32 o, u32 v) { mmio_write32(d->common + o, v); }
-/* 64-bit fields as two 32-bit writes, low half first (not every device takes a
- * 64-bit access; the spec lets the driver split them). */
-static void cc_w64(struct virtio_dev *d, u32 o, u64 v)
+void virtio_dev_clear(struct virtio_dev *d, const struct virtio_transport *t)
 {
-    cc_w32(d, o, (u32)v);
-    cc_w32(d, o + 4, (u32)(v >> 32));
+    memset(&d->transport, 0, sizeof(*d) - offsetof(struct virtio_dev, transport));
+    d->transport = t;
+    time_init();                                   /* the timeouts use time_ms() */
 }
 
-u8 virtio_status(struct virtio_dev *d) { return cc_r8(d, CC_STATUS); }
+const char *virtio_transport_name(struct virtio_dev *d) { return d->transport->name; }
+const char *virtio_irq_name(struct virtio_dev *d) { return d->transport->irq_name; }
+u8 virtio_status(struct virtio_dev *d) { return d->transport->get_status(d); }
+static void set_status(struct virtio_dev *d, u8 s) { d->transport->set_status(d, s); }
 int virtio_has(struct virtio_dev *d, int bit) { return (d->features >> bit) & 1; }
 
-static void msix_irq(struct trap_frame *f)
+int virtio_find(struct virtio_dev *d, u32 device_id, int index)
 {
-    (void)f;
-    virtio_irqs++;          /* the runtime sends the LAPIC EOI */
-}
-
-int virtio_open(struct virtio_dev *d, u32 bdf)
-{
-    /* Everything but the queue pages (setup_queue clears those): memset runs
-     * byte by byte in the emulator, so 24 KiB would cost ~50 ms. */
-    memset(&d->bdf, 0, sizeof(*d) - offsetof(struct virtio_dev, bdf));
-    d->bdf = bdf;
-    d->pci_device = pci_cfg_read16(bdf, PCI_DEVICE_ID);
-    time_init();                                   /* the timeouts use time_ms() */
-
-    /* The first capability of each type is the one to use (4.1.4). */
-    for (u8 cap = pci_find_cap(bdf, PCI_CAP_VNDR, 0); cap; cap = pci_find_cap(bdf, PCI_CAP_VNDR, cap)) {
-        u8 type = pci_cfg_read8(bdf, cap + 3), bar = pci_cfg_read8(bdf, cap + 4);
-        if (type < CAP_COMMON || type > CAP_DEVICE || bar > 5)
-            continue;                              /* PCI cfg access, or unknown */
-        u64 base = pci_bar_addr(bdf, bar);
-        if (!base)
-            continue;
-        u64 addr = base + pci_cfg_read32(bdf, cap + 8);
-        u64 *slot = type == CAP_COMMON ? &d->common : type == CAP_NOTIFY ? &d->notify
-                  : type == CAP_ISR ? &d->isr : &d->devcfg;
-        if (*slot)
-            continue;
-        *slot = addr;
-        if (type == CAP_NOTIFY)
-            d->notify_mult = pci_cfg_read32(bdf, cap + 16);
-    }
-    if (!d->common || !d->notify || !d->isr) {
-        ERR(d, "missing capability: common=%lx notify=%lx isr=%lx", d->common, d->notify, d->isr);
+    u64 base, size;
+    u32 gsi;
+    for (int i = 0; !virtio_mmio_cmdline(i, &base, &size, &gsi); i++)
+        if (virtio_mmio_device_id(base, size) == device_id && index-- == 0)
+            return virtio_mmio_open(d, base, gsi) ? 1 : 0;
+    int bdf = pci_find_device(VIRTIO_VENDOR, (u16)VIRTIO_PCI_DEVICE(device_id), index);
+    if (bdf < 0)
         return -1;
-    }
-    /* The BARs are assigned already (by the VMM, like firmware); we only decode. */
-    pci_cfg_write16(bdf, PCI_COMMAND,
-                    pci_cfg_read16(bdf, PCI_COMMAND) | PCI_CMD_MEM | PCI_CMD_MASTER);
-
-    d->msix_cap = pci_find_cap(bdf, PCI_CAP_MSIX, 0);
-    if (d->msix_cap) {
-        u32 table = pci_cfg_read32(bdf, d->msix_cap + 4);
-        d->msix_size = (pci_cfg_read16(bdf, d->msix_cap + 2) & 0x7FF) + 1;
-        u64 base = pci_bar_addr(bdf, table & 7);
-        d->msix_table = base ? base + (table & ~7u) : 0;
-    }
-    return 0;
+    return virtio_open(d, (u32)bdf) ? 1 : 0;
 }
 
 int virtio_reset(struct virtio_dev *d)
 {
-    cc_w8(d, CC_STATUS, 0);
+    set_status(d, 0);
     /* A reset may finish asynchronously (4.1.4.3.2): wait until it reads 0. */
     u64 deadline = time_ms() + VIRTIO_TIMEOUT_MS;
-    while (cc_r8(d, CC_STATUS) != 0) {
+    while (virtio_status(d) != 0) {
         if (time_ms() > deadline) {
-            ERR(d, "reset: device_status stays 0x%x", cc_r8(d, CC_STATUS));
+            ERR(d, "reset: device_status stays 0x%x", virtio_status(d));
             return -1;
         }
         cpu_relax();
@@ -103,42 +53,12 @@ int virtio_reset(struct virtio_dev *d)
     return 0;
 }
 
-/* MSI-X on, function-masked while we program entries (so nothing fires half set). */
-static int msix_begin(struct virtio_dev *d)
-{
-    if (!d->msix_cap || !d->msix_table) {
-        ERR(d, "MSI-X requested but the device has no usable MSI-X capability");
-        return -1;
-    }
-    u16 ctrl = pci_cfg_read16(d->bdf, d->msix_cap + 2);
-    pci_cfg_write16(d->bdf, d->msix_cap + 2, ctrl | 0x8000 | 0x4000);
-    trap_set_handler(d->irq_vector, msix_irq);
-    lapic_enable();
-    return 0;
-}
-
-static void msix_program(struct virtio_dev *d, u16 entry)
-{
-    u64 e = d->msix_table + 16ull * entry;
-    mmio_write32(e + 0, 0xFEE00000u | lapic_id() << 12);   /* fixed, physical dest */
-    mmio_write32(e + 4, 0);
-    mmio_write32(e + 8, (u32)d->irq_vector);                /* edge, fixed delivery */
-    mmio_write32(e + 12, 0);                                /* unmasked */
-}
-
-static void msix_end(struct virtio_dev *d)
-{
-    u16 ctrl = pci_cfg_read16(d->bdf, d->msix_cap + 2);
-    pci_cfg_write16(d->bdf, d->msix_cap + 2, (ctrl | 0x8000) & ~0x4000);
-}
-
 static int setup_queue(struct virtio_dev *d, int i)
 {
     struct virtq *q = &d->vq[i];
-    cc_w16(d, CC_Q_SELECT, (u16)i);
-    u16 max = cc_r16(d, CC_Q_SIZE);
+    u16 max = d->transport->queue_max(d, i);
     if (max == 0) {
-        ERR(d, "queue %d does not exist (queue_size 0)", i);
+        ERR(d, "queue %d does not exist (queue size 0)", i);
         return -1;
     }
     /* Largest power of two <= min(max, ours): split rings want powers of two. */
@@ -157,115 +77,87 @@ static int setup_queue(struct virtio_dev *d, int i)
     q->msix_entry = VIRTIO_NO_VECTOR;
     /* Polling: ask the device not to interrupt (a hint it may ignore). */
     q->avail->flags = d->irq_vector ? 0 : VIRTQ_AVAIL_F_NO_INTERRUPT;
-
-    cc_w16(d, CC_Q_SIZE, size);
-    if (d->irq_vector) {
-        u16 entry = (u16)(i < d->msix_size ? i : 0);
-        msix_program(d, entry);
-        cc_w16(d, CC_Q_MSIX, entry);
-        u16 back = cc_r16(d, CC_Q_MSIX);
-        if (back != entry) {           /* NO_VECTOR back: the device refused it */
-            ERR(d, "queue %d: queue_msix_vector %u reads back 0x%x", i, entry, back);
-            return -1;
-        }
-        q->msix_entry = entry;
-    } else {
-        cc_w16(d, CC_Q_MSIX, VIRTIO_NO_VECTOR);
-    }
-    q->notify_addr = d->notify + (u64)cc_r16(d, CC_Q_NOFF) * d->notify_mult;
-    cc_w64(d, CC_Q_DESC, (u64)q->desc);
-    cc_w64(d, CC_Q_DRIVER, (u64)q->avail);
-    cc_w64(d, CC_Q_DEVICE, (u64)q->used);
-    cc_w16(d, CC_Q_ENABLE, 1);
-    return 0;
+    return d->transport->queue_enable(d, q);
 }
 
 int virtio_init(struct virtio_dev *d, u64 want, int nqueues)
 {
+    const struct virtio_transport *t = d->transport;
     if (nqueues < 1 || nqueues > VIRTIO_MAX_QUEUES)
         return -1;
     if (virtio_reset(d))
         return -1;
-    cc_w8(d, CC_STATUS, VIRTIO_ACKNOWLEDGE);
-    cc_w8(d, CC_STATUS, VIRTIO_ACKNOWLEDGE | VIRTIO_DRIVER);
+    set_status(d, VIRTIO_ACKNOWLEDGE);
+    set_status(d, VIRTIO_ACKNOWLEDGE | VIRTIO_DRIVER);
 
-    cc_w32(d, CC_DFSELECT, 0);
-    u64 offered = cc_r32(d, CC_DF);
-    cc_w32(d, CC_DFSELECT, 1);
-    offered |= (u64)cc_r32(d, CC_DF) << 32;
+    u64 offered = t->get_features(d);
     d->device_features = offered;
     if (!(offered & VIRTIO_BIT(VIRTIO_F_VERSION_1))) {
         /* Without VERSION_1 this is a legacy device: not ours to drive. */
         ERR(d, "device does not offer VIRTIO_F_VERSION_1 (features 0x%lx)", offered);
-        cc_w8(d, CC_STATUS, VIRTIO_FAILED);
+        set_status(d, VIRTIO_FAILED);
         return -1;
     }
     d->features = offered & (want | VIRTIO_BIT(VIRTIO_F_VERSION_1));
-    cc_w32(d, CC_GFSELECT, 0);
-    cc_w32(d, CC_GF, (u32)d->features);
-    cc_w32(d, CC_GFSELECT, 1);
-    cc_w32(d, CC_GF, (u32)(d->features >> 32));
-    cc_w8(d, CC_STATUS, VIRTIO_ACKNOWLEDGE | VIRTIO_DRIVER | VIRTIO_FEATURES_OK);
-    if (!(cc_r8(d, CC_STATUS) & VIRTIO_FEATURES_OK)) {
+    t->set_features(d, d->features);
+    set_status(d, VIRTIO_ACKNOWLEDGE | VIRTIO_DRIVER | VIRTIO_FEATURES_OK);
+    if (!(virtio_status(d) & VIRTIO_FEATURES_OK)) {
         ERR(d, "FEATURES_OK did not stick (features 0x%lx)", d->features);
-        cc_w8(d, CC_STATUS, VIRTIO_FAILED);
+        set_status(d, VIRTIO_FAILED);
         return -1;
     }
 
-    u16 have = cc_r16(d, CC_NUM_QUEUES);
+    int have = t->num_queues(d);
     if (have < nqueues) {
-        ERR(d, "want %d queues, device has %u", nqueues, have);
-        cc_w8(d, CC_STATUS, VIRTIO_FAILED);
+        ERR(d, "want %d queues, device has %d", nqueues, have);
+        set_status(d, VIRTIO_FAILED);
         return -1;
     }
-    if (d->irq_vector && msix_begin(d))
+    if (t->irq_setup(d))
         goto failed;
-    cc_w16(d, CC_MSIX_CONFIG, VIRTIO_NO_VECTOR);     /* no config-change interrupts */
     d->nqueues = nqueues;
     for (int i = 0; i < nqueues; i++)
         if (setup_queue(d, i))
             goto failed;
     if (d->irq_vector) {
-        msix_end(d);
-        /* hlt in virtq_wait needs something to end it if the MSI never comes. */
+        if (t->irq_done)
+            t->irq_done(d);
+        /* hlt in virtq_wait needs something to end it if the interrupt never comes. */
         if (!timer_period())
             timer_start(10);
     }
-    cc_w8(d, CC_STATUS, VIRTIO_ACKNOWLEDGE | VIRTIO_DRIVER | VIRTIO_FEATURES_OK | VIRTIO_DRIVER_OK);
-    u8 st = cc_r8(d, CC_STATUS);
+    set_status(d, VIRTIO_ACKNOWLEDGE | VIRTIO_DRIVER | VIRTIO_FEATURES_OK | VIRTIO_DRIVER_OK);
+    u8 st = virtio_status(d);
     if (st & (VIRTIO_NEEDS_RESET | VIRTIO_FAILED) || !(st & VIRTIO_DRIVER_OK)) {
         ERR(d, "device_status 0x%x after DRIVER_OK", st);
         return -1;
     }
     return 0;
 failed:
-    cc_w8(d, CC_STATUS, VIRTIO_FAILED);
+    set_status(d, VIRTIO_FAILED);
     return -1;
 }
 
 u32 virtio_cfg_read32(struct virtio_dev *d, u32 off)
 {
-    if (!d->devcfg)
-        return 0;
-    u8 gen;
-    u32 v;
+    const struct virtio_transport *t = d->transport;
+    u32 gen, v;
     do {                          /* retry if the device changed it meanwhile */
-        gen = cc_r8(d, CC_CFG_GEN);
-        v = mmio_read32(d->devcfg + off);
-    } while (gen != cc_r8(d, CC_CFG_GEN));
+        gen = t->config_generation(d);
+        v = t->config_read32(d, off);
+    } while (gen != t->config_generation(d));
     return v;
 }
 
 u64 virtio_cfg_read64(struct virtio_dev *d, u32 off)
 {
-    if (!d->devcfg)
-        return 0;
-    u8 gen;
+    const struct virtio_transport *t = d->transport;
+    u32 gen;
     u64 v;
     do {                          /* two halves: only consistent within one generation */
-        gen = cc_r8(d, CC_CFG_GEN);
-        v = mmio_read32(d->devcfg + off) | (u64)mmio_read32(d->devcfg + off + 4) << 32;
-    } while (gen != cc_r8(d, CC_CFG_GEN));
+        gen = t->config_generation(d);
+        v = t->config_read32(d, off) | (u64)t->config_read32(d, off + 4) << 32;
+    } while (gen != t->config_generation(d));
     return v;
 }
 
@@ -313,17 +205,17 @@ void virtq_publish(struct virtq *q, u16 head)
 void virtq_notify(struct virtq *q)
 {
     /* The baseline for virtq_wait, taken before the device can possibly answer:
-     * with IF set (sleep_ms() leaves it on) the MSI could otherwise be counted
+     * with IF set (sleep_ms() leaves it on) the interrupt could otherwise be counted
      * before virtq_wait looks. */
     q->irqs_before = virtio_irqs;
-    mmio_write16(q->notify_addr, q->index);
+    q->dev->transport->notify(q);
 }
 
 long virtq_wait(struct virtq *q, u32 timeout_ms, u32 *id)
 {
     u64 deadline = time_ms() + timeout_ms;
     volatile u16 *used_idx = &q->used->idx;
-    int irq = q->msix_entry != VIRTIO_NO_VECTOR;
+    int irq = q->dev->irq_vector != 0;
     u64 irqs0 = q->irqs_before;
     for (;;) {
         int done = *used_idx != q->last_used;
@@ -331,14 +223,15 @@ long virtq_wait(struct virtq *q, u32 timeout_ms, u32 *id)
             break;
         if (time_ms() > deadline) {
             if (done)             /* used, but no interrupt: report, return it anyway */
-                ERR(q->dev, "queue %u: used entry but no MSI-X interrupt", q->index);
+                ERR(q->dev, "queue %u: used entry but no %s interrupt", q->index,
+                    q->dev->transport->irq_name);
             else
                 return -1;
             break;
         }
         if (irq) {
             /* Re-check with IF clear: sti's one-instruction shadow then makes
-             * "sti; hlt" atomic, so an MSI arriving after the check still ends the
+             * "sti; hlt" atomic, so an interrupt arriving after the check still ends the
              * hlt (as does the 10 ms tick).  IF is put back as the caller had it. */
             u64 rflags;
             __asm__ volatile("pushfq; popq %0; cli" : "=r"(rflags) : : "memory");

@@ -1,7 +1,7 @@
 """virtio-net as a guest driver sees it: the `virtio_net` tiny kernel drives a `--net tap=`
-device through the runtime's virtio-pci driver, reads the MAC and link status from the
-device configuration, and exchanges ARP and ICMP echo with the Linux stack on the other
-side of the tap.
+device through the runtime's virtio driver (virtio-pci; virtio-mmio for one ping run),
+reads the MAC and link status from the device configuration, and exchanges ARP and ICMP
+echo with the Linux stack on the other side of the tap.
 
 Every run that touches the network happens in a fresh network namespace holding a
 persistent tap `pvt0` with 10.0.3.1/24 (up before pyvisor starts, since the guest sends
@@ -94,6 +94,15 @@ def test_arp_and_ping_through_the_tap(netns, mrg):
     assert re.findall(r"^icmp reply seq=(\d+) bytes=(\d+)\r?$", out, re.M) == \
         [("1", "64"), ("2", "64")], out + err
     assert "FAIL" not in out
+
+
+def test_arp_and_ping_over_virtio_mmio(netns):
+    status, out, err = netns.boot("--net", f"tap={TAP},mac={GUEST_MAC}",
+                                  "--virtio-transport", "mmio", append=PING_ARGS)
+    assert status == 0, out + err
+    assert mac_line(out) == (GUEST_MAC, "1", "1")
+    assert f"arp reply from {netns.tap_mac()}" in out, out + err
+    assert "icmp reply seq=1 bytes=64" in out, out + err
 
 
 @pytest.mark.parametrize("split", [
