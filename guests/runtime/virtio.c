@@ -80,6 +80,27 @@ static int setup_queue(struct virtio_dev *d, int i)
     return d->transport->queue_enable(d, q);
 }
 
+/* The 64 feature bits, 32 at a time through the transport's select register. */
+static u64 read_features(struct virtio_dev *d)
+{
+    const struct virtio_transport *t = d->transport;
+    u64 regs = t->regs(d);
+    mmio_write32(regs + t->dev_features_sel, 0);
+    u64 f = mmio_read32(regs + t->dev_features);
+    mmio_write32(regs + t->dev_features_sel, 1);
+    return f | (u64)mmio_read32(regs + t->dev_features) << 32;
+}
+
+static void write_features(struct virtio_dev *d, u64 f)
+{
+    const struct virtio_transport *t = d->transport;
+    u64 regs = t->regs(d);
+    mmio_write32(regs + t->drv_features_sel, 0);
+    mmio_write32(regs + t->drv_features, (u32)f);
+    mmio_write32(regs + t->drv_features_sel, 1);
+    mmio_write32(regs + t->drv_features, (u32)(f >> 32));
+}
+
 int virtio_init(struct virtio_dev *d, u64 want, int nqueues)
 {
     const struct virtio_transport *t = d->transport;
@@ -90,7 +111,7 @@ int virtio_init(struct virtio_dev *d, u64 want, int nqueues)
     set_status(d, VIRTIO_ACKNOWLEDGE);
     set_status(d, VIRTIO_ACKNOWLEDGE | VIRTIO_DRIVER);
 
-    u64 offered = t->get_features(d);
+    u64 offered = read_features(d);
     d->device_features = offered;
     if (!(offered & VIRTIO_BIT(VIRTIO_F_VERSION_1))) {
         /* Without VERSION_1 this is a legacy device: not ours to drive. */
@@ -99,7 +120,7 @@ int virtio_init(struct virtio_dev *d, u64 want, int nqueues)
         return -1;
     }
     d->features = offered & (want | VIRTIO_BIT(VIRTIO_F_VERSION_1));
-    t->set_features(d, d->features);
+    write_features(d, d->features);
     set_status(d, VIRTIO_ACKNOWLEDGE | VIRTIO_DRIVER | VIRTIO_FEATURES_OK);
     if (!(virtio_status(d) & VIRTIO_FEATURES_OK)) {
         ERR(d, "FEATURES_OK did not stick (features 0x%lx)", d->features);

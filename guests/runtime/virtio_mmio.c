@@ -122,21 +122,7 @@ u32 virtio_mmio_device_id(u64 base, u64 size)
 static u8 mmio_get_status(struct virtio_dev *d) { return (u8)rd(d, MMIO_STATUS); }
 static void mmio_set_status(struct virtio_dev *d, u8 s) { wr(d, MMIO_STATUS, s); }
 
-static u64 mmio_get_features(struct virtio_dev *d)
-{
-    wr(d, MMIO_DEV_FEATURES_SEL, 0);
-    u64 f = rd(d, MMIO_DEV_FEATURES);
-    wr(d, MMIO_DEV_FEATURES_SEL, 1);
-    return f | (u64)rd(d, MMIO_DEV_FEATURES) << 32;
-}
-
-static void mmio_set_features(struct virtio_dev *d, u64 f)
-{
-    wr(d, MMIO_DRV_FEATURES_SEL, 0);
-    wr(d, MMIO_DRV_FEATURES, (u32)f);
-    wr(d, MMIO_DRV_FEATURES_SEL, 1);
-    wr(d, MMIO_DRV_FEATURES, (u32)(f >> 32));
-}
+static u64 mmio_regs(const struct virtio_dev *d) { return d->mmio_base; }
 
 static int mmio_num_queues(struct virtio_dev *d) { (void)d; return VIRTIO_MAX_QUEUES; }
 
@@ -225,8 +211,9 @@ const struct virtio_transport virtio_mmio_transport = {
     .irq_name = "gsi",
     .get_status = mmio_get_status,
     .set_status = mmio_set_status,
-    .get_features = mmio_get_features,
-    .set_features = mmio_set_features,
+    .regs = mmio_regs,
+    .dev_features_sel = MMIO_DEV_FEATURES_SEL, .dev_features = MMIO_DEV_FEATURES,
+    .drv_features_sel = MMIO_DRV_FEATURES_SEL, .drv_features = MMIO_DRV_FEATURES,
     .num_queues = mmio_num_queues,
     .irq_setup = mmio_irq_setup,
     .irq_done = NULL,

@@ -15,7 +15,6 @@ enum { CAP_COMMON = 1, CAP_NOTIFY = 2, CAP_ISR = 3, CAP_DEVICE = 4, CAP_PCI_CFG 
 
 static u8 cc_r8(struct virtio_dev *d, u32 o) { return mmio_read8(d->common + o); }
 static u16 cc_r16(struct virtio_dev *d, u32 o) { return mmio_read16(d->common + o); }
-static u32 cc_r32(struct virtio_dev *d, u32 o) { return mmio_read32(d->common + o); }
 static void cc_w8(struct virtio_dev *d, u32 o, u8 v) { mmio_write8(d->common + o, v); }
 static void cc_w16(struct virtio_dev *d, u32 o, u16 v) { mmio_write16(d->common + o, v); }
 static void cc_w32(struct virtio_dev *d, u32 o, u32 v) { mmio_write32(d->common + o, v); }
@@ -72,21 +71,7 @@ int virtio_open(struct virtio_dev *d, u32 bdf)
 static u8 pci_get_status(struct virtio_dev *d) { return cc_r8(d, CC_STATUS); }
 static void pci_set_status(struct virtio_dev *d, u8 s) { cc_w8(d, CC_STATUS, s); }
 
-static u64 pci_get_features(struct virtio_dev *d)
-{
-    cc_w32(d, CC_DFSELECT, 0);
-    u64 f = cc_r32(d, CC_DF);
-    cc_w32(d, CC_DFSELECT, 1);
-    return f | (u64)cc_r32(d, CC_DF) << 32;
-}
-
-static void pci_set_features(struct virtio_dev *d, u64 f)
-{
-    cc_w32(d, CC_GFSELECT, 0);
-    cc_w32(d, CC_GF, (u32)f);
-    cc_w32(d, CC_GFSELECT, 1);
-    cc_w32(d, CC_GF, (u32)(f >> 32));
-}
+static u64 pci_regs(const struct virtio_dev *d) { return d->common; }
 
 static int pci_num_queues(struct virtio_dev *d) { return cc_r16(d, CC_NUM_QUEUES); }
 
@@ -174,8 +159,9 @@ const struct virtio_transport virtio_pci_transport = {
     .irq_name = "msix",
     .get_status = pci_get_status,
     .set_status = pci_set_status,
-    .get_features = pci_get_features,
-    .set_features = pci_set_features,
+    .regs = pci_regs,
+    .dev_features_sel = CC_DFSELECT, .dev_features = CC_DF,
+    .drv_features_sel = CC_GFSELECT, .drv_features = CC_GF,
     .num_queues = pci_num_queues,
     .irq_setup = pci_irq_setup,
     .irq_done = pci_irq_done,

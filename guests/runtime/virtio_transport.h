@@ -11,8 +11,10 @@ struct virtio_transport {
     const char *irq_name;                /* "msix", "gsi" */
     u8 (*get_status)(struct virtio_dev *d);
     void (*set_status)(struct virtio_dev *d, u8 status);
-    u64 (*get_features)(struct virtio_dev *d);           /* both 32-bit halves */
-    void (*set_features)(struct virtio_dev *d, u64 features);
+    /* The feature bits, 32 at a time through a select register: offsets of the
+     * select/value pairs (device's offer, driver's choice) from regs(d). */
+    u64 (*regs)(const struct virtio_dev *d);
+    u16 dev_features_sel, dev_features, drv_features_sel, drv_features;
     /* Queues the device has; VIRTIO_MAX_QUEUES when the transport cannot say
      * (virtio-mmio: queue_max() of a missing queue is 0). */
     int (*num_queues)(struct virtio_dev *d);
