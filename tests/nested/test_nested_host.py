@@ -17,13 +17,15 @@ pytestmark = pytest.mark.nested
 def test_nested_host_offers_svm_kvm(nested_host: NestedHost) -> None:
     result = nested_host.run(
         "uname -r; ls -l /dev/kvm; cat /sys/module/kvm_amd/parameters/npt; "
-        "grep -c -w svm /proc/cpuinfo; dmesg | grep -i 'nested paging'", timeout=120)
+        "grep -c -w svm /proc/cpuinfo; cat /sys/module/kvm_amd/parameters/vgif; "
+        "dmesg | grep -i 'nested paging'", timeout=120)
     assert result.status == 0, result.output
     lines = result.output.splitlines()
     assert lines[0] == nested_host.kernel.version
     assert lines[1].startswith("crw") and lines[1].endswith("/dev/kvm")
     assert lines[2] in ("1", "Y")
     assert int(lines[3]) >= 1
+    assert lines[4] == "0"      # L1_MODULE_PARAMETERS reached insmod
     assert "Nested Paging enabled" in result.output
 
 

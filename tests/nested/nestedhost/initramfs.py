@@ -66,11 +66,13 @@ class Cpio:
         return gzip.compress(bytes(self), compresslevel=6, mtime=0)
 
 
-def busybox_base(init: str, kernel: KernelPackage, modules: list[str]) -> Cpio:
+def busybox_base(init: str, kernel: KernelPackage, modules: list[str],
+                 parameters: dict[str, str] | None = None) -> Cpio:
     """A busybox initramfs: /init, /bin/busybox and the modules with their dependencies.
 
     The modules are stored decompressed under /lib/modules/ and listed, dependencies first,
-    in /lib/modules/load-order, which the init script insmods in turn.
+    in /lib/modules/load-order, which the init script insmods in turn, each with the
+    parameters in /lib/modules/NAME.args if there is one (`parameters`, by module name).
     """
     cpio = Cpio()
     for d in ("bin", "sbin", "dev", "proc", "sys", "tmp", "run", "mnt", "lib/modules"):
@@ -83,6 +85,8 @@ def busybox_base(init: str, kernel: KernelPackage, modules: list[str]) -> Cpio:
         cpio.file(f"lib/modules/{name}.ko", ko_bytes(ko))
         order.append(name)
     cpio.file("lib/modules/load-order", "".join(f"{n}\n" for n in order))
+    for name, args in (parameters or {}).items():
+        cpio.file(f"lib/modules/{name}.args", args)
     cpio.file("init", init, 0o755)
     return cpio
 
@@ -95,6 +99,7 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 for m in $(cat /lib/modules/load-order); do
-    insmod /lib/modules/$m.ko || echo "init: insmod $m failed"
+    insmod /lib/modules/$m.ko $(cat /lib/modules/$m.args 2>/dev/null) \
+        || echo "init: insmod $m failed"
 done
 """
