@@ -154,8 +154,6 @@ class VirtioNet(VirtioDevice):
         """Copy one frame (vnet header first) into posted chains; False if there is no room
         yet (nothing is consumed then)."""
         mergeable = self.has_feature(lib.VIRTIO_NET_F_MRG_RXBUF)
-        if frame[0] and not self.has_feature(lib.VIRTIO_NET_F_GUEST_CSUM):
-            frame = b"\0" + frame[1:]   # flags must be zero without GUEST_CSUM (virtio 1.2, 5.1.6.4.2)
         chains: list[Chain] = []
         room = 0
         while room < len(frame):
@@ -176,8 +174,10 @@ class VirtioNet(VirtioDevice):
         offset = 0
         for chain in chains:
             n = chain.write(memoryview(frame)[offset:])
-            if offset == 0:   # the header may itself span descriptors
+            if offset == 0:   # header fix-ups, in place: the header may span descriptors
                 chain.write(NUM_BUFFERS.pack(len(chains)), NUM_BUFFERS_OFFSET)
+                if frame[0] and not self.has_feature(lib.VIRTIO_NET_F_GUEST_CSUM):
+                    chain.write(b"\0")   # flags zero without GUEST_CSUM (virtio 1.2, 5.1.6.4.2)
             offset += n
             queue.push(chain.head, n)
         return True
