@@ -34,8 +34,9 @@ L1_MODULES = [
     "overlay",
     "tun",                                       # tap devices for virtio-net tests
 ]
-# Without vGIF: with it, L1 wedged about once in ten runs of multi-vCPU guests (TCG stopped
-# delivering L1's interrupts while an L2 vCPU spun, see NestedHostWedged); none since.
+# Without vGIF: with it, L1 wedged in about one boot-module session in four to ten (TCG
+# stopped delivering L1's interrupts while an L2 vCPU spun, see NestedHostWedged); none in
+# the ten sessions and CI runs since.
 L1_MODULE_PARAMETERS = {"kvm-amd": "vgif=0"}
 
 # The L1 init: modules, the 9p root under a RAM overlay at /host, then /nested/run.sh (the
@@ -112,10 +113,11 @@ class NestedHostError(RuntimeError):
 class NestedHostWedged(NestedHostError):
     """L1's own kernel stopped running: its COM2 heartbeat went silent.
 
-    Seen about once in fifteen runs of the nested suites: QEMU's TCG keeps executing an
-    L2 vCPU that spins (for example in stop_machine) and L1 never again takes an
-    interrupt, so nothing in L1 (not the heartbeat, not a command's own timeout) runs.
-    That is the emulator, not a command; the caller may start the session afresh."""
+    Seen, before L1_MODULE_PARAMETERS turned vGIF off, in about one boot-module session in
+    four to ten: QEMU's TCG keeps executing an L2 vCPU that spins (for example in
+    stop_machine) and L1 never again takes an interrupt, so nothing in L1 (not the
+    heartbeat, not a command's own timeout) runs. That is the emulator, not a command; the
+    caller may start the session afresh."""
 
 
 T = TypeVar("T")
@@ -278,15 +280,20 @@ class NestedHost:
                                         stderr=subprocess.STDOUT)
             timed_out, wedged = self._wait(proc, start + timeout, diagnostics_log,
                                            self.wedge_seconds)
-            if timed_out or wedged:
-                cpu_state = _ask_monitor(console.with_name("monitor"), "info registers")
+            stopped_report = ""
+            if timed_out or wedged:   # L1's own state, while QEMU still has it
+                stopped_report = ("\n--- L1 CPU state at the end:\n"
+                                  + _ask_monitor(console.with_name("monitor"), "info registers"))
                 proc.kill()
             proc.wait()
             wall = time.monotonic() - start
             qemu_out = qemu_log.read_bytes()
             text = console.read_bytes().decode(errors="replace").replace("\r\n", "\n")
-            diagnostics = diagnostics_log.read_bytes().decode(
-                errors="replace").replace("\r\n", "\n")
+            if stopped_report:
+                diagnostics = diagnostics_log.read_bytes().decode(
+                    errors="replace").replace("\r\n", "\n")
+                stopped_report = (f"\n--- L1 kernel log and busy tasks (tail):\n"
+                                  f"{_tail(diagnostics, 80)}{stopped_report}")
         self.last = NestedRun(wall=wall, console=text)
         results = self._parse(token, len(commands), text)
         if len(results) < len(commands):
@@ -300,11 +307,7 @@ class NestedHost:
                 f"nested host {why} before command {len(results)} of {len(commands)} "
                 f"finished ({shlex.quote(commands[len(results)])[:200]})\n"
                 + (f"--- QEMU says:\n{_tail(qemu_msg, 10)}\n" if qemu_msg else "")
-                + f"--- console tail:\n{_tail(text)}"
-                + (f"\n--- L1 kernel log and busy tasks (tail):\n{_tail(diagnostics, 80)}"
-                   if timed_out or wedged else "")
-                + (f"\n--- L1 CPU state at the end:\n{cpu_state}"
-                   if timed_out or wedged else ""))
+                + f"--- console tail:\n{_tail(text)}{stopped_report}")
         self.last.results = results
         return results
 
