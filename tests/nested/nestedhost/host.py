@@ -35,8 +35,8 @@ L1_MODULES = [
     "tun",                                       # tap devices for virtio-net tests
 ]
 # Without vGIF: with it, L1 wedged in about one boot-module session in four to ten (TCG
-# stopped delivering L1's interrupts while an L2 vCPU spun, see NestedHostWedged); none in
-# the ten sessions and CI runs since.
+# stopped delivering L1's interrupts while an L2 vCPU spun, see NestedHostWedged); without
+# it, one wedge in the thirteen sessions since: rarer perhaps, not gone.
 L1_MODULE_PARAMETERS = {"kvm-amd": "vgif=0"}
 
 # The L1 init: modules, the 9p root under a RAM overlay at /host, then /nested/run.sh (the
@@ -113,8 +113,8 @@ class NestedHostError(RuntimeError):
 class NestedHostWedged(NestedHostError):
     """L1's own kernel stopped running: its COM2 heartbeat went silent.
 
-    Seen, before L1_MODULE_PARAMETERS turned vGIF off, in about one boot-module session in
-    four to ten: QEMU's TCG keeps executing an L2 vCPU that spins (for example in
+    Seen in about one boot-module session in four to ten, and still now and then with vGIF
+    off (L1_MODULE_PARAMETERS): QEMU's TCG keeps executing an L2 vCPU that spins (for example in
     stop_machine) and L1 never again takes an interrupt, so nothing in L1 (not the
     heartbeat, not a command's own timeout) runs. That is the emulator, not a command; the
     caller may start the session afresh."""
