@@ -198,6 +198,7 @@ void *pv_mmap_anon(size_t size);
 int pv_munmap(void *addr, size_t size);
 int pv_install_kick_handler(int signo);
 int pv_fallocate(int fd, int mode, uint64_t offset, uint64_t length);
+void pv_mb(void);
 """
 
 ffibuilder = FFI()

@@ -150,3 +150,8 @@ int pv_fallocate(int fd, int mode, uint64_t offset, uint64_t length)
 {
     return fallocate(fd, mode, (off_t)offset, (off_t)length) < 0 ? -errno : 0;
 }
+
+void pv_mb(void)
+{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}

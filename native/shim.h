@@ -59,5 +59,8 @@ int pv_munmap(void *addr, size_t size);
 int pv_install_kick_handler(int signo);
 /* fallocate(2) with its mode flags (hole punching for virtio-blk DISCARD/WRITE_ZEROES). */
 int pv_fallocate(int fd, int mode, uint64_t offset, uint64_t length);
+/* A full memory barrier (mfence): virtio's EVENT_IDX handshake needs one between a store
+ * to the ring and the load of the other side's index, as vhost and QEMU have. */
+void pv_mb(void);
 
 #endif
