@@ -97,6 +97,67 @@ def test_notify_of_a_missing_queue_is_ignored(rng, mem):
     assert calls == [] and not rng.status & NEEDS_RESET
 
 
+def test_aliased_chain_gets_a_bounded_amount_in_place(rng, mem, monkeypatch):
+    """64 writable descriptors naming the same 1 MiB (64 MiB claimed in a 2 MiB guest): the
+    request is completed with 64 KiB, drawn a page at a time, and nothing is written past
+    what the used length says."""
+    import pyvisor.devices.virtio.rng as rng_mod
+    drawn = []
+    real = rng_mod.os.getrandom
+    monkeypatch.setattr(rng_mod.os, "getrandom", lambda n: drawn.append(n) or real(n))
+    drv, _ = setup(rng, mem, size=64)
+    buf = drv.alloc(1 << 20, fill=0xEE)
+    head = drv.add([Buf(buf, 1 << 20, True) for _ in range(64)])
+    rng.notify(0)
+    assert drv.get_used() == [(head, 64 << 10)]
+    assert sum(drawn) == 64 << 10 and max(drawn) <= 4096
+    assert drv.read(buf + (64 << 10), 1 << 10) == b"\xee" * (1 << 10)
+    assert not rng.status & NEEDS_RESET
+
+
+def test_request_limit_spans_buffers(rng, mem):
+    drv, _ = setup(rng, mem)
+    a, b = drv.alloc(60 << 10, fill=0xEE), drv.alloc(8 << 10, fill=0xEE)
+    head = drv.add([Buf(a, 60 << 10, True), Buf(b, 8 << 10, True)])
+    rng.notify(0)
+    assert drv.get_used() == [(head, 64 << 10)]
+    assert drv.read(b + (4 << 10), 4 << 10) == b"\xee" * (4 << 10)
+    assert drv.read(b, 4 << 10) != b"\xee" * (4 << 10)
+
+
+def test_memory_error_in_a_handler_needs_reset_and_the_device_recovers(rng, mem, monkeypatch):
+    """MemoryError (or any exception) while serving: DEVICE_NEEDS_RESET and a configuration
+    interrupt, notify returns normally (the I/O thread lives on), and a reset recovers."""
+    import pyvisor.devices.virtio.rng as rng_mod
+    drv, calls = setup(rng, mem)
+    drv.add([Buf(drv.alloc(8), 8, True)])
+
+    def no_memory(n):
+        raise MemoryError
+    monkeypatch.setattr(rng_mod.os, "getrandom", no_memory)
+    rng.notify(0)
+    assert rng.status & NEEDS_RESET
+    assert (CONFIG_INTERRUPT, NO_VECTOR) in calls
+    monkeypatch.undo()
+    rng.set_status(0)
+    drv = Driver(mem, 16)
+    init_device(rng, mem, [drv])
+    head = drv.add([Buf(drv.alloc(8), 8, True)])
+    rng.notify(0)
+    assert drv.get_used() == [(head, 8)]
+
+
+def test_a_guest_looping_errors_and_resets_logs_a_bounded_number_of_lines(rng, mem, caplog):
+    for _ in range(200):
+        drv, _ = setup(rng, mem)
+        drv.add([Buf(drv.alloc(8), 8)])          # readable: a driver error
+        rng.notify(0)
+        assert rng.status & NEEDS_RESET
+        rng.set_status(0)
+    lines = [r for r in caplog.records if r.name == "pyvisor.virtio"]
+    assert 1 <= len(lines) <= 10
+
+
 # --- the status state machine -------------------------------------------------------------------
 
 def test_nothing_is_processed_before_driver_ok(rng, mem):

@@ -46,7 +46,8 @@ def test_pop_returns_readable_then_writable_views_at_the_right_addresses(mem):
     assert [len(b) for b in chain.writable] == [7, 5]
     assert [addr_of(mem, b) for b in chain.readable] == [r1, r2]
     assert [addr_of(mem, b) for b in chain.writable] == [w1, w2]
-    assert chain.read() == b"0123456789abc"
+    assert chain.read(100) == b"0123456789abc"
+    assert chain.read(5) == b"01234"
     assert chain.readable_size == 13 and chain.writable_size == 12
     # writes land in guest RAM, spread over the writable buffers, from an offset
     assert chain.write(b"XYZWVUTSR", offset=2) == 9
@@ -80,7 +81,7 @@ def test_indirect_chain(mem):
     assert chain.head == head
     assert [addr_of(mem, b) for b in chain.readable] == [r]
     assert [addr_of(mem, b) for b in chain.writable] == ws
-    assert chain.read() == b"header.........."
+    assert chain.read(100) == b"header.........."
 
 
 def test_indirect_table_longer_than_the_queue_is_accepted(mem):
@@ -256,6 +257,49 @@ def test_avail_event_is_not_written_without_event_idx(mem):
     assert drv.avail_event == 0xABCD
 
 
+class FenceSpy:
+    """Stands in for the native lib in queue.py: records, at each full barrier, the
+    avail_event and used idx then in guest RAM, and every avail-ring load after it."""
+
+    def __init__(self, real, drv):
+        self.real, self.drv = real, drv
+        self.events: list = []
+
+    def pv_mb(self):
+        self.events.append(("mb", self.drv.avail_event, self.drv.used_idx))
+        self.real.pv_mb()
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def spy_fences(monkeypatch, drv):
+    import pyvisor.devices.virtio.queue as qmod
+    spy = FenceSpy(qmod.lib, drv)
+    monkeypatch.setattr(qmod, "lib", spy)
+    return spy
+
+
+def test_event_idx_fences_between_avail_event_store_and_the_next_avail_load(mem, monkeypatch):
+    """vhost's and QEMU's smp_mb: the driver's next entry is either seen by the next pop,
+    or the driver saw our avail_event and kicks; without the fence, both can miss."""
+    drv, q = make(mem, event_idx=True)
+    drv.add([Buf(drv.alloc(4), 4, True)])
+    spy = spy_fences(monkeypatch, drv)
+    q.pop()
+    assert spy.events == [("mb", 1, 0)]      # avail_event already stored at the fence
+    assert q.pop() is None
+
+
+def test_fence_between_used_idx_store_and_the_used_event_load(mem, monkeypatch):
+    for event_idx in (True, False):
+        drv, q = make(mem, event_idx=event_idx)
+        push_one(drv, q)
+        spy = spy_fences(monkeypatch, drv)
+        q.needs_interrupt()
+        assert spy.events and spy.events[-1][2] == 1   # used idx stored before the fence
+
+
 # --- hostile drivers ---------------------------------------------------------------------------
 
 class Canary:
@@ -361,6 +405,81 @@ def test_loop_inside_an_indirect_table(mem):
     drv.write_desc(0, table, 32, F_INDIRECT)
     drv.publish(0)
     pop_fails(drv, q, mem)
+
+
+# QEMU's VIRTQUEUE_MAX_SIZE: the most descriptors one chain may have, indirect ones included.
+CHAIN_CAP = 1024
+
+
+def indirect_chain(drv, entries, *, length=None):
+    """An indirect table of `entries` 4-byte writable buffers (all the same one), declared
+    `length` bytes long (16 * entries unless given), as descriptor 0."""
+    table, buf = drv.alloc(16 * entries), drv.alloc(4)
+    for i in range(entries):
+        last = i == entries - 1
+        drv.write_desc(i, buf, 4, F_WRITE | (0 if last else F_NEXT), 0 if last else i + 1,
+                       table=table)
+    drv.write_desc(0, table, 16 * entries if length is None else length, F_INDIRECT)
+    return table
+
+
+def test_indirect_table_of_the_cap_is_accepted(mem):
+    drv, q = make(mem)
+    indirect_chain(drv, CHAIN_CAP)
+    drv.publish(0)
+    assert len(q.pop().writable) == CHAIN_CAP
+
+
+def test_indirect_table_longer_than_the_cap_is_refused_unread(mem):
+    drv, q = make(mem)
+    indirect_chain(drv, CHAIN_CAP + 1)
+    drv.publish(0)
+    pop_fails(drv, q, mem, f"more than {CHAIN_CAP}")
+
+
+def test_direct_descriptors_count_towards_the_cap(mem):
+    """One direct readable descriptor, then an indirect table of the cap: one too many."""
+    drv, q = make(mem)
+    table = indirect_chain(drv, CHAIN_CAP)
+    drv.write_desc(0, drv.alloc(4), 4, F_NEXT, 1)
+    drv.write_desc(1, table, 16 * CHAIN_CAP, F_INDIRECT)
+    drv.publish(0)
+    pop_fails(drv, q, mem, f"{CHAIN_CAP} in all")
+
+
+def test_cycle_in_a_huge_declared_indirect_table_costs_nothing(mem):
+    """A 2-entry cycle in a table declared 4M entries long (64 MiB, more than RAM): refused
+    for its declared length at once, not walked 4M times."""
+    import time
+    drv, q = make(mem)
+    table = drv.alloc(32)
+    drv.write_desc(0, drv.alloc(4), 4, F_WRITE | F_NEXT, 1, table=table)
+    drv.write_desc(1, drv.alloc(4), 4, F_WRITE | F_NEXT, 0, table=table)
+    drv.write_desc(0, table, 16 << 22, F_INDIRECT)
+    drv.publish(0)
+    start = time.perf_counter()
+    pop_fails(drv, q, mem, f"more than {CHAIN_CAP}")
+    assert time.perf_counter() - start < 0.5
+
+
+def test_cycle_in_an_indirect_table_of_the_cap_ends_within_the_cap(mem):
+    drv, q = make(mem)
+    table = indirect_chain(drv, CHAIN_CAP)
+    drv.write_desc(CHAIN_CAP - 1, drv.alloc(4), 4, F_WRITE | F_NEXT, 0, table=table)
+    drv.publish(0)
+    pop_fails(drv, q, mem, "loops")
+
+
+def test_aliased_descriptors_are_views_not_copies(mem):
+    """64 descriptors naming the same 1 MiB: the chain claims 64 MiB of a 2 MiB guest, and
+    its buffers all share that memory."""
+    drv, q = make(mem, size=64)
+    buf = drv.alloc(1 << 20)
+    drv.add([Buf(buf, 1 << 20, True) for _ in range(64)])
+    chain = q.pop()
+    assert chain.writable_size == 64 << 20
+    chain.writable[63][0] = 0x5A
+    assert mem.read_u8(buf) == 0x5A
 
 
 def test_next_out_of_range_inside_an_indirect_table(mem):

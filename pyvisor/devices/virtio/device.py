@@ -14,6 +14,7 @@ from typing import Callable
 
 from ..._native import lib
 from ...memory.guest_memory import GuestMemory
+from ..ratelimit import RateLimitedLog
 from .queue import QueueError, Virtqueue
 
 log = logging.getLogger("pyvisor.virtio")
@@ -54,6 +55,8 @@ class VirtioDevice:
         self.interrupt: Callable[[str, int], None] = lambda kind, vector: None
         # Serialises queue processing (I/O thread) with status changes (vCPU threads).
         self.lock = threading.RLock()
+        # What a guest can trigger over and over (bad chains, then a reset) is logged here.
+        self.log = RateLimitedLog(log)
 
     # --- transport side -------------------------------------------------------------------
     def attach(self, memory: GuestMemory, interrupt: Callable[[str, int], None]) -> None:
@@ -72,8 +75,8 @@ class VirtioDevice:
             if value & FEATURES_OK and not self.status & FEATURES_OK:
                 if self.driver_features & ~self.device_features or \
                         not self.driver_features & VERSION_1:
-                    log.warning("%s: driver features %#x refused (offered %#x)", self.name,
-                                self.driver_features, self.device_features)
+                    self.log.warning("%s: driver features %#x refused (offered %#x)",
+                                     self.name, self.driver_features, self.device_features)
                     value &= ~FEATURES_OK
             newly_ok = value & DRIVER_OK and not self.status & DRIVER_OK
             self.status = value | (self.status & NEEDS_RESET)
@@ -110,15 +113,24 @@ class VirtioDevice:
 
     def notify(self, index: int) -> None:
         """The driver kicked queue `index` (I/O thread): process it, then interrupt if the
-        driver wants one. A driver error stops the device until the driver resets it."""
+        driver wants one."""
+        self.serve(index, self.handle_queue)
+
+    def serve(self, index: int, work: Callable[[int, Virtqueue], None]) -> None:
+        """Run `work(index, queue)` under the lock if the device runs and the queue is set
+        up, then interrupt if the driver wants one. A driver error stops the device until
+        the driver resets it; so does any other exception (MemoryError included): the
+        queue is left to the reset, never half-served, and the I/O thread carries on."""
         with self.lock:
             if not self.running or index >= len(self.queues) or not self.queues[index].ready:
                 return
             queue = self.queues[index]
             try:
-                self.handle_queue(index, queue)
+                work(index, queue)
             except QueueError as exc:
                 self.fail(f"queue {index}: {exc}")
+            except Exception as exc:   # a device bug or host trouble: contain it here
+                self.fail(f"queue {index}: {type(exc).__name__} while serving it: {exc}")
             self.signal_used(queue)
 
     def signal_used(self, queue: Virtqueue) -> None:
@@ -128,7 +140,7 @@ class VirtioDevice:
     def fail(self, why: str) -> None:
         """Stop serving the driver and tell it (DEVICE_NEEDS_RESET and a config interrupt),
         as the spec asks for an unrecoverable driver error (2.1.2)."""
-        log.error("%s: %s; the device needs a reset", self.name, why)
+        self.log.error("%s: %s; the device needs a reset", self.name, why)
         self.status |= NEEDS_RESET
         self.interrupt(CONFIG_INTERRUPT, self.config_msix_vector)
 

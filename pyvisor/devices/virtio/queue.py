@@ -4,10 +4,17 @@ The driver owns three areas in guest RAM: the descriptor table (16 bytes per ent
 available ring ("driver area") and the used ring ("device area"). The device pops chains
 that the driver made available and pushes them back as used. A guest can put anything in
 those areas, so a chain is validated before a device sees it: indices inside the queue,
-buffers inside guest RAM, no loops, no chain longer than its descriptor table (the queue,
-or an indirect table: Linux builds indirect chains longer than the queue, and QEMU takes
-them too), indirect tables only when negotiated and never nested, device-readable buffers before device-writable ones.
+buffers inside guest RAM, indirect tables only when negotiated and never nested,
+device-readable buffers before device-writable ones, and bounded length: at most the
+queue size descriptors in the queue's table and at most MAX_CHAIN in all, indirect ones
+included (Linux builds indirect chains longer than the queue; QEMU takes up to 1024). An
+indirect table longer than MAX_CHAIN entries is refused before it is read, so walking a
+chain (loops included) costs at most MAX_CHAIN steps whatever lengths the guest declares.
 A violation raises QueueError; the transport then marks the device DEVICE_NEEDS_RESET.
+
+Buffers are views onto guest RAM, never copies: descriptors may alias the same memory, so
+their lengths add up to far more than the guest has, and a device must take a bounded
+amount from a chain rather than anything in proportion to those lengths.
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ U16 = struct.Struct("<H")
 F_NEXT = lib.VRING_DESC_F_NEXT
 F_WRITE = lib.VRING_DESC_F_WRITE
 F_INDIRECT = lib.VRING_DESC_F_INDIRECT
+MAX_CHAIN = 1024                       # descriptors per chain in all (QEMU's VIRTQUEUE_MAX_SIZE)
 
 
 class QueueError(Exception):
@@ -47,9 +55,15 @@ class Chain:
     def writable_size(self) -> int:
         return sum(len(b) for b in self.writable)
 
-    def read(self) -> bytes:
-        """Everything the driver gave the device, in order."""
-        return b"".join(self.readable)
+    def read(self, limit: int) -> bytes:
+        """The first `limit` bytes (fewer if there are not that many) the driver gave the
+        device, in order: a device reads what it parses, never the whole chain."""
+        out = bytearray()
+        for buf in self.readable:
+            if len(out) >= limit:
+                break
+            out += buf[:limit - len(out)]
+        return bytes(out)
 
     def write(self, data: bytes | memoryview, offset: int = 0) -> int:
         """Copy data into the writable buffers from `offset`; return bytes written."""
@@ -132,6 +146,10 @@ class Virtqueue:
         self.last_avail = (self.last_avail + 1) & 0xFFFF
         if self._event_idx:   # ask to be notified as soon as the driver adds anything
             U16.pack_into(self._used, 4 + 8 * self.size, self.last_avail)
+            # The store must be visible before the next load of avail idx, or a driver that
+            # read the old avail_event skips its kick while we miss its new entry (a
+            # store-load pair: x86 reorders it too; vhost and QEMU fence here as well).
+            lib.pv_mb()
         return self._walk(head)
 
     def unpop(self, count: int = 1) -> None:
@@ -143,15 +161,17 @@ class Virtqueue:
         chain = Chain(head)
         table, count, index = self._desc, self.size, head
         indirect = False
-        seen = 0
+        seen = 0          # descriptors of the current table visited (a loop ends it)
+        total = 0         # descriptors of the whole chain
         while True:
             if index >= count:
                 raise QueueError(f"descriptor index {index} is outside the "
                                  f"{'indirect table' if indirect else 'queue'} of {count}")
             seen += 1
-            if seen > count:
+            total += 1
+            if seen > count or total > MAX_CHAIN:
                 raise QueueError(f"descriptor chain from head {head} loops or is longer than "
-                                 f"its table ({count} entries)")
+                                 f"its table ({count} entries) or {MAX_CHAIN} in all")
             addr, length, flags, nxt = DESC.unpack_from(table, 16 * index)
             if flags & F_INDIRECT:
                 if indirect or not self._indirect:
@@ -160,7 +180,11 @@ class Virtqueue:
                 if flags & F_NEXT or length == 0 or length % 16:
                     raise QueueError(f"indirect descriptor with NEXT set or a length ({length}) "
                                      f"that is not a multiple of 16")
+                if length // 16 > MAX_CHAIN:
+                    raise QueueError(f"indirect table of {length // 16} entries, more than "
+                                     f"{MAX_CHAIN}")
                 table, count, index, seen, indirect = self._buffer(addr, length), length // 16, 0, 0, True
+                total -= 1    # the indirect descriptor itself carries no buffer
                 continue
             buf = self._buffer(addr, length)
             if flags & F_WRITE:
@@ -193,6 +217,7 @@ class Virtqueue:
         if old == new:
             return False
         self._signalled_used = new
+        lib.pv_mb()   # used idx stored before used_event / flags are loaded (as above)
         if self._event_idx:
             used_event = U16.unpack_from(self._avail, 4 + 2 * self.size)[0]
             return _need_event(used_event, new, old)
