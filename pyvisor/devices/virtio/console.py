@@ -4,6 +4,11 @@ Queue 0 (receiveq) carries host input into buffers the driver posted; queue 1 (t
 carries guest output. Input that arrives while no buffer is posted waits in a backlog
 (bounded, like the UART's), so typed-ahead text is not lost; a reset keeps it, since it
 is the host side of the line.
+
+Transmit streams each chain to the output in pieces of at most PIECE bytes, and takes at
+most TRANSMIT_LIMIT bytes from one chain (Linux's hvc sends a page at a time): the rest
+is dropped with a warning, so descriptors that alias guest RAM many times over cost the
+host neither memory nor unbounded time.
 """
 from __future__ import annotations
 
@@ -17,6 +22,8 @@ from .queue import QueueError, Virtqueue
 QUEUE_SIZE = 64
 RECEIVE, TRANSMIT = 0, 1
 BACKLOG_LIMIT = 1 << 20
+TRANSMIT_LIMIT = 1 << 20      # bytes taken from one transmit chain
+PIECE = 64 << 10              # bytes handed to the output at once
 # struct virtio_console_config: cols, rows, max_nr_ports, emerg_wr
 CONFIG_SIZE = 12
 
@@ -41,13 +48,7 @@ class VirtioConsole(VirtioDevice):
             if data:
                 self._backlog.append(data)
                 self._backlog_size += len(data)
-            if self.running and self.queues[RECEIVE].ready:
-                try:
-                    self._deliver()
-                except QueueError as exc:
-                    self.fail(f"queue {RECEIVE}: {exc}")
-                    return
-                self.signal_used(self.queues[RECEIVE])
+            self.serve(RECEIVE, lambda index, queue: self._deliver())
 
     def handle_queue(self, index: int, queue: Virtqueue) -> None:
         if index == RECEIVE:
@@ -56,7 +57,17 @@ class VirtioConsole(VirtioDevice):
         while (chain := queue.pop()) is not None:
             if chain.writable:
                 raise QueueError("virtio-console transmit buffer that is device-writable")
-            self._output(chain.read())
+            budget = TRANSMIT_LIMIT
+            for buf in chain.readable:
+                for start in range(0, min(len(buf), budget), PIECE):
+                    self._output(bytes(buf[start:min(start + PIECE, budget)]))
+                budget -= min(len(buf), budget)
+                if not budget:
+                    break
+            if chain.readable_size > TRANSMIT_LIMIT:
+                self.log.warning("%s: dropped %d bytes of a transmit chain beyond its first %d",
+                                 self.name, chain.readable_size - TRANSMIT_LIMIT,
+                                 TRANSMIT_LIMIT)
             queue.push(chain.head, 0)
 
     def _deliver(self) -> None:
