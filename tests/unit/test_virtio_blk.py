@@ -350,6 +350,31 @@ def test_discard_bad_segments_are_ioerr_and_file_unchanged(blk, kind, segments):
     assert blk.file() == before
 
 
+@pytest.mark.parametrize("kind", [T_DISCARD, T_WRITE_ZEROES])
+def test_discard_with_aliased_huge_buffers_is_refused_before_reading(blk, kind):
+    """100 descriptors naming the same 16 KiB of segments (1.6 MB claimed): refused from
+    the buffer lengths, with no host allocation in proportion to them."""
+    import tracemalloc
+    before = blk.file()
+    data = discard_segments(*[(0, 1, 0)] * 1024)
+    hdr = struct.pack("<IIQ", kind, 0, 0)
+    bufs = [Buf(blk.drv.alloc(len(hdr), hdr), len(hdr))]
+    seg = blk.drv.alloc(len(data), data)
+    status_addr = blk.drv.alloc(1, fill=0xFF)
+    blk.drv.add(bufs + [Buf(seg, len(data))] * 100 + [Buf(status_addr, 1, True)],
+                indirect=True)
+    tracemalloc.start()
+    try:
+        used = blk.run()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [u[1] for u in used] == [1]
+    assert blk.mem.read_u8(status_addr) == IOERR
+    assert peak < 64 << 10
+    assert blk.file() == before
+
+
 # --- other requests ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", [2, 3, 99, 0xFFFFFFFF])
@@ -519,3 +544,38 @@ def test_discard_flags_the_spec_forbids_are_unsupp(blk, kind, flags):
     status, used_len, _ = blk.request(kind, out=[discard_segments((0, 8, flags))])
     assert (status, used_len) == (UNSUPP, 1)
     assert blk.file() == before
+
+
+# --- image locking (as QEMU does: one writer, or any number of readers) ---------------------
+
+@pytest.mark.parametrize("first, second", [(False, False), (False, True), (True, False)])
+def test_an_image_in_use_by_a_writer_is_refused(image, first, second):
+    fd, _ = open_disk(DiskSpec(str(image), readonly=first))
+    try:
+        with pytest.raises(ConfigError, match="by another process") as exc:
+            open_disk(DiskSpec(str(image), readonly=second))
+        assert "\n" not in str(exc.value)
+    finally:
+        os.close(fd)
+    os.close(open_disk(DiskSpec(str(image), readonly=second))[0])   # free once closed
+
+
+def test_readers_share_an_image(image):
+    fds = [open_disk(DiskSpec(str(image), readonly=True))[0] for _ in range(3)]
+    for fd in fds:
+        os.close(fd)
+
+
+def test_a_second_pyvisor_process_cannot_write_a_locked_image(image):
+    import subprocess
+    import sys
+    fd, _ = open_disk(DiskSpec(str(image)))
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-c", "import sys; from pyvisor.devices.virtio.blk import "
+             "DiskSpec, open_disk\ntry:\n open_disk(DiskSpec(sys.argv[1]))\n"
+             "except Exception as e:\n print(e); sys.exit(1)", str(image)],
+            capture_output=True, text=True, timeout=60)
+        assert probe.returncode == 1 and "in use by another process" in probe.stdout
+    finally:
+        os.close(fd)

@@ -2,13 +2,19 @@
 
 A request is a 16-byte header (type, reserved, sector) the driver wrote, then data buffers,
 then one status byte for the device. Data moves between guest RAM and the file with
-preadv/pwritev straight on the chain's views; FLUSH is fdatasync, so data the guest
-flushed is on the host's disk even if pyvisor is killed right after.
+preadv/pwritev straight on the chain's views (never copied or joined), and a request
+never reaches past the end of the image, so its cost is bounded by the image whatever
+lengths its descriptors declare; FLUSH is fdatasync, so data the guest flushed is on the
+host's disk even if pyvisor is killed right after. DISCARD and WRITE_ZEROES take at most
+MAX_DISCARD_SEGMENTS segments, counted from the buffer lengths before anything is read.
+
+The image is locked as long as pyvisor has it open (flock: exclusive for a writable disk,
+shared for `ro`), so a second pyvisor cannot write an image another one uses.
 """
 from __future__ import annotations
 
 import errno
-import logging
+import fcntl
 import os
 import stat
 import struct
@@ -18,8 +24,6 @@ from ..._native import lib
 from ...errors import ConfigError
 from .device import VirtioDevice
 from .queue import Chain, QueueError, Virtqueue
-
-log = logging.getLogger("pyvisor.virtio")
 
 SECTOR = 512
 QUEUE_SIZE = 256
@@ -89,6 +93,16 @@ def open_disk(spec: DiskSpec) -> tuple[int, int]:
         os.close(fd)
         raise ConfigError(f"disk {spec.path!r}: its size ({size} bytes) is not a multiple "
                           f"of {SECTOR}")
+    try:   # held until the fd is closed
+        fcntl.flock(fd, (fcntl.LOCK_SH if spec.readonly else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno != errno.EWOULDBLOCK:
+            raise ConfigError(f"disk {spec.path!r}: cannot lock it: {e.strerror}") from None
+        raise ConfigError(f"disk {spec.path!r} is being written by another process"
+                          if spec.readonly else
+                          f"disk {spec.path!r} is in use by another process (an image "
+                          f"can be shared only when every user opens it ,ro)") from None
     return fd, size
 
 
@@ -121,7 +135,7 @@ class VirtioBlk(VirtioDevice):
 
     def _request(self, chain: Chain) -> int:
         """Serve one request; return the bytes written into the chain (data + status)."""
-        header = _gather(chain.readable, HEADER.size)
+        header = chain.read(HEADER.size)
         if len(header) < HEADER.size or not chain.writable or not len(chain.writable[-1]):
             raise QueueError("virtio-blk request without a 16-byte header and a status byte")
         kind, _, sector = HEADER.unpack(header)
@@ -145,7 +159,7 @@ class VirtioBlk(VirtioDevice):
             data = chain.write(serial[:sum(len(b) for b in inp)])
             status = OK
         elif kind in (lib.VIRTIO_BLK_T_DISCARD, lib.VIRTIO_BLK_T_WRITE_ZEROES):
-            status, data = self._discard(kind, b"".join(bytes(b) for b in out)), 0
+            status, data = self._discard(kind, out), 0
         else:
             status, data = UNSUPP, 0
         status_buf[0] = status
@@ -161,7 +175,7 @@ class VirtioBlk(VirtioDevice):
         try:
             done = os.preadv(self.fd, bufs, sector * SECTOR)
         except OSError as e:
-            log.error("%s: read of sector %d failed: %s", self.name, sector, e.strerror)
+            self.log.error("%s: read of sector %d failed: %s", self.name, sector, e.strerror)
             return IOERR, 0
         return (OK if done == length else IOERR), done
 
@@ -172,7 +186,7 @@ class VirtioBlk(VirtioDevice):
         try:
             done = os.pwritev(self.fd, bufs, sector * SECTOR)
         except OSError as e:
-            log.error("%s: write of sector %d failed: %s", self.name, sector, e.strerror)
+            self.log.error("%s: write of sector %d failed: %s", self.name, sector, e.strerror)
             return IOERR
         return OK if done == length else IOERR
 
@@ -182,17 +196,19 @@ class VirtioBlk(VirtioDevice):
         try:
             os.fdatasync(self.fd)
         except OSError as e:
-            log.error("%s: flush failed: %s", self.name, e.strerror)
+            self.log.error("%s: flush failed: %s", self.name, e.strerror)
             return IOERR
         return OK
 
-    def _discard(self, kind: int, segments: bytes) -> int:
+    def _discard(self, kind: int, bufs: list[memoryview]) -> int:
         """DISCARD and WRITE_ZEROES both punch holes (the file reads back zeros);
         WRITE_ZEROES without the UNMAP flag zeroes the range in place instead."""
-        if self.spec.readonly or not segments or len(segments) % SEGMENT.size:
+        length = sum(len(b) for b in bufs)
+        if self.spec.readonly or not length or length % SEGMENT.size:
             return IOERR
-        if len(segments) // SEGMENT.size > MAX_DISCARD_SEGMENTS:
+        if length // SEGMENT.size > MAX_DISCARD_SEGMENTS:
             return IOERR
+        segments = b"".join(bytes(b) for b in bufs)    # at most 32 segments: 512 bytes
         unmap_flag = lib.VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP
         for sector, count, flags in SEGMENT.iter_unpack(segments):
             # 5.2.6.2: unknown flags, and UNMAP on a DISCARD, are UNSUPP
@@ -207,7 +223,7 @@ class VirtioBlk(VirtioDevice):
             if ret == -errno.EOPNOTSUPP and kind == lib.VIRTIO_BLK_T_WRITE_ZEROES:
                 ret = _write_zeroes(self.fd, sector * SECTOR, count * SECTOR)
             if ret < 0:
-                log.error("%s: %s of sector %d failed: %s", self.name,
+                self.log.error("%s: %s of sector %d failed: %s", self.name,
                           "discard" if kind == lib.VIRTIO_BLK_T_DISCARD else "write zeroes",
                           sector, os.strerror(-ret))
                 return IOERR
@@ -217,16 +233,6 @@ class VirtioBlk(VirtioDevice):
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-
-
-def _gather(bufs: list[memoryview], n: int) -> bytes:
-    """The first n bytes across the buffers (fewer if they hold less)."""
-    out = bytearray()
-    for b in bufs:
-        out += b[:n - len(out)]
-        if len(out) == n:
-            break
-    return bytes(out)
 
 
 def _skip(bufs: list[memoryview], n: int) -> list[memoryview]:
