@@ -184,3 +184,38 @@ def test_reset_stops_watching_the_tap(dev, tap):
     dev.set_status(0)
     assert dev.fd not in tap.watched
     assert os.fstat(dev.fd)     # the tap stays open for the next driver
+
+
+def test_receive_queue_never_enabled_leaves_the_tap_unread(dev, tap, caplog):
+    """DRIVER_OK with only the transmit queue set up: frames from the tap wait in the tap
+    (not watched, no traceback per frame) until a driver sets the receive queue up."""
+    mem = new_memory()
+    tx = Driver(mem, 8, base=0x20000, data_base=0x180000)
+    init_device(dev, mem, [None, tx], features=1 << VERSION_1)
+    assert dev.fd not in tap.watched
+    for _ in range(3):
+        tap.send(header() + b"frame")
+    dev._tap_readable()              # a stale epoll event must not touch the queue either
+    assert not dev.status & NEEDS_RESET
+    assert not [r for r in caplog.records if r.levelno >= 30]
+    dev.set_status(0)
+    rx = Driver(mem, 8)
+    init_device(dev, mem, [rx, Driver(mem, 8, base=0x20000, data_base=0x180000)],
+                features=1 << VERSION_1)
+    assert dev.fd in tap.watched
+    head = rx.add([Buf(rx.alloc(256), 256, True)])
+    dev.notify(RX)
+    assert rx.get_used() == [(head, HEADER_SIZE + 5)]
+
+
+def test_transmit_chain_longer_than_a_frame_is_dropped_unread(dev, tap):
+    _, tx, _ = start(dev, 0)
+    body = tx.alloc(32 << 10)
+    head = tx.add([Buf(tx.alloc(HEADER_SIZE, header()), HEADER_SIZE)]
+                  + [Buf(body, 32 << 10)] * 3)
+    dev.notify(TX)
+    assert tx.get_used() == [(head, 0)]
+    tap.far.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        tap.far.recv(1 << 17)
+    assert not dev.status & NEEDS_RESET

@@ -4,8 +4,9 @@ The tap is opened with IFF_VNET_HDR and a 12-byte header (struct virtio_net_hdr_
 same header the guest puts in front of every frame, so frames and their checksum and
 segmentation offload metadata pass between the tap and the queues unchanged. Receive uses
 mergeable buffers: a frame fills as many posted chains as it needs and the first one's
-header says how many (num_buffers). When the guest has posted no buffers, the tap is left
-unread (and out of the I/O loop) until the guest posts some.
+header says how many (num_buffers). When the guest has posted no buffers, or never set the
+receive queue up, the tap is left unread (and out of the I/O loop) until the guest posts
+some. A transmit chain longer than MAX_FRAME is dropped unread.
 """
 from __future__ import annotations
 
@@ -112,8 +113,9 @@ class VirtioNet(VirtioDevice):
         try:
             fcntl.ioctl(self.fd, lib.TUNSETOFFLOAD, offloads)
         except OSError as e:
-            log.warning("%s: the tap refused offloads %#x: %s", self.name, offloads, e.strerror)
-        self._set_watch(True)
+            self.log.warning("%s: the tap refused offloads %#x: %s", self.name, offloads,
+                             e.strerror)
+        self._set_watch(self.queues[RX].ready)
 
     def on_reset(self) -> None:
         self._set_watch(False)
@@ -127,14 +129,10 @@ class VirtioNet(VirtioDevice):
     # --- receive: tap -> guest ------------------------------------------------------------
     def _tap_readable(self) -> None:
         with self.lock:
-            if not self.running:
+            if not self.running or not self.queues[RX].ready:
+                self._set_watch(False)   # until DRIVER_OK with a receive queue (on_activate)
                 return
-            queue = self.queues[RX]
-            try:
-                self._receive(queue)
-            except QueueError as exc:
-                self.fail(f"queue {RX}: {exc}")
-            self.signal_used(queue)
+            self.serve(RX, lambda index, queue: self._receive(queue))
 
     def _receive(self, queue: Virtqueue) -> None:
         while True:
@@ -158,8 +156,8 @@ class VirtioNet(VirtioDevice):
         room = 0
         while room < len(frame):
             if not mergeable and chains:
-                log.warning("%s: dropped a %d-byte frame: the posted buffer holds %d",
-                            self.name, len(frame), room)
+                self.log.warning("%s: dropped a %d-byte frame: the posted buffer holds %d",
+                                 self.name, len(frame), room)
                 for chain in chains:       # hand the buffers back untouched
                     queue.push(chain.head, 0)
                 return True
@@ -193,10 +191,14 @@ class VirtioNet(VirtioDevice):
             if chain.writable or chain.readable_size < HEADER_SIZE:
                 raise QueueError("virtio-net transmit chain that is device-writable or has "
                                  "no header")
-            try:
-                os.writev(self.fd, chain.readable)
-            except OSError as e:   # the tap's problem (link down, full): the frame is lost
-                log.debug("%s: transmit failed: %s", self.name, e.strerror)
+            if chain.readable_size > MAX_FRAME:
+                self.log.warning("%s: dropped a %d-byte transmit chain (at most %d)",
+                                 self.name, chain.readable_size, MAX_FRAME)
+            else:
+                try:
+                    os.writev(self.fd, chain.readable)
+                except OSError as e:   # the tap's problem (link down, full): the frame is lost
+                    log.debug("%s: transmit failed: %s", self.name, e.strerror)
             queue.push(chain.head, 0)
 
     def close(self) -> None:
