@@ -349,10 +349,13 @@ def test_config_generation_and_status(rig):
     assert rig.r(STATUS_REG, 1) == ACK == rig.dev.status
 
 
-def test_reset_through_status(rig):
+@pytest.mark.parametrize("size, value", [(1, 0), (2, 0x100), (2, 0xFF00), (4, 0x10000)])
+def test_reset_through_status(rig, size, value):
+    """Only the low byte is the status: any width of write that leaves it 0 resets the
+    transport's state (selectors, vectors) as well as the device."""
     rig.init(queue_vector=1, config_vector=0)
     rig.w(DFSELECT, 4, 1)
-    rig.w(STATUS_REG, 1, 0)
+    rig.w(STATUS_REG, size, value)
     assert rig.r(STATUS_REG, 1) == 0
     assert rig.r(DFSELECT, 4) == 0
     assert rig.r(MSIX_CONFIG, 2) == NO_VECTOR

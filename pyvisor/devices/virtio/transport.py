@@ -105,8 +105,10 @@ class TransportState:
         return False
 
     def write_status(self, value: int) -> bool:
-        """The driver wrote the status register; True when that reset the device."""
-        self.device.set_status(value & 0xFF)
+        """The driver wrote the status register; True when that reset the device. Only
+        the low byte is the status: a wider write of 0x100 is a reset like 0."""
+        value &= 0xFF
+        self.device.set_status(value)
         if value == 0:
             self.reset()
             return True
