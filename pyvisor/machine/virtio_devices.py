@@ -22,7 +22,7 @@ from ..devices.virtio.net import VirtioNet
 from ..devices.virtio.rng import VirtioRng
 from ..devices.io_loop import IoLoop
 from .config import MachineConfig
-from .gsi_router import GsiRouter
+from .gsi_router import GsiRouter, SharedLines
 
 FIRST_SLOT = 1
 MMIO_BASE = 0xFE000000
@@ -83,12 +83,14 @@ def attach_virtio_devices(cfg: MachineConfig, machine) -> list[VirtioPci | Virti
                                             io_loop=machine.io_loop))
             return functions
         router = GsiRouter(vm)
+        intx = SharedLines(vm.irq_line)
         for i, device in enumerate(devices):
             slot = FIRST_SLOT + i
             function = VirtioPci(device, slot=slot,
                                  bar_address=PCI_MMIO_WINDOW_START + i * BAR_SIZE,
                                  memory=machine.memory, mmio_bus=machine.mmio_bus, vm=vm,
-                                 router=router, io_loop=machine.io_loop, irq_line=vm.irq_line)
+                                 router=router, io_loop=machine.io_loop,
+                                 irq_line=intx.source())
             machine.pci.add(slot, function)
             functions.append(function)
     except BaseException:

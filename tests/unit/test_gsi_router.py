@@ -73,3 +73,35 @@ def test_gsis_are_unique_across_threads():
     for t in threads:
         t.join()
     assert len(set(out)) == 800
+
+
+# --- shared level-triggered lines (PCI INTx: slots s and s + 8 share a GSI) -------------------
+
+def test_a_shared_line_is_the_or_of_its_sources():
+    from pyvisor.acpi.platform import pci_intx_gsi
+    from pyvisor.machine.gsi_router import SharedLines
+    calls = []
+    lines = SharedLines(lambda gsi, level: calls.append((gsi, level)))
+    gsi = pci_intx_gsi(1, 0)
+    assert pci_intx_gsi(9, 0) == gsi
+    a, b = lines.source(), lines.source()
+    a(gsi, True)
+    b(gsi, True)
+    a(gsi, False)                 # a's ISR read: b still asserts, the line stays high
+    assert calls == [(gsi, True)]
+    a(gsi, False)
+    b(gsi, False)
+    assert calls == [(gsi, True), (gsi, False)]
+    b(gsi, False)                 # lowering a low line again changes nothing
+    assert calls == [(gsi, True), (gsi, False)]
+
+
+def test_shared_lines_are_independent_per_gsi():
+    from pyvisor.machine.gsi_router import SharedLines
+    calls = []
+    lines = SharedLines(lambda gsi, level: calls.append((gsi, level)))
+    a = lines.source()
+    a(16, True)
+    a(17, True)
+    a(16, False)
+    assert calls == [(16, True), (17, True), (16, False)]
