@@ -25,10 +25,16 @@ class Registration(NamedTuple):
     name: str
 
 
+# Distinct unclaimed (address, "r"/"w") pairs counted one by one; the guest picks the
+# addresses, so past these only the totals grow.
+UNCLAIMED_ADDRESSES = 64
+
+
 class _Bus:
     """What both buses share: the registration list, overlap errors and the counters for
     accesses nobody claimed (a guest probing absent hardware is normal, so those are
-    debug-level, but counting them makes a missing device easy to spot)."""
+    debug-level, but counting them makes a missing device easy to spot). The counters
+    are bounded: totals, plus per-address counts for the first UNCLAIMED_ADDRESSES."""
 
     _kind = ""
 
@@ -37,7 +43,8 @@ class _Bus:
         self._count_lock = threading.Lock()
         self.unclaimed_reads = 0
         self.unclaimed_writes = 0
-        # (address, "r" or "w") -> number of unclaimed accesses there.
+        # (address, "r" or "w") -> number of unclaimed accesses there, for the first
+        # UNCLAIMED_ADDRESSES pairs seen.
         self.unclaimed_by_addr: Counter[tuple[int, str]] = Counter()
 
     def registrations(self) -> list[Registration]:
@@ -60,10 +67,15 @@ class _Bus:
         self._registrations.append(new)
         return new
 
+    def _count_at(self, addr: int, kind: str) -> None:
+        key = (addr, kind)
+        if key in self.unclaimed_by_addr or len(self.unclaimed_by_addr) < UNCLAIMED_ADDRESSES:
+            self.unclaimed_by_addr[key] += 1
+
     def _unclaimed_read(self, addr: int, size: int) -> int:
         with self._count_lock:
             self.unclaimed_reads += 1
-            self.unclaimed_by_addr[addr, "r"] += 1
+            self._count_at(addr, "r")
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug("unclaimed %s read %#x size %d", self._kind, addr, size)
         return (1 << (size * 8)) - 1
@@ -71,7 +83,7 @@ class _Bus:
     def _unclaimed_write(self, addr: int, size: int, value: int) -> None:
         with self._count_lock:
             self.unclaimed_writes += 1
-            self.unclaimed_by_addr[addr, "w"] += 1
+            self._count_at(addr, "w")
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug("unclaimed %s write %#x size %d value %#x",
                        self._kind, addr, size, value)

@@ -97,6 +97,23 @@ def test_unclaimed_accesses_read_ones_and_are_counted():
     assert bus.unclaimed_by_addr[0xCF8, "r"] == 1
 
 
+def test_unclaimed_statistics_stay_bounded():
+    """A guest reading 100,000 distinct unclaimed addresses: the totals count them all,
+    per-address counts are kept for the first few only (and keep counting those)."""
+    import sys
+    from pyvisor.devices.bus import UNCLAIMED_ADDRESSES
+    bus = MmioBus()
+    for addr in range(0xD0000000, 0xD0000000 + 100_000):
+        bus.read(addr, 1)
+    bus.write(0xD0000000, 4, 0)
+    bus.read(0xD0000000, 1)
+    assert bus.unclaimed_reads == 100_001 and bus.unclaimed_writes == 1
+    assert len(bus.unclaimed_by_addr) == UNCLAIMED_ADDRESSES <= 256
+    assert bus.unclaimed_by_addr[0xD0000000, "r"] == 2
+    assert (0xD0000000, "w") not in bus.unclaimed_by_addr    # a new pair past the first few
+    assert sys.getsizeof(bus.unclaimed_by_addr) < 16 << 10
+
+
 def test_claimed_accesses_are_not_counted():
     bus = PioBus()
     bus.register(0x80, 1, Recorder(0))
