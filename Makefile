@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup guests run run-linux test test-nested bench bench-linux bench-virtio check clean
+.PHONY: setup guests run run-linux test test-nested nested-soak bench bench-linux bench-virtio check clean
 
 $(STAMP): pyproject.toml setup.py native/build_native.py native/shim.c native/shim.h
 	@command -v gcc >/dev/null || { echo "pyvisor: gcc is needed (apt-get install gcc)"; exit 1; }
@@ -37,6 +37,12 @@ test: setup guests
 # Installs QEMU, busybox-static and lz4 with apt-get when missing (needs root).
 test-nested: setup guests
 	$(PY) -m pytest -m nested tests/nested $(PYTEST_ARGS)
+
+# How often the nested test host wedges, and its speed, over N sessions per L1 QEMU
+# (SOAK_ARGS="--sessions 30 --qemu 7.2 --qemu 10"; see tests/nested/soak.py).
+SOAK_ARGS ?=
+nested-soak: setup
+	$(PY) tests/nested/soak.py $(SOAK_ARGS)
 
 bench: setup guests
 	$(PY) bench/pio_exits.py

@@ -3,6 +3,8 @@ pyvisor running a tiny kernel on it, and the Linux guest builder's outputs."""
 from __future__ import annotations
 
 import gzip
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from helpers import guest
 from nestedhost import NestedHost, NestedHostError, NestedHostWedged, once_more_if_wedged
 from nestedhost.kernel_image import pvh_entry
+from nestedhost.qemu import BACKPORTS_NAMES, DEFAULT
 
 pytestmark = pytest.mark.nested
 
@@ -27,6 +30,24 @@ def test_nested_host_offers_svm_kvm(nested_host: NestedHost) -> None:
     assert int(lines[3]) >= 1
     assert lines[4] == "0"      # L1_MODULE_PARAMETERS reached insmod
     assert "Nested Paging enabled" in result.output
+
+
+def test_l1_qemu_is_the_chosen_one_and_the_reference_qemu_the_system_one(
+        nested_host: NestedHost) -> None:
+    """L1 runs on the QEMU chosen (by default bookworm-backports' 10, unpacked in the
+    cache); inside L1 `qemu-system-x86_64`, the reference the benchmarks compare against,
+    is still the installed package from bookworm's main archive."""
+    chosen = os.environ.get("PYVISOR_NESTED_QEMU") or DEFAULT
+    if chosen in BACKPORTS_NAMES:
+        assert nested_host.qemu.version().startswith("10.")
+        assert "~bpo12" in nested_host.qemu.version()
+        assert nested_host.qemu.binary.startswith(str(nested_host.image.parents[1]))
+    system = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "qemu-system-x86"],
+                            capture_output=True, text=True, check=True).stdout
+    assert "bpo" not in system
+    result = nested_host.run("qemu-system-x86_64 --version | head -n 1", timeout=120)
+    assert result.status == 0, result.output
+    assert f"(Debian {system})" in result.output
 
 
 def test_run_many_keeps_commands_apart(nested_host: NestedHost, tmp_path: Path) -> None:

@@ -45,8 +45,9 @@ def locked(path: Path) -> Iterator[None]:
         yield
 
 
-def _run(*args: str) -> str:
-    result = subprocess.run(args, capture_output=True, text=True,
+def run(*args: str, cwd: Path | None = None) -> str:
+    """Run a tool; its stdout, or PrepareError with its stderr."""
+    result = subprocess.run(args, capture_output=True, text=True, cwd=cwd,
                             env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     if result.returncode != 0:
         raise PrepareError(f"{' '.join(args)} failed ({result.returncode}): "
@@ -60,7 +61,7 @@ _apt_updated = False
 def _apt_update() -> None:
     global _apt_updated
     if not _apt_updated:
-        _run("apt-get", "update", "-q")
+        run("apt-get", "update", "-q")
         _apt_updated = True
 
 
@@ -107,7 +108,7 @@ def ensure_tools() -> None:
                                f"install them with apt-get)")
     try:
         _apt_update()
-        _run("apt-get", "install", "-y", "-q", *missing)
+        run("apt-get", "install", "-y", "-q", *missing)
     except PrepareError as exc:
         raise ToolsUnavailable(str(exc)) from exc
     still = missing_tools()
@@ -122,7 +123,7 @@ def newest_kernel_package(flavour: str) -> str:
     pattern = re.compile(rf"^linux-image-6\.1\.0-(\d+)-{re.escape(flavour)}$")
 
     def search() -> list[tuple[int, str]]:
-        out = _run("apt-cache", "search", "--names-only", f"^linux-image-6.1.0-.*-{flavour}$")
+        out = run("apt-cache", "search", "--names-only", f"^linux-image-6.1.0-.*-{flavour}$")
         names = [line.split(" ", 1)[0] for line in out.splitlines()]
         return sorted((int(m.group(1)), m.group(0)) for n in names if (m := pattern.match(n)))
 
@@ -263,7 +264,7 @@ def kernel_package(flavour: str, cache: Path | None = None) -> KernelPackage:
         tmp = kernels / f".{package}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        _run("dpkg-deb", "-x", str(deb), str(tmp))
+        run("dpkg-deb", "-x", str(deb), str(tmp))
         version = package.removeprefix("linux-image-")
         if not (tmp / "boot" / f"vmlinuz-{version}").exists():
             raise PrepareError(f"{deb.name} has no /boot/vmlinuz-{version}")

@@ -27,6 +27,7 @@ from . import debian, initramfs
 from .debian import KernelPackage
 from .initramfs import INIT_PREAMBLE, Cpio, busybox_base
 from .kernel_image import extract_vmlinux
+from .qemu import L1Qemu, l1_qemu
 
 L1_MODULES = [
     "kvm_amd",                                   # pulls irqbypass, kvm, ccp
@@ -87,6 +88,7 @@ COMMAND_ENV = {
 }
 
 MARK = "@@pyvisor-nested"
+CPU_MODEL = "EPYC,+svm,+npt"     # an AMD CPU with SVM and nested paging, which TCG emulates
 
 
 @dataclass(frozen=True)
@@ -172,24 +174,32 @@ class NestedHost:
     wedge_seconds = 90
 
     def __init__(self, kernel: KernelPackage, image: Path, initrd: Path, *, cpus: int = 1,
-                 mem_mb: int = 3072, qemu: str = "qemu-system-x86_64") -> None:
+                 mem_mb: int = 3072, qemu: L1Qemu | None = None,
+                 cpu_model: str = CPU_MODEL, qemu_args: Sequence[str] = ()) -> None:
         self.kernel = kernel
         self.image = image
         self.initrd = initrd
         self.cpus = cpus
         self.mem_mb = mem_mb
-        self.qemu = qemu
+        self.qemu = qemu or L1Qemu("qemu-system-x86_64")
+        self.cpu_model = cpu_model
+        self.qemu_args = tuple(qemu_args)   # more L1 settings to try (tests/nested/soak.py)
         self.last = NestedRun()
 
     @classmethod
-    def prepare(cls, cache: Path | None = None, **options) -> "NestedHost":
+    def prepare(cls, cache: Path | None = None, qemu: str | None = None,
+                **options) -> "NestedHost":
         """Install the tools, fetch the generic kernel, build the L1 initramfs (all cached).
+
+        `qemu` picks L1's QEMU (see qemu.py: "7.2", "10" or a binary's path; default
+        $PYVISOR_NESTED_QEMU, else qemu.DEFAULT).
 
         L1 boots the kernel's vmlinux through its PVH note rather than the bzImage: the
         bzImage's XZ self-decompression costs about 2.7 s under TCG.
         """
         debian.ensure_tools()
         cache = cache or debian.cache_dir()
+        l1 = l1_qemu(qemu, cache)
         kernel = debian.kernel_package("amd64", cache)
         initrd = cache / "l1" / f"initramfs-{kernel.version}.cpio.gz"
         stamp = initrd.with_suffix(".stamp")
@@ -209,13 +219,19 @@ class NestedHost:
                 tmp.write_bytes(data)
                 tmp.rename(initrd)
                 stamp.write_text(key)
-        return cls(kernel, image, initrd, **options)
+        return cls(kernel, image, initrd, qemu=l1, **options)
+
+    def qemu_settings(self) -> list[str]:
+        """The L1 settings that vary, for reports."""
+        return [f"-cpu {self.cpu_model}", f"-smp {self.cpus}", *self.qemu_args]
 
     def qemu_command(self, initrd: Path, console: Path, shares: Sequence[Path]) -> list[str]:
         cmd = [
-            self.qemu, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+            self.qemu.binary, *self.qemu.arguments(),
+            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-accel", "tcg,thread=multi" if self.cpus > 1 else "tcg",
-            "-cpu", "EPYC,+svm,+npt", "-m", str(self.mem_mb), "-smp", str(self.cpus),
+            "-cpu", self.cpu_model, "-m", str(self.mem_mb), "-smp", str(self.cpus),
+            *self.qemu_args,
             "-kernel", str(self.image), "-initrd", str(initrd),
             "-append", "console=ttyS0 panic=-1 quiet",
             "-chardev", f"file,id=con,path={console}", "-serial", "chardev:con",
@@ -277,7 +293,8 @@ class NestedHost:
             with open(qemu_log, "wb") as qemu_stdout:
                 proc = subprocess.Popen(self.qemu_command(initrd, console, share_paths),
                                         stdin=subprocess.DEVNULL, stdout=qemu_stdout,
-                                        stderr=subprocess.STDOUT)
+                                        stderr=subprocess.STDOUT,
+                                        env={**os.environ, **self.qemu.env})
             timed_out, wedged = self._wait(proc, start + timeout, diagnostics_log,
                                            self.wedge_seconds)
             stopped_report = ""
