@@ -12,7 +12,7 @@ and wall time per session.
     make nested-soak SOAK_ARGS="--sessions 30 --qemu 7.2"
 
 --qemu takes 7.2, 10 or a qemu-system-x86_64 path (default: $PYVISOR_NESTED_QEMU, else the
-harness default); --cpu and --qemu-arg try other L1 settings. --repo runs the pyvisor of
+harness default); --l1-kernel, --cpu and --qemu-arg try other L1 settings. --repo runs the pyvisor of
 another checkout (with its own .venv), e.g. a `git archive` of a commit, so that a long soak
 is not disturbed by work in progress in this tree.
 """
@@ -105,6 +105,7 @@ def main() -> int:
                     help=f"comma-separated, from: {', '.join(BOOTS)}")
     ap.add_argument("--repo", type=Path, default=REPO,
                     help="checkout whose .venv/bin/pyvisor to boot with (default: this one)")
+    ap.add_argument("--l1-kernel", help="L1 kernel series: 6.1 or 6.12 (default: the harness's)")
     ap.add_argument("--cpu", help="L1 -cpu model (default: the harness's)")
     ap.add_argument("--qemu-arg", action="append", default=[],
                     help="one more L1 QEMU argument (repeatable), e.g. -icount shift=auto")
@@ -118,7 +119,7 @@ def main() -> int:
     if problem:
         print(f"soak: {problem}", file=sys.stderr)
         return 2
-    options = {"qemu_args": tuple(args.qemu_arg)}
+    options = {"qemu_args": tuple(args.qemu_arg), "kernel_series": args.l1_kernel}
     if args.cpu:
         options["cpu_model"] = args.cpu
     try:

@@ -116,23 +116,114 @@ def ensure_tools() -> None:
         raise ToolsUnavailable(f"still missing after apt-get install: {' '.join(still)}")
 
 
+# --- bookworm-backports, without touching this machine's apt configuration -------------
+
+BACKPORTS_SUITE = "bookworm-backports"
+KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+
+
+def debian_mirror(policy: str) -> str:
+    """The URI apt fetches Debian bookworm's main archive from, out of `apt-cache policy`'s
+    output (so whichever sources format configured it; not -updates or -security)."""
+    uri = None
+    for line in policy.splitlines():
+        entry = re.match(r"\s*-?\d+\s+(\S+://\S+)\s+bookworm/main\s", line)
+        if entry:
+            uri = entry.group(1)
+        elif uri and "release" in line:
+            if "o=Debian," in line and "l=Debian," in line:
+                return uri
+            uri = None
+    raise PrepareError("apt has no Debian bookworm main archive configured, so no mirror "
+                       f"to take {BACKPORTS_SUITE} from")
+
+
+def backports_entry(mirror: str) -> str:
+    """A deb822 sources entry for bookworm-backports' main on `mirror`."""
+    signed = f"Signed-By: {KEYRING}\n" if KEYRING.exists() else ""
+    return (f"Types: deb\nURIs: {mirror}\nSuites: {BACKPORTS_SUITE}\nComponents: main\n"
+            f"{signed}")
+
+
+class Apt:
+    """apt-get / apt-cache, either this machine's as configured or (backports=True) a
+    private one that sees only bookworm-backports on this machine's own Debian mirror,
+    with its lists and caches in the cache directory: nothing in /etc/apt changes and
+    nothing from backports is installed (its packages are downloaded and unpacked)."""
+
+    def __init__(self, cache: Path, backports: bool = False) -> None:
+        self.options: list[str] = []
+        self.state = cache / "apt-backports"
+        self.backports = backports
+        self._updated = False
+        if backports:
+            self.options = [f"-oDir::Etc::SourceList={self.state / 'backports.sources'}",
+                            "-oDir::Etc::SourceParts=/nonexistent",
+                            f"-oDir::State::Lists={self.state / 'lists'}",
+                            f"-oDir::Cache={self.state / 'cache'}"]
+
+    def __call__(self, tool: str, *args: str, cwd: Path | None = None) -> str:
+        if self.backports and not (self.state / "backports.sources").exists():
+            self.update()
+        return run(tool, *self.options, *args, cwd=cwd)
+
+    def update(self) -> None:
+        """apt-get update, once per process (the private lists are fetched when missing)."""
+        if not self.backports:
+            _apt_update()
+            return
+        if self._updated:
+            return
+        (self.state / "lists" / "partial").mkdir(parents=True, exist_ok=True)
+        (self.state / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
+        (self.state / "backports.sources").write_text(
+            backports_entry(debian_mirror(run("apt-cache", "policy"))))
+        self._updated = True
+        self("apt-get", "update", "-q")
+
+    def download(self, packages: list[str], into: Path) -> None:
+        """apt-get download, after one update if the lists are stale or missing."""
+        try:
+            self("apt-get", "download", *packages, cwd=into)
+        except PrepareError:
+            self.update()
+            self("apt-get", "download", *packages, cwd=into)
+
+
 # --- kernel packages --------------------------------------------------------------------
 
-def newest_kernel_package(flavour: str) -> str:
-    """Newest `linux-image-6.1.0-NN-<flavour>` apt knows, e.g. flavour 'amd64' or 'cloud-amd64'."""
-    pattern = re.compile(rf"^linux-image-6\.1\.0-(\d+)-{re.escape(flavour)}$")
+@dataclass(frozen=True)
+class KernelSeries:
+    """A Debian kernel series: how its image packages are named and where apt finds them."""
+    name: str            # e.g. "6.1"
+    package: str         # regex, {flavour} filled in; group 1 orders the packages
+    backports: bool      # from bookworm-backports rather than bookworm's main archive
+
+    def pattern(self, flavour: str) -> re.Pattern:
+        return re.compile("^" + self.package.replace("{flavour}", re.escape(flavour)) + "$")
+
+
+SERIES = {s.name: s for s in (
+    KernelSeries("6.1", r"linux-image-6\.1\.0-(\d+)-{flavour}", backports=False),
+    KernelSeries("6.12", r"linux-image-6\.12\.(\d+)\+deb12-{flavour}", backports=True),
+)}
+
+
+def newest_kernel_package(flavour: str, series: KernelSeries, apt: Apt) -> str:
+    """Newest image package of a series apt knows, e.g. flavour 'amd64' or 'cloud-amd64'."""
+    pattern = series.pattern(flavour)
 
     def search() -> list[tuple[int, str]]:
-        out = run("apt-cache", "search", "--names-only", f"^linux-image-6.1.0-.*-{flavour}$")
+        out = apt("apt-cache", "search", "--names-only", f"^linux-image-{series.name}.*-{flavour}$")
         names = [line.split(" ", 1)[0] for line in out.splitlines()]
         return sorted((int(m.group(1)), m.group(0)) for n in names if (m := pattern.match(n)))
 
     found = search()
     if not found:
-        _apt_update()
+        apt.update()
         found = search()
     if not found:
-        raise PrepareError(f"apt knows no linux-image-6.1.0-NN-{flavour} package")
+        raise PrepareError(f"apt knows no linux-image-{series.name} package for {flavour}")
     return found[-1][1]
 
 
@@ -230,34 +321,31 @@ def modinfo(path: Path) -> dict[str, str]:
     return info
 
 
-def kernel_package(flavour: str, cache: Path | None = None) -> KernelPackage:
-    """Download (once) and unpack the newest 6.1 kernel of a flavour into the cache.
+def kernel_package(flavour: str, cache: Path | None = None,
+                   series: str = "6.1") -> KernelPackage:
+    """Download (once) and unpack the newest kernel of a series and flavour into the cache
+    (6.1 from bookworm, 6.12 from bookworm-backports).
 
     The first package found in the cache is reused without asking apt, so a second run is
     offline and fast; delete the cache directory to move to a newer kernel.
     """
     cache = cache or cache_dir()
     kernels = cache / "kernels"
+    if series not in SERIES:
+        raise PrepareError(f"no kernel series {series} (known: {', '.join(SERIES)})")
     with locked(cache / ".lock-kernels"):
-        pattern = re.compile(rf"^linux-image-6\.1\.0-(\d+)-{re.escape(flavour)}$")
+        pattern = SERIES[series].pattern(flavour)
+        apt = Apt(cache, SERIES[series].backports)
         cached = sorted((int(m.group(1)), d) for d in kernels.glob("linux-image-*")
                         if (m := pattern.match(d.name)) and (d / ".unpacked").exists())
         if cached:
             root = cached[-1][1]
             return KernelPackage(root, (root / ".unpacked").read_text().strip())
-        package = newest_kernel_package(flavour)
+        package = newest_kernel_package(flavour, SERIES[series], apt)
         debs = cache / "debs"
         debs.mkdir(parents=True, exist_ok=True)
         if not list(debs.glob(f"{package}_*.deb")):
-            for attempt in range(2):
-                result = subprocess.run(["apt-get", "download", package], cwd=debs,
-                                        capture_output=True, text=True)
-                if result.returncode == 0:
-                    break
-                if attempt == 0:
-                    _apt_update()   # stale package lists name a file the mirror dropped
-            else:
-                raise PrepareError(f"apt-get download {package} failed: {result.stderr[-2000:]}")
+            apt.download([package], debs)   # updates once if stale lists name a dropped file
         deb = sorted(debs.glob(f"{package}_*.deb"))[-1]
         root = kernels / package
         shutil.rmtree(root, ignore_errors=True)

@@ -29,6 +29,7 @@ from .initramfs import INIT_PREAMBLE, Cpio, busybox_base
 from .kernel_image import extract_vmlinux
 from .qemu import L1Qemu, l1_qemu
 
+L1_KERNEL_SERIES = "6.1"      # bookworm's; 6.12 (backports) was tried, see README.md
 L1_MODULES = [
     "kvm_amd",                                   # pulls irqbypass, kvm, ccp
     "virtio_pci", "9pnet_virtio", "9p",          # pulls virtio*, 9pnet, netfs, fscache
@@ -188,11 +189,13 @@ class NestedHost:
 
     @classmethod
     def prepare(cls, cache: Path | None = None, qemu: str | None = None,
-                **options) -> "NestedHost":
+                kernel_series: str | None = None, **options) -> "NestedHost":
         """Install the tools, fetch the generic kernel, build the L1 initramfs (all cached).
 
         `qemu` picks L1's QEMU (see qemu.py: "7.2", "10" or a binary's path; default
-        $PYVISOR_NESTED_QEMU, else qemu.DEFAULT).
+        $PYVISOR_NESTED_QEMU, else qemu.DEFAULT); `kernel_series` L1's Debian kernel
+        (debian.SERIES: "6.1", or "6.12" from bookworm-backports; default
+        $PYVISOR_NESTED_L1_KERNEL, else L1_KERNEL_SERIES).
 
         L1 boots the kernel's vmlinux through its PVH note rather than the bzImage: the
         bzImage's XZ self-decompression costs about 2.7 s under TCG.
@@ -200,7 +203,9 @@ class NestedHost:
         debian.ensure_tools()
         cache = cache or debian.cache_dir()
         l1 = l1_qemu(qemu, cache)
-        kernel = debian.kernel_package("amd64", cache)
+        series = (kernel_series or os.environ.get("PYVISOR_NESTED_L1_KERNEL")
+                  or L1_KERNEL_SERIES)
+        kernel = debian.kernel_package("amd64", cache, series)
         initrd = cache / "l1" / f"initramfs-{kernel.version}.cpio.gz"
         stamp = initrd.with_suffix(".stamp")
         # rebuild when the init, the module list, busybox or the archive writer change

@@ -1,8 +1,8 @@
 """Which QEMU runs the nested host (L1): bookworm's 7.2 or bookworm-backports' 10.
 
 The backports QEMU is not installed over the system's: its packages are `apt-get
-download`ed with a private apt state in the cache (a sources entry for bookworm-backports on
-the mirror this machine's own apt uses) and unpacked there, so both stay selectable and the
+download`ed with a private apt state in the cache (debian.Apt: a sources entry for
+bookworm-backports on the mirror this machine's own apt uses) and unpacked there, so both stay selectable and the
 system QEMU, the reference the benchmarks compare pyvisor against inside L1, stays
 bookworm's main-archive one. Its binary runs with bookworm's libraries (those of the system
 QEMU, which is installed anyway); `-L` points it at its own firmware.
@@ -20,16 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import debian
-from .debian import PrepareError, ToolsUnavailable
+from .debian import BACKPORTS_SUITE, Apt, PrepareError, ToolsUnavailable
 
 DEFAULT = "7.2"
 SYSTEM_NAMES = ("7.2", "system")
 BACKPORTS_NAMES = ("10", "backports")
-BACKPORTS_SUITE = "bookworm-backports"
 # qemu-system-x86 needs these from backports too (same version, or newer firmware than
 # bookworm's); its shared libraries are bookworm's, as the system QEMU's are.
 BACKPORTS_PACKAGES = ["qemu-system-x86", "qemu-system-common", "qemu-system-data", "seabios"]
-KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 
 
 @dataclass(frozen=True)
@@ -85,14 +83,12 @@ def backports_qemu(cache: Path) -> L1Qemu:
     with debian.locked(cache / ".lock-qemu"):
         if (root / ".unpacked").exists():
             return _unpacked(root)
-        apt = _private_apt(cache / "apt-backports")
         debs = cache / "debs-qemu"
         shutil.rmtree(debs, ignore_errors=True)
         debs.mkdir(parents=True)
         try:
-            apt("apt-get", "update", "-q")
-            apt("apt-get", "download", *[f"{p}/{BACKPORTS_SUITE}" for p in BACKPORTS_PACKAGES],
-                cwd=debs)
+            Apt(cache, backports=True).download(
+                [f"{p}/{BACKPORTS_SUITE}" for p in BACKPORTS_PACKAGES], debs)
         except PrepareError as exc:
             raise ToolsUnavailable(f"cannot fetch QEMU from {BACKPORTS_SUITE}: {exc}") from exc
         tmp = cache / ".qemu-backports.tmp"
@@ -107,41 +103,3 @@ def backports_qemu(cache: Path) -> L1Qemu:
         shutil.rmtree(root, ignore_errors=True)
         tmp.rename(root)
         return _unpacked(root)
-
-
-def _private_apt(state: Path):
-    """A runner for apt commands that see only bookworm-backports, with their lists and
-    caches under `state`: this machine's apt configuration is left as it is."""
-    (state / "lists" / "partial").mkdir(parents=True, exist_ok=True)
-    (state / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
-    sources = state / "backports.sources"
-    sources.write_text(backports_entry(debian_mirror(debian.run("apt-cache", "policy"))))
-    options = [f"-oDir::Etc::SourceList={sources}", "-oDir::Etc::SourceParts=/nonexistent",
-               f"-oDir::State::Lists={state / 'lists'}", f"-oDir::Cache={state / 'cache'}"]
-
-    def apt(tool: str, *args: str, cwd: Path | None = None) -> str:
-        return debian.run(tool, *options, *args, cwd=cwd)
-    return apt
-
-
-def debian_mirror(policy: str) -> str:
-    """The URI apt fetches Debian bookworm's main archive from, out of `apt-cache policy`'s
-    output (so whichever sources format configured it; not -updates or -security)."""
-    uri = None
-    for line in policy.splitlines():
-        entry = re.match(r"\s*-?\d+\s+(\S+://\S+)\s+bookworm/main\s", line)
-        if entry:
-            uri = entry.group(1)
-        elif uri and "release" in line:
-            if "o=Debian," in line and "l=Debian," in line:
-                return uri
-            uri = None
-    raise PrepareError("apt has no Debian bookworm main archive configured, so no mirror "
-                       f"to take {BACKPORTS_SUITE} from")
-
-
-def backports_entry(mirror: str) -> str:
-    """A deb822 sources entry for bookworm-backports' main on `mirror`."""
-    signed = f"Signed-By: {KEYRING}\n" if KEYRING.exists() else ""
-    return (f"Types: deb\nURIs: {mirror}\nSuites: {BACKPORTS_SUITE}\nComponents: main\n"
-            f"{signed}")

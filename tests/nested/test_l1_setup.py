@@ -1,11 +1,12 @@
-"""Choosing the nested host's QEMU, and the bookworm-backports source it is fetched from
-(no network, no QEMU: these run in the default suite)."""
+"""Choosing the nested host's QEMU and L1 kernel, and the bookworm-backports source they
+may come from (no network, no QEMU: these run in the default suite)."""
 from __future__ import annotations
 
 import pytest
 
 from nestedhost.debian import PrepareError
-from nestedhost.qemu import L1Qemu, backports_entry, debian_mirror, l1_qemu
+from nestedhost.debian import SERIES, backports_entry, debian_mirror
+from nestedhost.qemu import L1Qemu, l1_qemu
 
 # `apt-cache policy` on a bookworm machine with one-line sources and a local mirror
 POLICY = """Package files:
@@ -61,3 +62,22 @@ def test_a_path_that_is_not_executable_is_refused(tmp_path) -> None:
 def test_firmware_directories_become_dash_l(tmp_path) -> None:
     qemu = L1Qemu("/q", (tmp_path / "a", tmp_path / "b"))
     assert qemu.arguments() == ["-L", str(tmp_path / "a"), "-L", str(tmp_path / "b")]
+
+
+@pytest.mark.parametrize("series, flavour, name, matches", [
+    ("6.1", "amd64", "linux-image-6.1.0-57-amd64", True),
+    ("6.1", "amd64", "linux-image-6.1.0-57-cloud-amd64", False),
+    ("6.1", "cloud-amd64", "linux-image-6.1.0-57-cloud-amd64", True),
+    ("6.1", "amd64", "linux-image-6.1.0-57-amd64-dbg", False),
+    ("6.12", "amd64", "linux-image-6.12.73+deb12-amd64", True),
+    ("6.12", "amd64", "linux-image-6.12.73+deb12-rt-amd64", False),
+    ("6.12", "amd64", "linux-image-6.12-amd64-dbg", False),
+])
+def test_kernel_series_package_names(series, flavour, name, matches) -> None:
+    assert bool(SERIES[series].pattern(flavour).match(name)) is matches
+
+
+def test_kernel_series_order_by_their_number() -> None:
+    found = SERIES["6.12"].pattern("amd64").match("linux-image-6.12.73+deb12-amd64")
+    assert found.group(1) == "73"
+    assert SERIES["6.12"].backports and not SERIES["6.1"].backports
