@@ -22,6 +22,8 @@ from pyvisor.units import format_size
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
+FILL_CHUNK = 1 << 20
+_ZEROS = bytes(FILL_CHUNK)
 _MEMINFO_RE = re.compile(r"^(MemTotal|SwapTotal):\s+(\d+)\s+kB$", re.MULTILINE)
 
 
@@ -98,8 +100,17 @@ class GuestMemory:
         view[off:off + len(data)] = data
 
     def fill(self, gpa: int, size: int, byte: int = 0) -> None:
+        """Set [gpa, gpa + size) to `byte`, FILL_CHUNK bytes at a time (the host never
+        allocates in proportion to size). A zero fill leaves chunks that already read
+        zero alone: fresh RAM is zero, so a huge BSS there costs no host memory at all
+        (reading untouched anonymous memory maps only the shared zero page)."""
         view, off = self._locate(gpa, size)
-        view[off:off + size] = bytes([byte]) * size
+        pattern = _ZEROS if byte == 0 else bytes([byte]) * min(size, FILL_CHUNK)
+        for start in range(off, off + size, FILL_CHUNK):
+            chunk = view[start:min(start + FILL_CHUNK, off + size)]
+            if byte == 0 and chunk.tobytes() == _ZEROS[:len(chunk)]:
+                continue
+            chunk[:] = pattern[:len(chunk)]
 
     def buffer(self, gpa: int, size: int) -> memoryview:
         """A writable zero-copy view onto guest RAM (for device data paths)."""

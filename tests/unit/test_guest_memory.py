@@ -64,6 +64,37 @@ def test_fill(mem):
     assert mem.read(0x10, 8) == bytes(8)
 
 
+def test_fill_across_chunks_with_stale_bytes(mem):
+    """A fill longer than a chunk, over memory with stale bytes in some chunks only."""
+    from pyvisor.memory.guest_memory import FILL_CHUNK
+    mem.write(0x1000, b"\xaa" * 16)
+    mem.write(0x1000 + FILL_CHUNK + 5, b"\xbb")
+    mem.fill(0x1000, 2 * FILL_CHUNK + 7)
+    assert mem.read(0x1000, 16) == bytes(16)
+    assert mem.read_u8(0x1000 + FILL_CHUNK + 5) == 0
+    mem.fill(0x1000, FILL_CHUNK + 3, 0x5A)
+    assert mem.read(0x1000 + FILL_CHUNK - 1, 5) == b"\x5a" * 4 + b"\0"
+
+
+def test_zero_fill_of_fresh_ram_allocates_nothing():
+    """A 1 GiB BSS on fresh RAM: no host allocation in proportion to it, and the guest's
+    pages stay untouched (the peak RSS hardly moves)."""
+    import resource
+    import tracemalloc
+    from pyvisor.memory.layout import MemoryLayout
+    with GuestMemory(MemoryLayout(1 << 30)) as big:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        tracemalloc.start()
+        try:
+            big.fill(0, 1 << 30)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert peak < 4 << 20
+    assert grown < 32 << 10          # KiB: far below the 1 GiB filled
+
+
 def test_buffer_is_zero_copy_and_writable(mem):
     view = mem.buffer(0x4000, 16)
     view[0:4] = b"abcd"
