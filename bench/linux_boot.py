@@ -87,6 +87,7 @@ def main() -> None:
     for name, result in zip(order, results):
         figures[name].append(parse(result.output))
 
+    print(host.describe())
     print(f"Linux boot to init in the nested test host: {guest.version} bzImage, "
           f"{args.mem}, {args.cpus} vCPU(s), {'verbose' if args.verbose else 'quiet'}, "
           f"median of {args.runs}")

@@ -86,6 +86,7 @@ def main() -> None:
         figures[name].append(parse(result.output))
 
     names = list(vmms)
+    print(host.describe())
     print(f"virtio-blk in the nested test host: {guest.version}, 256M, {args.size_mb} MiB raw "
           f"image, O_DIRECT in the guest, median of {args.runs}")
     print(f"{'':30}" + "".join(f"{n:>16}" for n in names) + f"{'ratio':>10}")

@@ -130,9 +130,8 @@ def main() -> int:
         print(f"soak: {exc}", file=sys.stderr)
         return 1
     for label, host in zip(labels, hosts):
-        print(f"soak: {args.sessions} sessions with {label} ({host.qemu.binary}), L1 "
-              f"{' '.join(host.qemu_settings())}, kernel {host.kernel.version}, boots "
-              f"{', '.join(names)}, pyvisor from {args.repo}", flush=True)
+        print(f"soak: {args.sessions} sessions with {label} ({host.qemu.binary}), boots "
+              f"{', '.join(names)}, pyvisor from {args.repo}\n  {host.describe()}", flush=True)
     tallies = [Tally() for _ in hosts]
     with tempfile.TemporaryDirectory(prefix="pyvisor-soak-") as tmp:
         initrd = guest.initramfs(Path(tmp) / "initrd.gz", INIT)

@@ -168,7 +168,7 @@ class Apt:
         return run(tool, *self.options, *args, cwd=cwd)
 
     def update(self) -> None:
-        """apt-get update, once per process (the private lists are fetched when missing)."""
+        """apt-get update, once per Apt (the private lists are fetched when missing)."""
         if not self.backports:
             _apt_update()
             return
@@ -176,8 +176,12 @@ class Apt:
             return
         (self.state / "lists" / "partial").mkdir(parents=True, exist_ok=True)
         (self.state / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
-        (self.state / "backports.sources").write_text(
-            backports_entry(debian_mirror(run("apt-cache", "policy"))))
+        try:
+            mirror = debian_mirror(run("apt-cache", "policy"))
+        except PrepareError:   # policy lists only archives whose lists were fetched
+            _apt_update()
+            mirror = debian_mirror(run("apt-cache", "policy"))
+        (self.state / "backports.sources").write_text(backports_entry(mirror))
         self._updated = True
         self("apt-get", "update", "-q")
 

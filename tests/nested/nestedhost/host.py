@@ -226,6 +226,13 @@ class NestedHost:
                 stamp.write_text(key)
         return cls(kernel, image, initrd, qemu=l1, **options)
 
+    def describe(self) -> str:
+        """Which QEMUs a report's figures come from: L1's, and the `qemu-system-x86_64` on
+        PATH (the system's) that reference boots and benchmarks run inside L1."""
+        return (f"nested host: L1 on QEMU {self.qemu.version()} "
+                f"({' '.join(self.qemu_settings())}, kernel {self.kernel.version}); "
+                f"reference QEMU inside L1: {L1Qemu('qemu-system-x86_64').version()}")
+
     def qemu_settings(self) -> list[str]:
         """The L1 settings that vary, for reports."""
         return [f"-cpu {self.cpu_model}", f"-smp {self.cpus}", *self.qemu_args]
