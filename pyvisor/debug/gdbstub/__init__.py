@@ -1,0 +1,16 @@
+"""A GDB remote stub for a Machine: `serve(machine, "tcp:127.0.0.1:1234")`, then
+`gdb kernel.elf -ex 'target remote :1234'`. protocol.py frames packets, registers.py is
+the target description and the g/G layout, session.py answers packets, server.py listens."""
+from __future__ import annotations
+
+from .server import GdbServer, parse_address
+
+__all__ = ["GdbServer", "parse_address", "serve"]
+
+
+def serve(machine, spec: str) -> GdbServer:
+    """Listen at spec (tcp:HOST:PORT on loopback, or unix:PATH) and serve gdb on a thread
+    of its own until close(). Listening errors are ConfigErrors, raised here."""
+    server = GdbServer(machine, spec)
+    server.start()
+    return server

@@ -1,0 +1,257 @@
+"""The listener: `tcp:HOST:PORT` on a loopback address or `unix:PATH`, one gdb client at a
+time, served on a thread of its own so the vCPUs and the I/O loop never wait for gdb.
+
+A second client is accepted and closed at once with a log line; a client that goes away
+(detach, kill, a dropped connection, a protocol mess) ends its session and never takes
+the server or the guest with it.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import select
+import socket
+import stat
+import threading
+from dataclasses import dataclass
+
+from ...errors import ConfigError
+from .protocol import Ack, BadPacket, Interrupt, Packet, PacketReader, frame
+from .session import Resume, Session
+
+log = logging.getLogger("pyvisor.gdbstub")
+
+IDLE_POLL_SECONDS = 0.25        # how often a stopped gdb session checks the machine ended
+RECV_SIZE = 4096
+SEND_TIMEOUT_SECONDS = 10
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where the stub listens: family "tcp" with host and port, or "unix" with path."""
+    family: str
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    def __str__(self) -> str:
+        if self.family == "unix":
+            return f"unix:{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"tcp:{host}:{self.port}"
+
+
+def parse_address(spec: str) -> Address:
+    """`tcp:HOST:PORT` (HOST a loopback address or localhost; [::1] for IPv6) or
+    `unix:PATH`. Anything else is a ConfigError naming what is wrong."""
+    family, sep, rest = spec.partition(":")
+    if family == "unix" and sep and rest:
+        return Address("unix", path=rest)
+    if family != "tcp" or not sep:
+        raise ConfigError(f"--gdb {spec!r}: expected tcp:HOST:PORT or unix:PATH")
+    host, sep, port_text = rest.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ConfigError(f"--gdb {spec!r}: expected tcp:HOST:PORT with a port 0-65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigError(f"--gdb {spec!r}: the gdb stub listens on loopback only "
+                          "(127.0.0.1, ::1 or localhost)")
+    return Address("tcp", host=host, port=int(port_text))
+
+
+def _listen(address: Address) -> socket.socket:
+    if address.family == "unix":
+        try:
+            if stat.S_ISSOCK(os.lstat(address.path).st_mode):
+                os.unlink(address.path)     # a socket left by an earlier run
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise ConfigError(f"--gdb {address}: {e.strerror}") from None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        target: object = address.path
+    else:
+        family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        target = (address.host, address.port)
+    try:
+        sock.bind(target)
+        sock.listen(1)
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"--gdb {address}: cannot listen: {e.strerror}") from None
+    sock.set_inheritable(False)
+    return sock
+
+
+class GdbServer:
+    """Listens at once (errors are ConfigErrors, before the guest starts); start() runs
+    the accept loop on its thread; close() ends it and any session, leaving the guest
+    running."""
+
+    def __init__(self, machine, spec: str) -> None:
+        self.machine = machine
+        requested = parse_address(spec)
+        self.listener = _listen(requested)
+        if requested.family == "tcp":
+            self.address = Address("tcp", host=requested.host,
+                                   port=self.listener.getsockname()[1])
+        else:
+            self.address = requested
+        self.wake_fd, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self.closing = False
+        self._thread = threading.Thread(target=self._serve, name="gdbstub", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        os.write(self._wake_w, b"x")
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        self.listener.close()
+        os.close(self.wake_fd)
+        os.close(self._wake_w)
+        if self.address.family == "unix":
+            try:
+                os.unlink(self.address.path)
+            except OSError:
+                pass
+
+    def __enter__(self) -> "GdbServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- the server thread --------------------------------------------------------------
+    def _serve(self) -> None:
+        while not self.closing and self.machine.state != "stopped":
+            ready, _, _ = select.select([self.listener, self.wake_fd], [], [], IDLE_POLL_SECONDS)
+            if self.closing or self.listener not in ready:
+                continue
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                continue
+            log.info("gdb connected on %s", self.address)
+            try:
+                _Connection(self, conn).run()
+            except Exception:   # a stub bug must not leave the guest paused or kill the VMM
+                log.exception("gdb session failed; the guest runs on")
+                self._leave_running()
+            finally:
+                conn.close()
+            log.info("gdb disconnected from %s", self.address)
+
+    def _leave_running(self) -> None:
+        try:
+            if self.machine.state == "paused":
+                self.machine.resume()
+        except Exception:
+            log.exception("cannot resume the guest after the gdb session")
+
+    def refuse_extra_client(self) -> None:
+        try:
+            extra, _ = self.listener.accept()
+        except OSError:
+            return
+        extra.close()
+        log.warning("refused a second gdb connection on %s: one client at a time", self.address)
+
+
+class _Connection:
+    """The socket side of one session: framing, acks, retransmission, the interrupt."""
+
+    def __init__(self, server: GdbServer, conn: socket.socket) -> None:
+        self.server = server
+        self.conn = conn
+        conn.settimeout(SEND_TIMEOUT_SECONDS)   # a client that stops reading is dropped
+        self.session = Session(server.machine)
+        self.reader = PacketReader()
+        self.pending: list = []         # events read but not handled yet
+        self.last_sent = b""
+        self.gone = False
+
+    def run(self) -> None:
+        self.session.attach()
+        while not self.gone and not self.session.closing and not self.server.closing:
+            if not self.pending:
+                if self.server.machine.state == "stopped":
+                    return          # the guest ended while gdb sat at its prompt
+                self._read(IDLE_POLL_SECONDS)
+                continue
+            event = self.pending.pop(0)
+            if isinstance(event, Packet):
+                self._packet(event.payload)
+            elif isinstance(event, BadPacket):
+                log.debug("gdb sent a bad packet: %s", event.reason)
+                if not self.session.no_ack:
+                    self._send_raw(b"-")
+            elif isinstance(event, Ack) and not event.positive and self.last_sent:
+                self._send_raw(self.last_sent)
+            # Interrupt while stopped, and '+': nothing to do.
+        if self.server.machine.state != "stopped":
+            self.session.detach()
+
+    def _packet(self, payload: bytes) -> None:
+        if not self.session.no_ack:
+            self._send_raw(b"+")
+        reply = self.session.handle(payload)
+        if isinstance(reply, Resume):
+            reply = self.session.resume(reply, self._poll_client)
+        if reply is not None and not self.gone:
+            self._send(reply)
+
+    def _poll_client(self) -> str | None:
+        """While the guest runs: "interrupt" on Ctrl-C, "gone" if gdb closed or the
+        server closes; packets other than the interrupt wait for the stop."""
+        if self.server.closing:
+            return "gone"
+        self._read(0)
+        if self.gone:
+            return "gone"
+        for i, event in enumerate(self.pending):
+            if isinstance(event, Interrupt):
+                del self.pending[i]
+                return "interrupt"
+        return None
+
+    def _read(self, timeout: float) -> None:
+        watched = [self.conn, self.server.listener, self.server.wake_fd]
+        ready, _, _ = select.select(watched, [], [], timeout)
+        if self.server.listener in ready:
+            self.server.refuse_extra_client()
+        if self.conn not in ready:
+            return
+        try:
+            data = self.conn.recv(RECV_SIZE)
+        except OSError:
+            data = b""
+        if not data:
+            self.gone = True
+            return
+        self.pending += self.reader.feed(data)
+
+    def _send(self, payload: bytes) -> None:
+        packet = frame(payload)
+        self.last_sent = packet
+        self._send_raw(packet)
+
+    def _send_raw(self, data: bytes) -> None:
+        try:
+            self.conn.sendall(data)
+        except OSError:
+            self.gone = True
