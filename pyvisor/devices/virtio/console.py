@@ -6,7 +6,7 @@ carries guest output. Input that arrives while no buffer is posted waits in a ba
 is the host side of the line.
 
 Transmit streams each chain to the output in pieces of at most PIECE bytes, and takes at
-most TRANSMIT_LIMIT bytes from one chain (Linux's hvc sends a page at a time): the rest
+most TRANSMIT_LIMIT bytes from one chain (Linux sends at most 32 KiB per chain): the rest
 is dropped with a warning, so descriptors that alias guest RAM many times over cost the
 host neither memory nor unbounded time.
 """
@@ -22,8 +22,8 @@ from .queue import QueueError, Virtqueue
 QUEUE_SIZE = 64
 RECEIVE, TRANSMIT = 0, 1
 BACKLOG_LIMIT = 1 << 20
-TRANSMIT_LIMIT = 1 << 20      # bytes taken from one transmit chain
-PIECE = 64 << 10              # bytes handed to the output at once
+TRANSMIT_LIMIT = 64 << 10     # bytes taken from one transmit chain
+PIECE = 16 << 10              # bytes handed to the output at once
 # struct virtio_console_config: cols, rows, max_nr_ports, emerg_wr
 CONFIG_SIZE = 12
 
