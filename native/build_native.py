@@ -41,6 +41,9 @@ KVM_MP_STATE_HALTED KVM_MP_STATE_SIPI_RECEIVED
 KVM_VCPUEVENT_VALID_NMI_PENDING KVM_VCPUEVENT_VALID_SIPI_VECTOR
 KVM_VCPUEVENT_VALID_SHADOW KVM_VCPUEVENT_VALID_SMM
 KVM_MEM_READONLY KVM_CPUID_FLAG_SIGNIFCANT_INDEX
+KVM_SET_GUEST_DEBUG KVM_CAP_SET_GUEST_DEBUG KVM_GUESTDBG_ENABLE KVM_GUESTDBG_SINGLESTEP
+KVM_GUESTDBG_USE_SW_BP KVM_GUESTDBG_USE_HW_BP KVM_GUESTDBG_BLOCKIRQ
+PV_EXIT_REASONS PV_PORTS PV_MMIO_PAGES
 """.split()
 
 BOOT_CONSTANTS = """
@@ -136,6 +139,8 @@ struct kvm_vcpu_events {
     uint8_t reserved[26]; uint8_t exception_has_payload; uint64_t exception_payload;
 };
 struct kvm_mp_state { uint32_t mp_state; };
+struct kvm_guest_debug_arch { uint64_t debugreg[8]; };
+struct kvm_guest_debug { uint32_t control; struct kvm_guest_debug_arch arch; ...; };
 struct kvm_pit_config { uint32_t flags; ...; };
 struct kvm_irq_level { uint32_t irq; uint32_t level; ...; };
 struct kvm_ioeventfd {
@@ -178,21 +183,27 @@ struct boot_params {
     struct boot_e820_entry e820_table[...]; ...;
 };
 
+struct pv_stats {
+    uint64_t exits[64]; uint64_t interrupted; uint64_t native_exits; uint64_t run_ns;
+    uint32_t ports[65536]; uint64_t mmio_page[64]; uint64_t mmio_count[64]; uint64_t mmio_other;
+};
 struct pv_exit {
     uint32_t reason; uint32_t is_write; uint32_t size; uint32_t count;
-    uint64_t addr; uint64_t value; uint8_t *data;
+    uint64_t addr; uint64_t value; uint8_t *data; uint32_t read_pending;
     uint32_t suberror; uint32_t ndata; uint64_t idata[16];
     uint64_t hw_reason; uint32_t event_type; uint32_t cpu;
+    uint32_t exception; uint64_t pc, dr6, dr7;
+    struct pv_stats *stats;
 };
 
 int pv_ioctl(int fd, unsigned long request, void *arg);
 int pv_ioctl_int(int fd, unsigned long request, unsigned long arg);
 struct pv_uart {
     int32_t thr_fast; int32_t lsr_fast; int32_t out_fd; uint16_t base;
-    uint64_t tx_bytes; uint64_t lsr_reads;
+    uint64_t tx_bytes; uint64_t lsr_reads; uint64_t dropped;
 };
-int pv_run(int vcpu_fd, struct kvm_run *run, struct pv_exit *exit, struct pv_uart *uart);
-void pv_complete_read(struct pv_exit *exit, uint64_t value);
+int pv_run(int vcpu_fd, struct kvm_run *run, struct pv_exit *exit, struct pv_uart *uart,
+           uint64_t read_value);
 void *pv_mmap_shared(int fd, size_t size);
 void *pv_mmap_anon(size_t size);
 int pv_munmap(void *addr, size_t size);

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -34,13 +35,17 @@ static uint64_t load_le(const uint8_t *p, uint32_t size)
     return v;
 }
 
-/* One byte to the UART's output pipe. A kick (EINTR) while the pipe is full drops the
- * byte only when the vCPU is being stopped; a closed reader drops it silently. */
-static void uart_transmit(struct pv_uart *u, struct kvm_run *run, const uint8_t *byte)
+/* One byte to the UART's (non-blocking) output pipe; dropped and counted when it is full. */
+static void uart_transmit(struct pv_uart *u, const uint8_t *byte)
 {
-    while (write(u->out_fd, byte, 1) < 0 && errno == EINTR && !run->immediate_exit)
-        ;
-    __atomic_fetch_add(&u->tx_bytes, 1, __ATOMIC_RELAXED);
+    ssize_t n;
+    do
+        n = write(u->out_fd, byte, 1);
+    while (n < 0 && errno == EINTR);
+    if (n == 1)
+        __atomic_fetch_add(&u->tx_bytes, 1, __ATOMIC_RELAXED);
+    else
+        __atomic_fetch_add(&u->dropped, 1, __ATOMIC_RELAXED);
 }
 
 /* Serve a one-byte access to the UART if Python says the shortcut is exact; 1 if done. */
@@ -53,7 +58,7 @@ static int uart_fast_path(struct pv_uart *u, struct kvm_run *run)
     if (run->io.direction == KVM_EXIT_IO_OUT) {
         if (offset != UART_THR || !u->thr_fast)
             return 0;
-        uart_transmit(u, run, data);
+        uart_transmit(u, data);
         return 1;
     }
     if (offset != UART_LSR || !u->lsr_fast)
@@ -63,12 +68,64 @@ static int uart_fast_path(struct pv_uart *u, struct kvm_run *run)
     return 1;
 }
 
-int pv_run(int vcpu_fd, struct kvm_run *run, struct pv_exit *e, struct pv_uart *uart)
+static uint64_t now_ns(void)
 {
-    do {
-        if (ioctl(vcpu_fd, KVM_RUN, 0) < 0)
-            return -errno;
-    } while (uart && run->exit_reason == KVM_EXIT_IO && uart_fast_path(uart, run));
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void count_mmio(struct pv_stats *st, uint64_t gpa)
+{
+    uint64_t key = (gpa >> 12) + 1;
+    unsigned start = (unsigned)(key * 0x9E3779B97F4A7C15ull >> 58);   /* 6 bits */
+    for (unsigned i = 0; i < PV_MMIO_PAGES; i++) {
+        unsigned slot = (start + i) % PV_MMIO_PAGES;
+        if (st->mmio_page[slot] == key || st->mmio_page[slot] == 0) {
+            st->mmio_page[slot] = key;
+            st->mmio_count[slot]++;
+            return;
+        }
+    }
+    st->mmio_other++;
+}
+
+static void count_exit(struct pv_stats *st, struct kvm_run *run)
+{
+    uint32_t reason = run->exit_reason;
+    st->exits[reason < PV_EXIT_REASONS ? reason : PV_EXIT_REASONS - 1]++;
+    if (reason == KVM_EXIT_IO)
+        st->ports[run->io.port]++;
+    else if (reason == KVM_EXIT_MMIO)
+        count_mmio(st, run->mmio.phys_addr);
+}
+
+int pv_run(int vcpu_fd, struct kvm_run *run, struct pv_exit *e, struct pv_uart *uart,
+           uint64_t read_value)
+{
+    struct pv_stats *st = e->stats;
+    if (e->read_pending) {
+        memcpy(e->data, &read_value, e->size > 8 ? 8 : e->size);
+        e->read_pending = 0;
+    }
+    for (;;) {
+        uint64_t t0 = st ? now_ns() : 0;
+        int ret = ioctl(vcpu_fd, KVM_RUN, 0);
+        int err = errno;
+        if (st) {
+            st->run_ns += now_ns() - t0;
+            if (ret < 0)
+                st->interrupted += err == EINTR;
+            else
+                count_exit(st, run);
+        }
+        if (ret < 0)
+            return -err;
+        if (!(uart && run->exit_reason == KVM_EXIT_IO && uart_fast_path(uart, run)))
+            break;
+        if (st)
+            st->native_exits++;
+    }
     e->reason = run->exit_reason;
     switch (run->exit_reason) {
     case KVM_EXIT_IO:
@@ -78,6 +135,7 @@ int pv_run(int vcpu_fd, struct kvm_run *run, struct pv_exit *e, struct pv_uart *
         e->addr = run->io.port;
         e->data = (uint8_t *)run + run->io.data_offset;
         e->value = e->is_write ? load_le(e->data, e->size) : 0;
+        e->read_pending = !e->is_write && e->count == 1;
         break;
     case KVM_EXIT_MMIO:
         e->is_write = run->mmio.is_write;
@@ -86,6 +144,13 @@ int pv_run(int vcpu_fd, struct kvm_run *run, struct pv_exit *e, struct pv_uart *
         e->addr = run->mmio.phys_addr;
         e->data = run->mmio.data;
         e->value = e->is_write ? load_le(e->data, e->size) : 0;
+        e->read_pending = !e->is_write;
+        break;
+    case KVM_EXIT_DEBUG:
+        e->exception = run->debug.arch.exception;
+        e->pc = run->debug.arch.pc;
+        e->dr6 = run->debug.arch.dr6;
+        e->dr7 = run->debug.arch.dr7;
         break;
     case KVM_EXIT_INTERNAL_ERROR:
         e->suberror = run->internal.suberror;
@@ -106,12 +171,6 @@ int pv_run(int vcpu_fd, struct kvm_run *run, struct pv_exit *e, struct pv_uart *
         break;
     }
     return 0;
-}
-
-void pv_complete_read(struct pv_exit *e, uint64_t value)
-{
-    uint32_t size = e->size > 8 ? 8 : e->size;
-    memcpy(e->data, &value, size);
 }
 
 void *pv_mmap_shared(int fd, size_t size)

@@ -15,6 +15,30 @@
 #include <linux/kvm.h>
 #include <asm/bootparam.h>
 
+/* Headers older than Linux 5.16 lack this flag; 0 there means "not available". */
+#ifndef KVM_GUESTDBG_BLOCKIRQ
+#define KVM_GUESTDBG_BLOCKIRQ 0
+#endif
+
+/* Bounds of the per-vCPU exit statistics. */
+#define PV_EXIT_REASONS 64      /* KVM_EXIT_* numbers counted one by one; larger ones in the last */
+#define PV_PORTS 65536
+#define PV_MMIO_PAGES 64        /* distinct MMIO pages counted; the rest go to mmio_other */
+
+/* Counters pv_run keeps for one vCPU (read by Python for `Machine.stats`). Counting here
+ * costs a few adds per exit and needs no allocation; Python never touches the exit path
+ * to count. */
+struct pv_stats {
+    uint64_t exits[PV_EXIT_REASONS];
+    uint64_t interrupted;          /* KVM_RUN returned EINTR (a kick or immediate_exit) */
+    uint64_t native_exits;         /* exits served inside pv_run (the UART fast path) */
+    uint64_t run_ns;               /* time inside KVM_RUN */
+    uint32_t ports[PV_PORTS];      /* port I/O exits by port (served natively or not) */
+    uint64_t mmio_page[PV_MMIO_PAGES];   /* guest-physical page number + 1; 0 is free */
+    uint64_t mmio_count[PV_MMIO_PAGES];
+    uint64_t mmio_other;
+};
+
 /* One vCPU exit, decoded from struct kvm_run. */
 struct pv_exit {
     uint32_t reason;      /* KVM_EXIT_* */
@@ -24,12 +48,16 @@ struct pv_exit {
     uint64_t addr;        /* IO: port; MMIO: guest-physical address */
     uint64_t value;       /* the first element written (IO out / MMIO write), little endian */
     uint8_t *data;        /* where data lives in kvm_run (to complete reads, or for rep outs) */
+    uint32_t read_pending; /* a single read exit: the next pv_run stores its read_value first */
     uint32_t suberror;    /* KVM_EXIT_INTERNAL_ERROR */
     uint32_t ndata;
     uint64_t idata[16];
     uint64_t hw_reason;   /* KVM_EXIT_FAIL_ENTRY / KVM_EXIT_UNKNOWN hardware reason */
     uint32_t event_type;  /* KVM_EXIT_SYSTEM_EVENT type */
     uint32_t cpu;         /* KVM_EXIT_FAIL_ENTRY cpu */
+    uint32_t exception;   /* KVM_EXIT_DEBUG: vector (1 = #DB, 3 = #BP) */
+    uint64_t pc, dr6, dr7; /* KVM_EXIT_DEBUG */
+    struct pv_stats *stats; /* may be NULL: nothing is counted */
 };
 
 /* The UART registers the guest hits once per console character, served inside pv_run so
@@ -38,7 +66,9 @@ struct pv_exit {
  *   thr_fast: a THR write only transmits (DLAB and loopback off, THRE interrupt disabled),
  *             so the byte can go straight to out_fd (the pipe Python drains, in order with
  *             the bytes Python itself transmits);
- *   lsr_fast: an LSR read has no side effect and reads THRE|TEMT (no input, no overrun). */
+ *   lsr_fast: an LSR read has no side effect and reads THRE|TEMT (no input, no overrun).
+ * out_fd is non-blocking: a byte that does not fit (nobody drains the pipe) is dropped
+ * and counted, never waited for. */
 struct pv_uart {
     volatile int32_t thr_fast;
     volatile int32_t lsr_fast;
@@ -46,13 +76,16 @@ struct pv_uart {
     uint16_t base;
     uint64_t tx_bytes;    /* served here, for measurements */
     uint64_t lsr_reads;
+    uint64_t dropped;     /* bytes the full pipe could not take */
 };
 
 int pv_ioctl(int fd, unsigned long request, void *arg);
 int pv_ioctl_int(int fd, unsigned long request, unsigned long arg);
-/* KVM_RUN until an exit Python must see (uart may be NULL: every exit returns). */
-int pv_run(int vcpu_fd, struct kvm_run *run, struct pv_exit *exit, struct pv_uart *uart);
-void pv_complete_read(struct pv_exit *exit, uint64_t value);
+/* KVM_RUN until an exit Python must see (uart may be NULL: every exit returns). When the
+ * previous exit was a single read (exit->read_pending), read_value is its answer and is
+ * stored before the guest re-enters: one crossing per exit. */
+int pv_run(int vcpu_fd, struct kvm_run *run, struct pv_exit *exit, struct pv_uart *uart,
+           uint64_t read_value);
 void *pv_mmap_shared(int fd, size_t size);
 void *pv_mmap_anon(size_t size);
 int pv_munmap(void *addr, size_t size);

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import termios
 import threading
 from typing import Callable
 
 from .devices.io_loop import IoLoop
+from .output_sink import FdSink
 
 _log = logging.getLogger("pyvisor.console")
 
@@ -93,7 +93,7 @@ class Console:
         self._on_input = on_input
         self._on_quit = on_quit
         self._parser = EscapeParser()
-        self._write_lock = threading.Lock()
+        self._sink = FdSink(output_fd, "terminal") if output_fd is not None else None
         # Held by the input handler, so stop() waits for a read in progress; re-entrant
         # because on_quit may call stop() from the handler.
         self._lock = threading.RLock()
@@ -140,26 +140,10 @@ class Console:
                 self._restore_terminal()
 
     def write(self, data: bytes) -> None:
-        """Write all of data, unbuffered, whatever partial writes the fd makes (os.write
-        retries EINTR itself, PEP 475). An output that fails (terminal gone, pipe reader
-        exited) is dropped from then on rather than killing the vCPU thread printing."""
-        with self._write_lock:
-            fd = self._output_fd
-            if fd is None:
-                return
-            written = 0
-            try:
-                while True:
-                    try:
-                        written += os.write(fd, memoryview(data)[written:] if written else data)
-                    except BlockingIOError:   # someone left the fd O_NONBLOCK
-                        select.select([], [fd], [])
-                        continue
-                    if written >= len(data):
-                        return
-            except OSError as e:
-                _log.warning("console output failed, discarding further output: %s", e)
-                self._output_fd = None
+        """Guest output to the terminal, from any thread. A terminal that stops taking
+        output costs at most a bounded wait, then output is dropped (output_sink.FdSink)."""
+        if self._sink is not None:
+            self._sink.write(data)
 
     def _watch(self) -> None:
         try:

@@ -4,6 +4,7 @@ Register getters return the cffi structs from <linux/kvm.h> (attribute access, e
 `regs.rip`); change them and hand them back to the setter, as with kvm-ioctls."""
 from __future__ import annotations
 
+import errno
 import os
 from typing import Iterable, Mapping
 
@@ -31,21 +32,30 @@ class Vcpu:
             raise KvmError("mmap of kvm_run", err)
         self.kvm_run = ffi.cast("struct kvm_run *", run)
         self.exit = ffi.new("struct pv_exit *")
+        # Counted by pv_run on every exit (Machine.stats reads them).
+        self.stats = ffi.new("struct pv_stats *")
+        self.exit.stats = self.stats
 
     # --- running -----------------------------------------------------------------------
-    def run(self) -> int:
+    def run(self, read_value: int = 0) -> int:
         """Enter the guest until the next exit; returns the KVM_EXIT_* reason, with the
-        details decoded in `self.exit`. A signal (a kick) returns KVM_EXIT_INTR."""
-        ret = lib.pv_run(self.fd, self.kvm_run, self.exit, ffi.NULL)
+        details decoded in `self.exit`. After a read exit, read_value is what the guest
+        reads. A signal (a kick) returns KVM_EXIT_INTR."""
+        ret = lib.pv_run(self.fd, self.kvm_run, self.exit, ffi.NULL, read_value)
         if ret < 0:
-            if ret == -4:  # EINTR: kicked by another thread
+            if ret == -errno.EINTR:  # kicked by another thread
                 return lib.KVM_EXIT_INTR
             raise KvmError("KVM_RUN", -ret)
         return self.exit.reason
 
-    def complete_read(self, value: int) -> None:
-        """Give the guest the value of the port or MMIO read it exited on."""
-        lib.pv_complete_read(self.exit, value)
+    def set_guest_debug(self, control: int, debugreg: list[int] | None = None) -> None:
+        """KVM_SET_GUEST_DEBUG: single-step and breakpoint control (KVM_GUESTDBG_*), with
+        DR0-DR3 and DR7 in debugreg[0..3] and debugreg[7] for hardware breakpoints."""
+        dbg = ffi.new("struct kvm_guest_debug *")
+        dbg.control = control
+        for i, value in enumerate(debugreg or ()):
+            dbg.arch.debugreg[i] = value
+        ioctl(self.fd, lib.KVM_SET_GUEST_DEBUG, dbg, "KVM_SET_GUEST_DEBUG")
 
     def request_immediate_exit(self, flag: bool = True) -> None:
         """Make the next (or current, with a kick) KVM_RUN return at once (KVM_CAP_IMMEDIATE_EXIT)."""

@@ -10,6 +10,7 @@ from ..devices.virtio.net import NetSpec
 from ..errors import ConfigError
 from ..loader.kernel import BOOT_PROTOCOLS
 from ..units import parse_size
+from .console_pipe import DEFAULT_CONSOLE_LIMIT
 from ..x86.boot_layout import CMDLINE_MAX
 
 DEFAULT_MEM = "512M"
@@ -25,6 +26,12 @@ def parse_console(value: str) -> str:
     return value
 
 
+def _positive_int(value: int, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"invalid {name} {value!r}: expected a positive whole number")
+    return value
+
+
 @dataclass(frozen=True)
 class MachineConfig:
     """A validated machine description. Build it with `MachineConfig.build(...)` from user
@@ -35,6 +42,7 @@ class MachineConfig:
     cmdline: str = ""
     console: str = "none"
     capture_output: bool = True
+    console_limit: int = DEFAULT_CONSOLE_LIMIT   # bytes of console output the library keeps
     kvm_path: str = "/dev/kvm"
     initrd: str | None = None
     boot_protocol: str = "auto"
@@ -46,7 +54,7 @@ class MachineConfig:
     @classmethod
     def build(cls, kernel: str, mem: str | int = DEFAULT_MEM, cpus: int = 1, cmdline: str = "",
               console: str = "none", capture_output: bool = True,
-              kvm_path: str = "/dev/kvm", initrd: str | None = None,
+              console_limit: int = DEFAULT_CONSOLE_LIMIT, kvm_path: str = "/dev/kvm", initrd: str | None = None,
               boot_protocol: str = "auto", disks: Sequence[str | DiskSpec] = (),
               rng: bool = False, nets: Sequence[str | NetSpec] = (),
               virtio_transport: str = "pci") -> "MachineConfig":
@@ -69,6 +77,7 @@ class MachineConfig:
                               f"{' or '.join(VIRTIO_TRANSPORTS)}")
         return cls(kernel=str(kernel), mem=mem_bytes, cpus=cpus, cmdline=cmdline,
                    console=parse_console(console), capture_output=capture_output,
+                   console_limit=_positive_int(console_limit, "console_limit"),
                    kvm_path=kvm_path, initrd=None if initrd is None else str(initrd),
                    boot_protocol=boot_protocol,
                    disks=tuple(d if isinstance(d, DiskSpec) else DiskSpec.parse(d) for d in disks),

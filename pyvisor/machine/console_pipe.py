@@ -5,9 +5,14 @@ character. The native shim serves those two registers inside pv_run when the UAR
 says that is exact (struct pv_uart), writing each byte to this pipe; bytes the Python UART
 transmits go into the same pipe, so the order is the guest's. A pump thread drains the pipe
 into the machine's console sinks.
+
+Nothing outside may block a vCPU: the pipe's write end is non-blocking, and what does not
+fit (nobody drains it: the sinks stalled) is dropped and counted, with one warning. The
+sinks themselves never block for long either (output_sink.FdSink).
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import threading
@@ -25,21 +30,70 @@ _READ_SIZE = 65536
 _COALESCE_SECONDS = 0.004
 # How long finish() waits for the pump: a terminal that stopped reading (a stopped pager,
 # a wedged tty) must not keep pyvisor from exiting once the guest is done.
-_DRAIN_SECONDS = 10.0
+_DRAIN_SECONDS = 1.5
+# The pipe's capacity: bursts of output (a verbose boot) while the pump sleeps.
+_PIPE_BYTES = 1 << 20
+# What the library keeps of the console output by default (MachineConfig.console_limit).
+DEFAULT_CONSOLE_LIMIT = 4 << 20
+
+
+class OutputRing:
+    """The last `limit` bytes of console output (a guest printing forever costs a bounded
+    amount of host memory)."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._data = bytearray()
+        self.discarded = 0
+
+    def append(self, data: bytes) -> None:
+        self._data += data
+        extra = len(self._data) - self._limit
+        if extra > 0:
+            del self._data[:extra]
+            self.discarded += extra
+
+    def data(self) -> bytes:
+        return bytes(self._data)
 
 
 class ConsolePipe:
     def __init__(self, uart_base: int, deliver: Callable[[bytes], None]) -> None:
         self._deliver = deliver
         self._r, self._w = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(self._w, False)
+        try:
+            fcntl.fcntl(self._w, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+        except OSError:
+            pass   # over /proc/sys/fs/pipe-max-size for this user: keep the default size
+        self._dropped = 0
+        self._warned = False
         self.native = ffi.new("struct pv_uart *")
         self.native.out_fd = self._w
         self.native.base = uart_base
         self._pump: threading.Thread | None = None
 
     def write(self, data: bytes) -> None:
-        """The Python UART's output callback (a vCPU thread)."""
-        os.write(self._w, data)
+        """The console devices' output callback (a vCPU or the I/O thread): never blocks."""
+        try:
+            written = os.write(self._w, data)
+        except BlockingIOError:
+            written = 0
+        except OSError:   # finish() closed the pipe: the machine is stopping
+            return
+        if written < len(data):
+            self._dropped += len(data) - written
+            self._warn_dropped()
+
+    @property
+    def dropped(self) -> int:
+        """Bytes of guest output dropped because nothing drained the pipe."""
+        return self._dropped + self.native.dropped
+
+    def _warn_dropped(self) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("the console output is not being read: guest output is being dropped")
 
     def set_fast_path(self, thr: bool, lsr: bool) -> None:
         """The UART model's fast_path callback: publish which shortcuts are exact."""
@@ -58,13 +112,18 @@ class ConsolePipe:
     def _run_pump(self) -> None:
         try:
             while data := os.read(self._r, _READ_SIZE):
-                self._deliver(data)
+                try:
+                    self._deliver(data)
+                except Exception:   # a sink's bug must not stop the console for the rest
+                    log.exception("delivering console output failed")
                 time.sleep(_COALESCE_SECONDS)
         except OSError:
             pass   # closed under a pump that finish() gave up waiting for
 
     def finish(self) -> None:
         """Once no vCPU runs: close the write end and wait until every byte is delivered."""
+        if self.native.dropped:
+            self._warn_dropped()
         if self._w >= 0:
             self.native.out_fd = -1
             os.close(self._w)

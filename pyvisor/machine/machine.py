@@ -1,16 +1,25 @@
 """Machine: builds a VM from a MachineConfig (memory, kernel, boot structures, devices,
-vCPUs), runs one thread per vCPU and turns the way the guest stops into an Outcome."""
+vCPUs), runs one thread per vCPU, lets a script pause, inspect and change it, and turns the
+way the guest stops into an Outcome.
+
+The pieces live beside it: `run_control` (the pause protocol), `vcpu_runner` (the per-exit
+loop), `hooks` (Python callbacks on ports and MMIO), `stats`, and `pyvisor.debug` (the
+`Cpu` handle and breakpoints). Machine only builds them and wires them together.
+"""
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import signal
 import threading
+import time
+from collections import deque
 from typing import Callable
 
 from .._native import ffi, lib
 from ..console import Console
+from ..debug.breakpoints import Breakpoint, DebugTable, Watchpoint
+from ..debug.cpu import Cpu
 from ..devices.bus import MmioBus, PioBus
 from ..devices.legacy.acpi_pm import PM_BASE, PM_LENGTH, SCI_IRQ, AcpiPm
 from ..devices.legacy.debugcon import DEBUGCON_PORT, DebugConsole
@@ -26,7 +35,6 @@ from ..devices.pci.root import PORT_COUNT as PCI_PORT_COUNT
 from ..errors import ConfigError, KvmUnavailableError, PyvisorError
 from ..kvm.backend import detect_backend
 from ..kvm.system import Kvm
-from ..kvm.vcpu import EXIT_REASON_NAMES, Vcpu
 from ..memory.guest_memory import GuestMemory
 from ..memory.layout import MemoryLayout
 from ..units import format_size
@@ -34,9 +42,13 @@ from .virtio_devices import attach_virtio_devices
 from ..x86.vcpu_setup import configure_cpu, configure_lapic
 from .boot import enter_kernel, prepare_boot
 from .config import MachineConfig
-from .console_pipe import ConsolePipe
-from .outcome import FAULT_STATUS, TIMEOUT_STATUS, Outcome
-from .report import INTERNAL_ERROR_NAMES, build_report
+from .console_pipe import ConsolePipe, OutputRing
+from .hooks import Hook, HookCallback, RangeHooks
+from .outcome import TIMEOUT_STATUS, Outcome
+from ..output_sink import FdSink
+from .run_control import KICK_SIGNAL, RunControl
+from .stats import MachineStats, collect_stats
+from .vcpu_runner import EXIT_NAMES, Routing, VcpuRunner
 
 log = logging.getLogger("pyvisor.machine")
 
@@ -44,8 +56,8 @@ log = logging.getLogger("pyvisor.machine")
 # below the 4 GiB boundary where no RAM or device lives (the addresses QEMU uses).
 TSS_ADDR = 0xFFFBD000
 IDENTITY_MAP_ADDR = 0xFFFBC000
-# Signal used to interrupt a vCPU thread blocked in KVM_RUN.
-KICK_SIGNAL = int(signal.SIGRTMIN) + 2
+# How often a waiting caller looks at signals that arrived (handlers only set a flag).
+_WAIT_SLICE = 0.05
 
 REQUIRED_CAPS = {
     "KVM_CAP_USER_MEMORY": lib.KVM_CAP_USER_MEMORY,
@@ -74,20 +86,26 @@ class Machine:
     >>> with Machine(kernel="guests/out/hello.elf", mem="64M") as m:
     ...     outcome = m.run(timeout=30)
     ...     print(m.console_text)
+
+    Scripting: `start()`, `pause()`, `resume()`, `wait()`, `vcpus` (registers, memory,
+    single steps), `on_pio` / `on_mmio` / `on_exit` hooks, breakpoints and watchpoints,
+    `stats`. Every call is safe from any thread; hooks run on the vCPU threads.
     """
 
     def __init__(self, config: MachineConfig | None = None, **options):
         self.config = config or MachineConfig.build(**options)
         self.outcome: Outcome | None = None
-        self._output = bytearray()
+        self._output = OutputRing(self.config.console_limit)
         self._sinks: list[Callable[[bytes], None]] = []
         self._output_fd: int | None = None
         self._console: Console | None = None
         self._threads: list[threading.Thread] = []
-        self._stopping = False
-        self._done = threading.Event()
-        self._finish_lock = threading.Lock()
-        self._ran = False
+        self._started = False
+        self._torn_down = False
+        self._signal: int | None = None
+        # Guards outcome and events; re-entrant since _finish may run inside wait().
+        self._changed = threading.Condition(threading.RLock())
+        self._events: deque[Outcome] = deque()
         self.kvm: Kvm | None = None
         self.vm = None
         self.memory: GuestMemory | None = None
@@ -95,6 +113,8 @@ class Machine:
         self.console_pipe: ConsolePipe | None = None
         self.io_loop: IoLoop | None = None
         self.pci_functions: list = []
+        self.vcpus: list[Cpu] = []
+        self._runners: list[VcpuRunner] = []
         try:
             self._build()
         except BaseException:
@@ -134,17 +154,17 @@ class Machine:
             configure_cpu(vcpu, supported_cpuid, cfg.cpus, supported_msrs)
             configure_lapic(vcpu)
         enter_kernel(self.vm.vcpus[0], self.boot)
+        self._build_control()
 
     def _build_devices(self) -> None:
         console = self.config.console
         if console not in ("stdio", "virtio", "none"):
             try:
                 self._output_fd = os.open(console, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-                                          | os.O_CLOEXEC, 0o644)
+                                          | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
             except OSError as e:
                 raise ConfigError(f"cannot open console file {console!r}: {e.strerror}") from None
-            fd = self._output_fd
-            self._sinks.append(lambda data: os.write(fd, data))
+            self._sinks.append(FdSink(self._output_fd, f"console file {console}").write)
         self.pio_bus = PioBus()
         self.mmio_bus = MmioBus()
         vm = self.vm
@@ -173,22 +193,60 @@ class Machine:
             (f.device.receive for f in self.pci_functions if isinstance(f.device, VirtioConsole)),
             self.uart.receive)
 
+    def _build_control(self) -> None:
+        """The scripting side: pause protocol, hooks, breakpoints, one runner per vCPU."""
+        vcpus = self.vm.vcpus
+        self._control = RunControl(vcpus)
+        self._pio_hooks = RangeHooks("port", self.pio_bus.read, self.pio_bus.write,
+                                     self._reroute)
+        self._mmio_hooks = RangeHooks("MMIO", self.mmio_bus.read, self.mmio_bus.write,
+                                      self._reroute)
+        self._exit_hooks: dict[int, list[Callable]] = {}
+        self._reroute()
+        self.vcpus = [Cpu(v, self.memory, self._accessible, self._step) for v in vcpus]
+        self.debug = DebugTable(sw_allowed=self.backend.name != "pvm",
+                                translate=self.vcpus[0].translate, memory=self.memory)
+        self._runners = [VcpuRunner(v, cpu, self._control, lambda: self._routing, self.debug,
+                                    self._exit_hooks, self.memory, self.backend,
+                                    finish=self._finish, report_event=self._report_event)
+                         for v, cpu in zip(vcpus, self.vcpus)]
+
+    def _reroute(self) -> None:
+        """Point the vCPU loops at the buses, or at hooks in front of them; a hook on the
+        UART's ports turns the native UART shortcut off."""
+        pio = self._pio_hooks or self.pio_bus
+        mmio = self._mmio_hooks or self.mmio_bus
+        uart_hooked = self._pio_hooks.covers(COM1_BASE, COM1_BASE + PORT_COUNT - 1)
+        self._routing = Routing(pio.read, pio.write, mmio.read, mmio.write,
+                                ffi.NULL if uart_hooked else self.console_pipe.native)
+
     # --- console --------------------------------------------------------------------------
     def _emit(self, data: bytes) -> None:
-        """Guest console output (UART, debug console): captured and sent to the sinks."""
+        """Guest console output (UART, debug console, virtio console), on the pump thread:
+        kept in a bounded ring (capture_output) and sent to the sinks."""
         if self.config.capture_output:
-            self._output += data
+            self._output.append(data)
         for sink in self._sinks:
             sink(data)
 
+    def on_output(self, callback: Callable[[bytes], None]) -> None:
+        """Stream console output to callback (on the console thread) as it arrives."""
+        def sink(data: bytes) -> None:
+            try:
+                callback(data)
+            except Exception:
+                log.exception("console output callback failed; it gets no more output")
+                self._sinks.remove(sink)
+        self._sinks.append(sink)
+
     @property
     def console_output(self) -> bytes:
-        """Everything the guest wrote to its consoles (when capture_output is on)."""
-        return bytes(self._output)
+        """The guest's console output (the last config.console_limit bytes of it)."""
+        return self._output.data()
 
     @property
     def console_text(self) -> str:
-        return self._output.decode("utf-8", "replace")
+        return self.console_output.decode("utf-8", "replace")
 
     def send_input(self, data: bytes) -> None:
         """Type into the guest's console: hvc0 with console "virtio", else the UART."""
@@ -205,160 +263,248 @@ class Machine:
         self._finish(Outcome("exit", status, f"the guest wrote to the exit device (status {status})"))
 
     def _finish(self, outcome: Outcome) -> None:
-        """Record how the run ended (the first reason wins) and stop every vCPU."""
-        with self._finish_lock:
+        """Record how the run ended (the first reason wins) and stop every vCPU. Never
+        called from a signal handler (those only set self._signal)."""
+        with self._changed:
             if self.outcome is None:
                 self.outcome = outcome
-            self._stopping = True
-        for vcpu in self.vm.vcpus:
-            vcpu.request_immediate_exit()
-        me = threading.get_ident()
-        for thread in self._threads:
-            if thread.ident != me and thread.is_alive():
-                try:
-                    signal.pthread_kill(thread.ident, KICK_SIGNAL)
-                except ProcessLookupError:
-                    pass  # it ended between the check and the kick
-        self._done.set()
+            self._changed.notify_all()
+        self._control.stop()
+
+    def _report_event(self, event: Outcome) -> None:
+        """A vCPU hit a breakpoint or watchpoint with no callback: pause, tell wait()."""
+        self._control.pause()
+        with self._changed:
+            self._events.append(event)
+            self._changed.notify_all()
 
     def stop(self, kind: str = "stopped", status: int = 0, detail: str = "") -> None:
-        """Stop a running machine from another thread (library use)."""
-        self._finish(Outcome(kind, status, detail))
+        """Stop the machine for good (from any thread); wait() then returns this Outcome."""
+        self._finish(Outcome(kind, status, detail or "stopped by the library"))
 
     # --- running --------------------------------------------------------------------------
-    def run(self, timeout: float | None = None, handle_signals: bool = False) -> Outcome:
-        """Run until the guest stops, the console quits, a signal arrives (with
-        handle_signals, from the main thread) or timeout seconds pass."""
-        if self._ran:
+    @property
+    def state(self) -> str:
+        """"created", "running", "paused" or "stopped"."""
+        if self.outcome is not None:
+            return "stopped"
+        if not self._started:
+            return "created"
+        return "paused" if self._control.pausing else "running"
+
+    def start(self, paused: bool = False) -> None:
+        """Start the vCPU threads and return at once; with paused, they wait for resume()
+        before the guest runs its first instruction."""
+        if self._started or self.outcome is not None:
             raise PyvisorError("this machine has already run; build a new one")
-        self._ran = True
+        self._started = True
         _install_kick_handler()
+        if paused:
+            self._control.pausing = True
+        if self.config.console in ("stdio", "virtio"):
+            stdin_fd = 0 if _fd_open(0) else None
+            self._console = Console(self.io_loop, stdin_fd, 1, on_input=self._console_input,
+                                    on_quit=lambda: self._finish(Outcome("quit", 0, "Ctrl-A x")))
+            self._sinks.append(self._console.write)
+            self._console.start()
+        self.console_pipe.start()
+        self.io_loop.start()
+        for runner in self._runners:
+            thread = threading.Thread(target=runner.main, name=f"vcpu{runner.vcpu.index}")
+            self._threads.append(thread)
+            thread.start()
+
+    def pause(self) -> None:
+        """Stop every vCPU at an instruction boundary (idempotent). Called from a hook, it
+        takes effect on that hook's vCPU as soon as the hook returns."""
+        if self.state == "running":
+            self._control.pause()
+
+    def resume(self) -> None:
+        """Let a paused machine run on (start it, if it was only created)."""
+        if self.state == "created":
+            self.start()
+        elif self.state == "paused":
+            self._control.resume()
+
+    def wait(self, timeout: float | None = None) -> Outcome | None:
+        """Until the guest stops (its Outcome), or pauses itself on a breakpoint or
+        watchpoint nobody handled (an Outcome of that kind; the machine stays paused).
+        None if timeout seconds pass first, with the machine left as it is."""
+        if not self._started and self.outcome is None:
+            raise PyvisorError("start the machine first")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            with self._changed:
+                while True:
+                    if self._signal is not None:
+                        signo, self._signal = self._signal, None
+                        self._finish(Outcome("signal", 128 + signo,
+                                             f"terminated by {signal.Signals(signo).name}"))
+                    if self.outcome is not None:
+                        break
+                    if self._events and self._control.all_parked:
+                        return self._events.popleft()
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return None
+                    self._changed.wait(_WAIT_SLICE if left is None else min(left, _WAIT_SLICE))
+        except BaseException:
+            # KeyboardInterrupt in library use: never leave vCPU threads running behind.
+            self._finish(Outcome("signal", 128 + signal.SIGINT, "interrupted"))
+            self._teardown()
+            raise
+        self._teardown()
+        return self.outcome
+
+    def run(self, timeout: float | None = None, handle_signals: bool = False) -> Outcome:
+        """start() and wait() until the guest stops: the console quits, a signal arrives
+        (with handle_signals, from the main thread) or timeout seconds pass (the guest is
+        then stopped: kind "timeout")."""
+        self.start()
         previous = self._install_signal_handlers() if handle_signals else {}
         try:
-            if self.config.console in ("stdio", "virtio"):
-                stdin_fd = 0 if _fd_open(0) else None
-                self._console = Console(self.io_loop, stdin_fd, 1, on_input=self._console_input,
-                                        on_quit=lambda: self._finish(Outcome("quit", 0, "Ctrl-A x")))
-                self._sinks.append(self._console.write)
-                self._console.start()
-            self.console_pipe.start()
-            self.io_loop.start()
-            for vcpu in self.vm.vcpus:
-                thread = threading.Thread(target=self._vcpu_thread, args=(vcpu,),
-                                          name=f"vcpu{vcpu.index}")
-                self._threads.append(thread)
-                thread.start()
-            if not self._done.wait(timeout):
+            outcome = self.wait(timeout)
+            if outcome is None:
                 self._finish(Outcome("timeout", TIMEOUT_STATUS,
                                      f"the guest was still running after {timeout:g} s"))
-            for thread in self._threads:
-                thread.join()
+                outcome = self.wait()
+            return outcome
         finally:
-            self.io_loop.stop()   # first: no console input is handled once the terminal is restored
-            self.console_pipe.finish()
-            log.info("console: %d bytes from the UART fast path, %d LSR reads served natively",
-                     self.console_pipe.fast_bytes, self.console_pipe.native.lsr_reads)
-            if self._console is not None:
-                self._console.stop()
             for signo, handler in previous.items():
                 signal.signal(signo, handler)
-        return self.outcome
 
     def _install_signal_handlers(self) -> dict:
         def on_signal(signo, _frame):
-            name = signal.Signals(signo).name
-            self._finish(Outcome("signal", 128 + signo, f"terminated by {name}"))
+            self._signal = signo   # wait() acts on it: no lock is taken in a handler
 
         return {signo: signal.signal(signo, on_signal) for signo in (signal.SIGINT, signal.SIGTERM)}
 
-    def _vcpu_thread(self, vcpu: Vcpu) -> None:
+    def _teardown(self) -> None:
+        """Once stopped: join the vCPU threads, stop device threads, drain the console."""
+        if self._torn_down or not self._started:
+            return
+        self._torn_down = True
+        self._control.stop()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join()
+        self.io_loop.stop()   # first: no console input is handled once the terminal is restored
+        self.console_pipe.finish()
+        log.info("console: %d bytes from the UART fast path, %d LSR reads served natively",
+                 self.console_pipe.fast_bytes, self.console_pipe.native.lsr_reads)
+        if self._console is not None:
+            self._console.stop()
+
+    # --- scripting --------------------------------------------------------------------------
+    def _accessible(self, index: int) -> bool:
+        """May vCPU index's state be read or changed now (it is out of KVM_RUN)?"""
+        if self.state in ("created", "stopped"):
+            return True
+        return self._control.is_parked(index) or self._control.on_vcpu_thread(index)
+
+    def _step(self, index: int, count: int) -> Outcome | None:
+        if self.state == "running":
+            raise PyvisorError("pause the machine before stepping")
+        if self.state == "stopped":
+            raise PyvisorError("the machine has stopped")
+        runner = self._runners[index]
+        return self._control.run_on(index, lambda: runner.step(count))
+
+    def _while_paused(self, change: Callable[[], object]) -> object:
+        """Make a change that needs every vCPU out of KVM_RUN; a running machine is paused
+        for it and resumed after."""
+        if self.state != "running" or self._control.current_vcpu() is not None:
+            return change()
+        self._control.pause()
         try:
-            outcome = self._vcpu_loop(vcpu)
-        except PyvisorError as e:
-            outcome = Outcome("error", FAULT_STATUS, str(e))
-        except Exception as e:  # a pyvisor bug: report it, never leave the VM hanging
-            log.exception("vCPU %d thread failed", vcpu.index)
-            outcome = Outcome("error", FAULT_STATUS, f"internal error on vCPU {vcpu.index}: {e!r}")
-        if outcome is not None:
-            self._finish(outcome)
+            return change()
+        finally:
+            self._control.resume()
 
-    def _vcpu_loop(self, vcpu: Vcpu) -> Outcome | None:
-        """The per-exit path: everything here is paid on every port or MMIO access."""
-        run, complete = lib.pv_run, lib.pv_complete_read
-        fd, kvm_run, ex, uart = vcpu.fd, vcpu.kvm_run, vcpu.exit, self.console_pipe.native
-        pio_read, pio_write = self.pio_bus.read, self.pio_bus.write
-        mmio_read, mmio_write = self.mmio_bus.read, self.mmio_bus.write
-        EXIT_IO, EXIT_MMIO, EXIT_INTR = lib.KVM_EXIT_IO, lib.KVM_EXIT_MMIO, lib.KVM_EXIT_INTR
-        EINTR, EAGAIN = -errno.EINTR, -errno.EAGAIN
-        while not self._stopping:
-            ret = run(fd, kvm_run, ex, uart)
-            if ret < 0:
-                if ret == EINTR or ret == EAGAIN:
-                    continue
-                return Outcome("error", FAULT_STATUS, f"KVM_RUN failed on vCPU {vcpu.index}: "
-                                                      f"{os.strerror(-ret)}")
-            reason = ex.reason
-            if reason == EXIT_IO:
-                if ex.count != 1:
-                    self._string_pio(ex)
-                elif ex.is_write:
-                    pio_write(ex.addr, ex.size, ex.value)
-                else:
-                    complete(ex, pio_read(ex.addr, ex.size))
-            elif reason == EXIT_MMIO:
-                if ex.is_write:
-                    mmio_write(ex.addr, ex.size, ex.value)
-                else:
-                    complete(ex, mmio_read(ex.addr, ex.size))
-            elif reason != EXIT_INTR:
-                outcome = self._unusual_exit(vcpu, reason)
-                if outcome is not None:
-                    return outcome
-        return None
+    def on_pio(self, first: int, last: int | None = None,
+               callback: HookCallback | None = None):
+        """Hook ports first..last: `callback(cpu, port, size, value, is_write)`; usable as
+        a decorator. Return a value to handle the access (the value read), None to pass it
+        on to the device."""
+        return self._hook(self._pio_hooks, first, last, callback)
 
-    def _string_pio(self, ex) -> None:
-        """rep ins/outs: KVM hands over `count` elements at once in the data area."""
-        size, port, bus = ex.size, ex.addr, self.pio_bus
-        data = ffi.buffer(ex.data, size * ex.count)
-        for i in range(ex.count):
-            element = slice(i * size, (i + 1) * size)
-            if ex.is_write:
-                bus.write(port, size, int.from_bytes(data[element], "little"))
-            else:
-                data[element] = bus.read(port, size).to_bytes(size, "little")
+    def on_mmio(self, base: int, length: int = 1, callback: HookCallback | None = None):
+        """Hook guest-physical base..base+length-1, like on_pio."""
+        return self._hook(self._mmio_hooks, base, base + length - 1, callback)
 
-    def _unusual_exit(self, vcpu: Vcpu, reason: int) -> Outcome | None:
-        """Exits that are not device accesses: the guest is stopping, or broke."""
-        ex = vcpu.exit
-        if reason == lib.KVM_EXIT_SHUTDOWN:
-            return self._fault(vcpu, "triple fault (KVM_EXIT_SHUTDOWN)",
-                               "the guest hit an exception it could not handle and the CPU shut down")
-        if reason == lib.KVM_EXIT_INTERNAL_ERROR:
-            what = INTERNAL_ERROR_NAMES.get(ex.suberror, f"suberror {ex.suberror}")
-            data = " ".join(f"{ex.idata[i]:#x}" for i in range(ex.ndata))
-            return self._fault(vcpu, f"KVM internal error: {what} (KVM_EXIT_INTERNAL_ERROR)",
-                               f"suberror {ex.suberror}" + (f", data {data}" if data else ""))
-        if reason == lib.KVM_EXIT_FAIL_ENTRY:
-            return self._fault(vcpu, "VM entry failed (KVM_EXIT_FAIL_ENTRY)",
-                               f"hardware entry failure reason {ex.hw_reason:#x}")
-        if reason == lib.KVM_EXIT_SYSTEM_EVENT:
-            if ex.event_type == lib.KVM_SYSTEM_EVENT_SHUTDOWN:
-                return Outcome("poweroff", 0, "the guest powered off")
-            if ex.event_type == lib.KVM_SYSTEM_EVENT_RESET:
-                return Outcome("reset", 0, "the guest reset the machine")
-            return self._fault(vcpu, f"system event {ex.event_type} (KVM_EXIT_SYSTEM_EVENT)")
-        if reason == lib.KVM_EXIT_IRQ_WINDOW_OPEN:
-            return None
-        name = EXIT_REASON_NAMES.get(reason, str(reason))
-        return self._fault(vcpu, f"unexpected exit KVM_EXIT_{name}")
+    def _hook(self, hooks: RangeHooks, first: int, last: int | None,
+              callback: HookCallback | None):
+        last = first if last is None else last
 
-    def _fault(self, vcpu: Vcpu, reason: str, detail: str = "") -> Outcome:
-        report = build_report(vcpu, self.memory, reason, detail, self.backend)
-        return Outcome("fault", FAULT_STATUS, reason, report)
+        def register(cb: HookCallback) -> Hook:
+            return self._while_paused(lambda: hooks.add(first, last, cb))
+
+        if callback is None:
+            return lambda cb: (register(cb), cb)[1]
+        return register(callback)
+
+    def on_exit(self, reason: str, callback: Callable | None = None):
+        """Call `callback(cpu, reason)` on exits of that kind ("hlt", "shutdown", "debug",
+        "internal_error", "system_event", ...) before pyvisor handles them; a true return
+        means handled (the vCPU carries on). Port and MMIO exits take on_pio/on_mmio."""
+        name = reason.lower()
+        if name in ("io", "mmio"):
+            raise ValueError(f"on_exit({reason!r}): hook ports and MMIO with on_pio/on_mmio")
+        if name not in EXIT_NAMES:
+            raise ValueError(f"on_exit: unknown exit {reason!r}; known: {', '.join(sorted(EXIT_NAMES))}")
+
+        def register(cb: Callable) -> Callable:
+            self._while_paused(lambda: self._exit_hooks.setdefault(EXIT_NAMES[name], []).append(cb))
+            return cb
+
+        return register if callback is None else register(callback)
+
+    def add_breakpoint(self, address: int, kind: str = "hw",
+                       callback: Callable | None = None) -> Breakpoint:
+        """Break at guest-virtual address on every vCPU: `callback(cpu, bp)`, or with no
+        callback the machine pauses and wait() reports it."""
+        return self._while_paused(lambda: self.debug.add_breakpoint(address, kind, callback))
+
+    def add_watchpoint(self, address: int, length: int = 8, access: str = "write",
+                       callback: Callable | None = None) -> Watchpoint:
+        """A hardware watchpoint on guest-virtual address..address+length-1 ("write" or
+        "rw"); reported after the accessing instruction, like a breakpoint."""
+        return self._while_paused(
+            lambda: self.debug.add_watchpoint(address, length, access, callback))
+
+    def remove(self, point: Breakpoint | Watchpoint) -> None:
+        self._while_paused(point.remove)
+
+    def run_until(self, address: int, timeout: float | None = None) -> Cpu:
+        """Start or resume, pause when a vCPU reaches address, and return that vCPU."""
+        bp = self.add_breakpoint(address)
+        try:
+            self.resume()
+            event = self.wait(timeout)
+        finally:
+            self._while_paused(bp.remove)
+        if event is None:
+            self.pause()
+            raise TimeoutError(f"no vCPU reached {address:#x} within {timeout:g} s")
+        if event.kind == "breakpoint" and event.address == address:
+            return self.vcpus[event.vcpu]
+        raise PyvisorError(f"the machine stopped before reaching {address:#x}: "
+                           f"{event.describe()}")
+
+    @property
+    def stats(self) -> MachineStats:
+        """Exits by reason, port and MMIO region; time in KVM_RUN and in pyvisor."""
+        return collect_stats(self.vm.vcpus, self._runners, self.mmio_bus.registrations())
 
     # --- cleanup --------------------------------------------------------------------------
     def close(self) -> None:
-        """Release every fd, mapping and device thread; safe to call twice."""
+        """Stop the guest, then release every fd, mapping and device thread; safe to
+        call twice. Nothing is unmapped while a vCPU thread may still touch it."""
+        if self._started and self.outcome is None:
+            self._finish(Outcome("stopped", 0, "the machine was closed"))
+        if self._started:
+            self._teardown()
         if self.rtc is not None:
             self.rtc.close()
         if self.console_pipe is not None:

@@ -17,13 +17,22 @@ TIMEOUT_STATUS = 124
 class Outcome:
     """kind: 'exit' (exit device), 'reset', 'poweroff', 'quit' (Ctrl-A x), 'signal',
     'timeout', 'fault' (the guest broke: triple fault, emulation failure, failed entry) or
-    'error' (the host side failed)."""
+    'error' (the host side failed: a hook that raised carries its `traceback`).
+
+    A machine that paused itself on a debug event nobody handled reports it from
+    `Machine.wait()` as kind 'breakpoint' or 'watchpoint', with the `vcpu` and the
+    `address`; the machine is then paused, not stopped."""
     kind: str
     status: int
     detail: str = ""
     report: FaultReport | None = None
+    vcpu: int | None = None
+    address: int | None = None
+    traceback: str = ""
 
     def describe(self) -> str:
         if self.report is not None:
             return self.report.format()
+        if self.traceback:
+            return f"pyvisor: {self.kind}: {self.detail}\n{self.traceback.rstrip()}"
         return f"pyvisor: {self.kind}" + (f": {self.detail}" if self.detail else "")

@@ -75,7 +75,7 @@ class FaultReport:
         return "\n".join(lines)
 
 
-def _bits(sregs) -> int:
+def code_bits(sregs) -> int:
     """Code size for the current CS: 64-bit (CS.L in long mode), 32-bit (CS.D) or 16-bit."""
     if sregs.efer & EFER_LMA and sregs.cs.l:
         return 64
@@ -128,7 +128,7 @@ def build_report(vcpu: Vcpu, mem: GuestMemory, reason: str, detail: str = "",
                       "cr4": sregs.cr4, "efer": sregs.efer}
     report.segments = {n: (getattr(sregs, n).selector, getattr(sregs, n).base,
                            getattr(sregs, n).limit) for n in ("cs", "ds", "ss")}
-    bits = _bits(sregs)
+    bits = code_bits(sregs)
     try:
         gpa, code = read_guest_code(mem, sregs, regs.rip)
         report.code_address = gpa

@@ -1,0 +1,82 @@
+"""`Machine.stats`: what the guest's exits cost, from the counters pv_run keeps in C
+(struct pv_stats, one per vCPU), so the exit path itself never counts in Python."""
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from .._native import ffi, lib
+from ..devices.bus import Registration
+from ..kvm.vcpu import EXIT_REASON_NAMES
+
+
+@dataclass
+class MachineStats:
+    """exits: by KVM exit reason ("io", "mmio", "debug", ...), all vCPUs; ports and mmio:
+    port I/O exits by port, MMIO exits by device region ("unclaimed" for the rest);
+    native_exits: those of them served inside the C shim without Python; interrupted:
+    KVM_RUN returns for a kick; kvm_run_seconds: time inside KVM_RUN; pyvisor_seconds: the
+    rest of the vCPU threads' running (not paused) time."""
+    exits: dict[str, int] = field(default_factory=dict)
+    ports: dict[int, int] = field(default_factory=dict)
+    mmio: dict[str, int] = field(default_factory=dict)
+    native_exits: int = 0
+    interrupted: int = 0
+    kvm_run_seconds: float = 0.0
+    pyvisor_seconds: float = 0.0
+
+    @property
+    def total_exits(self) -> int:
+        return sum(self.exits.values())
+
+    def format(self, top: int = 10) -> str:
+        lines = [f"exits: {self.total_exits} ({self.native_exits} served in C), "
+                 f"{self.kvm_run_seconds:.3f} s in KVM_RUN, {self.pyvisor_seconds:.3f} s in pyvisor"]
+        lines += [f"  {name:<16} {count}" for name, count in
+                  sorted(self.exits.items(), key=lambda kv: -kv[1])]
+        if self.ports:
+            lines.append("busiest ports:")
+            lines += [f"  {port:#06x}  {count}" for port, count in
+                      Counter(self.ports).most_common(top)]
+        if self.mmio:
+            lines.append("MMIO exits by region:")
+            lines += [f"  {name:<24} {count}" for name, count in Counter(self.mmio).most_common(top)]
+        return "\n".join(lines)
+
+
+def collect_stats(vcpus: Sequence, runners: Sequence, regions: Sequence[Registration]
+                  ) -> MachineStats:
+    stats = MachineStats()
+    exits: Counter[str] = Counter()
+    ports: Counter[int] = Counter()
+    mmio: Counter[str] = Counter()
+    bases = [r.base for r in regions]
+    last = lib.PV_EXIT_REASONS - 1
+    for vcpu in vcpus:
+        st = vcpu.stats
+        for reason in range(lib.PV_EXIT_REASONS):
+            if st.exits[reason]:
+                name = EXIT_REASON_NAMES.get(reason, f"reason {reason}").lower()
+                exits["other" if reason == last else name] += st.exits[reason]
+        counts = memoryview(ffi.buffer(st.ports)).cast("I")
+        ports.update({port: n for port, n in enumerate(counts) if n})
+        for slot in range(lib.PV_MMIO_PAGES):
+            if st.mmio_page[slot]:
+                mmio[_region(regions, bases, (st.mmio_page[slot] - 1) << 12)] += st.mmio_count[slot]
+        if st.mmio_other:
+            mmio["other pages"] += st.mmio_other
+        stats.native_exits += st.native_exits
+        stats.interrupted += st.interrupted
+        stats.kvm_run_seconds += st.run_ns / 1e9
+    stats.pyvisor_seconds = max(0.0, sum(r.active_seconds for r in runners) - stats.kvm_run_seconds)
+    stats.exits, stats.ports, stats.mmio = dict(exits), dict(ports), dict(mmio)
+    return stats
+
+
+def _region(regions: Sequence[Registration], bases: list[int], gpa: int) -> str:
+    i = bisect_right(bases, gpa | 0xFFF) - 1
+    if i >= 0 and regions[i].base + regions[i].length > gpa:
+        return regions[i].name
+    return "unclaimed"

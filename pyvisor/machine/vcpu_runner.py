@@ -1,0 +1,295 @@
+"""The loop each vCPU thread runs: KVM_RUN, hand the exit to a device, repeat.
+
+Everything in `_run` is paid on every port or MMIO exit, so it binds what it calls to locals
+and handles nothing else inline: a pending read's value goes into the next pv_run (one
+crossing per exit), counting happens in C (struct pv_stats), and the rarer exits (debug,
+shutdown, internal errors) go to `_unusual_exit`. The loop returns to `RunControl.park`
+whenever KVM_RUN is interrupted for a pause or a stop.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .._native import ffi, lib
+from ..debug.breakpoints import DR6_BS, Breakpoint, DebugTable, Watchpoint
+from ..errors import PyvisorError
+from ..kvm.backend import Backend
+from ..kvm.vcpu import EXIT_REASON_NAMES, Vcpu
+from ..memory.guest_memory import GuestMemory
+from .hooks import HookError, set_current_cpu
+from .outcome import FAULT_STATUS, Outcome
+from .report import INTERNAL_ERROR_NAMES, build_report
+from .run_control import RunControl
+
+log = logging.getLogger("pyvisor.machine")
+
+EXIT_NAMES = {name.lower(): number for number, name in EXIT_REASON_NAMES.items()}
+
+
+@dataclass
+class Routing:
+    """Where the vCPU loop sends accesses: the buses, or hooks in front of them, and the
+    native UART shortcut (NULL when a hook covers the UART's ports)."""
+    pio_read: Callable[[int, int], int]
+    pio_write: Callable[[int, int, int], None]
+    mmio_read: Callable[[int, int], int]
+    mmio_write: Callable[[int, int, int], None]
+    uart: Any
+
+
+class VcpuRunner:
+    """One vCPU's thread body, its single-step, and how its unusual exits end."""
+
+    def __init__(self, vcpu: Vcpu, cpu: Any, control: RunControl, routing: Callable[[], Routing],
+                 debug: DebugTable, exit_hooks: dict[int, list[Callable]],
+                 memory: GuestMemory, backend: Backend,
+                 finish: Callable[[Outcome], None],
+                 report_event: Callable[[Outcome], None]) -> None:
+        self.vcpu, self.cpu, self.control = vcpu, cpu, control
+        self._routing = routing
+        self._debug = debug
+        self._exit_hooks = exit_hooks
+        self._memory, self._backend = memory, backend
+        self._finish, self._report_event = finish, report_event
+        self.active_seconds = 0.0        # time spent in the run loop (not parked)
+        self._step_over: Breakpoint | None = None   # paused on this breakpoint's address
+        self._debug_generation = 0   # the DebugTable generation this vCPU is programmed for
+
+    # --- the thread ---------------------------------------------------------------------
+    def main(self) -> None:
+        index = self.vcpu.index
+        set_current_cpu(self.cpu)
+        self.control.enter(index)
+        outcome = None
+        try:
+            while outcome is None and self.control.park(index):
+                started = time.monotonic()
+                try:
+                    if self._step_over is not None:
+                        outcome = self._pass_breakpoint()
+                    if outcome is None:
+                        outcome = self._run()
+                finally:
+                    self.active_seconds += time.monotonic() - started
+        except HookError as e:
+            outcome = Outcome("error", FAULT_STATUS, str(e), traceback=e.traceback)
+        except PyvisorError as e:
+            outcome = Outcome("error", FAULT_STATUS, str(e))
+        except Exception as e:  # a pyvisor bug: report it, never leave the VM hanging
+            log.exception("vCPU %d thread failed", index)
+            outcome = Outcome("error", FAULT_STATUS, f"internal error on vCPU {index}: {e!r}")
+        finally:
+            self.control.leave(index)
+        if outcome is not None:
+            self._finish(outcome)
+
+    def _run(self) -> Outcome | None:
+        """The per-exit path: until KVM_RUN is interrupted for a park, or the vCPU stops."""
+        r = self._routing()
+        run = lib.pv_run
+        vcpu = self.vcpu
+        self._sync_debug()
+        fd, kvm_run, ex, uart = vcpu.fd, vcpu.kvm_run, vcpu.exit, r.uart
+        pio_read, pio_write, mmio_read, mmio_write = r.pio_read, r.pio_write, r.mmio_read, r.mmio_write
+        wants_park = self.control.wants_park
+        EXIT_IO, EXIT_MMIO, EXIT_INTR = lib.KVM_EXIT_IO, lib.KVM_EXIT_MMIO, lib.KVM_EXIT_INTR
+        EINTR, EAGAIN = -errno.EINTR, -errno.EAGAIN
+        value = 0
+        while True:
+            ret = run(fd, kvm_run, ex, uart, value)
+            if ret < 0:
+                if ret == EINTR or ret == EAGAIN:
+                    if wants_park():
+                        return None
+                    continue
+                return Outcome("error", FAULT_STATUS, f"KVM_RUN failed on vCPU {vcpu.index}: "
+                                                      f"{os.strerror(-ret)}")
+            reason = ex.reason
+            if reason == EXIT_IO:
+                if ex.count != 1:
+                    _string_pio(ex, pio_read, pio_write)
+                elif ex.is_write:
+                    pio_write(ex.addr, ex.size, ex.value)
+                else:
+                    value = pio_read(ex.addr, ex.size)
+            elif reason == EXIT_MMIO:
+                if ex.is_write:
+                    mmio_write(ex.addr, ex.size, ex.value)
+                else:
+                    value = mmio_read(ex.addr, ex.size)
+            elif reason != EXIT_INTR:
+                outcome = self._unusual_exit(reason)
+                if outcome is not None:
+                    return outcome
+                if wants_park():
+                    return None
+
+    def _sync_debug(self) -> None:
+        if self._debug_generation != self._debug.generation:
+            self._debug_generation = self._debug.generation
+            self._debug.apply(self.vcpu)
+
+    # --- single-stepping ----------------------------------------------------------------
+    def step(self, count: int) -> Outcome | None:
+        """Execute exactly count instructions (the vCPU is parked, or not started). Port
+        and MMIO accesses on the way go to the devices as usual."""
+        vcpu = self.vcpu
+        vcpu.request_immediate_exit(False)
+        self._debug.apply(vcpu, stepping=True)
+        try:
+            for _ in range(count):
+                outcome = self._step_one()
+                if outcome is not None:
+                    self._finish(outcome)
+                    return outcome
+            self._step_over = None
+        finally:
+            self._debug_generation = self._debug.generation
+            self._debug.apply(vcpu)
+            vcpu.request_immediate_exit(self.control.pausing or self.control.stopping)
+        return None
+
+    def _step_one(self) -> Outcome | None:
+        """KVM_RUN with single-step on until its #DB: one instruction done. A software
+        breakpoint under RIP is lifted for the step and put back after."""
+        rip = self.vcpu.get_regs().rip
+        bp = self._debug.software_at(rip)
+        if bp is not None:
+            self._debug.lift_software(bp)
+        try:
+            r = self._routing()
+            ex = self.vcpu.exit
+            value = 0
+            while True:
+                ret = lib.pv_run(self.vcpu.fd, self.vcpu.kvm_run, ex, r.uart, value)
+                if ret < 0:
+                    if ret in (-errno.EINTR, -errno.EAGAIN):
+                        if self.control.stopping:
+                            return None
+                        continue
+                    return Outcome("error", FAULT_STATUS, f"KVM_RUN failed: {os.strerror(-ret)}")
+                reason = ex.reason
+                if reason == lib.KVM_EXIT_DEBUG:
+                    return None
+                if reason in (lib.KVM_EXIT_IO, lib.KVM_EXIT_MMIO):
+                    value = _device_access(ex, r)
+                elif reason != lib.KVM_EXIT_INTR:
+                    outcome = self._stop_exit(reason)
+                    if outcome is not None:
+                        return outcome
+        finally:
+            if bp is not None:
+                self._debug.restore_software(bp)
+
+    def _pass_breakpoint(self) -> Outcome | None:
+        """Resuming on the breakpoint that paused us: step over it first."""
+        bp, self._step_over = self._step_over, None
+        if self.vcpu.get_regs().rip != bp.address:
+            return None   # someone moved RIP while paused
+        return self.step(1)
+
+    # --- exits that are not device accesses -----------------------------------------------
+    def _unusual_exit(self, reason: int) -> Outcome | None:
+        for callback in self._exit_hooks.get(reason, ()):
+            try:
+                handled = callback(self.cpu, EXIT_REASON_NAMES.get(reason, str(reason)).lower())
+            except Exception as e:
+                raise HookError(f"the on_exit hook for {EXIT_REASON_NAMES.get(reason)}", e) from e
+            if handled:
+                return None
+        if reason == lib.KVM_EXIT_DEBUG:
+            return self._debug_exit()
+        return self._stop_exit(reason)
+
+    def _debug_exit(self) -> Outcome | None:
+        ex = self.vcpu.exit
+        point = self._debug.hit(ex.exception, ex.pc, ex.dr6)
+        if point is None:
+            if not ex.dr6 & DR6_BS:
+                log.debug("vCPU %d: debug exit at %#x matched no breakpoint", self.vcpu.index, ex.pc)
+            return None
+        is_breakpoint = isinstance(point, Breakpoint)
+        if point.callback is not None:
+            try:
+                point.callback(self.cpu, point)
+            except Exception as e:
+                raise HookError(f"the callback of {point!r}", e) from e
+            if is_breakpoint and not self.control.wants_park():
+                self._step_over = point
+                return self._pass_breakpoint()
+            if is_breakpoint:
+                self._step_over = point
+            return None
+        if is_breakpoint:
+            self._step_over = point
+            kind, address = "breakpoint", point.address
+        else:
+            kind, address = "watchpoint", point.address
+        what = "breakpoint" if is_breakpoint else f"{point.access} watchpoint"
+        self._report_event(Outcome(kind, 0, f"vCPU {self.vcpu.index} hit the {what} at "
+                                            f"{address:#x} (RIP {ex.pc:#x})",
+                                   vcpu=self.vcpu.index, address=address))
+        return None
+
+    def _stop_exit(self, reason: int) -> Outcome | None:
+        ex = self.vcpu.exit
+        if reason == lib.KVM_EXIT_SHUTDOWN:
+            return self._fault("triple fault (KVM_EXIT_SHUTDOWN)",
+                               "the guest hit an exception it could not handle and the CPU shut down")
+        if reason == lib.KVM_EXIT_INTERNAL_ERROR:
+            what = INTERNAL_ERROR_NAMES.get(ex.suberror, f"suberror {ex.suberror}")
+            data = " ".join(f"{ex.idata[i]:#x}" for i in range(ex.ndata))
+            return self._fault(f"KVM internal error: {what} (KVM_EXIT_INTERNAL_ERROR)",
+                               f"suberror {ex.suberror}" + (f", data {data}" if data else ""))
+        if reason == lib.KVM_EXIT_FAIL_ENTRY:
+            return self._fault("VM entry failed (KVM_EXIT_FAIL_ENTRY)",
+                               f"hardware entry failure reason {ex.hw_reason:#x}")
+        if reason == lib.KVM_EXIT_SYSTEM_EVENT:
+            if ex.event_type == lib.KVM_SYSTEM_EVENT_SHUTDOWN:
+                return Outcome("poweroff", 0, "the guest powered off")
+            if ex.event_type == lib.KVM_SYSTEM_EVENT_RESET:
+                return Outcome("reset", 0, "the guest reset the machine")
+            return self._fault(f"system event {ex.event_type} (KVM_EXIT_SYSTEM_EVENT)")
+        if reason in (lib.KVM_EXIT_IRQ_WINDOW_OPEN, lib.KVM_EXIT_DEBUG):
+            return None
+        name = EXIT_REASON_NAMES.get(reason, str(reason))
+        return self._fault(f"unexpected exit KVM_EXIT_{name}")
+
+    def _fault(self, reason: str, detail: str = "") -> Outcome:
+        report = build_report(self.vcpu, self._memory, reason, detail, self._backend)
+        return Outcome("fault", FAULT_STATUS, reason, report, vcpu=self.vcpu.index)
+
+
+def _device_access(ex, r: Routing) -> int:
+    """One port or MMIO exit off the hot path (single steps); the read value, else 0.
+    `VcpuRunner._run` does the same inline, since it is paid on every exit."""
+    if ex.reason == lib.KVM_EXIT_IO:
+        if ex.count != 1:
+            _string_pio(ex, r.pio_read, r.pio_write)
+        elif ex.is_write:
+            r.pio_write(ex.addr, ex.size, ex.value)
+        else:
+            return r.pio_read(ex.addr, ex.size)
+    elif ex.is_write:
+        r.mmio_write(ex.addr, ex.size, ex.value)
+    else:
+        return r.mmio_read(ex.addr, ex.size)
+    return 0
+
+
+def _string_pio(ex, pio_read: Callable[[int, int], int],
+                pio_write: Callable[[int, int, int], None]) -> None:
+    """rep ins/outs: KVM hands over `count` elements at once in the data area."""
+    size, port = ex.size, ex.addr
+    data = ffi.buffer(ex.data, size * ex.count)
+    for i in range(ex.count):
+        element = slice(i * size, (i + 1) * size)
+        if ex.is_write:
+            pio_write(port, size, int.from_bytes(data[element], "little"))
+        else:
+            data[element] = pio_read(port, size).to_bytes(size, "little")
