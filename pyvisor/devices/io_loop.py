@@ -8,6 +8,8 @@ import select
 import threading
 from typing import Callable
 
+from .ratelimit import RateLimitedLog
+
 log = logging.getLogger("pyvisor.io")
 
 
@@ -19,6 +21,7 @@ class IoLoop:
         self._epoll.register(self._wake, select.EPOLLIN)
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._failures = RateLimitedLog(log)   # a handler failing over and over
 
     def add(self, fd: int, handler: Callable[[], None]) -> None:
         """Call handler() on the I/O thread whenever fd is readable (level-triggered: the
@@ -63,7 +66,7 @@ class IoLoop:
                 try:
                     handler()
                 except Exception:   # a device bug must not take every other device down
-                    log.exception("I/O handler for fd %d failed", fd)
+                    self._failures.error("I/O handler for fd %d failed", fd, exc_info=True)
 
     def stop(self) -> None:
         """Stop the thread (handlers in progress finish first)."""

@@ -26,7 +26,7 @@ class RateLimitedLog:
         self._sent = 0
         self.suppressed = 0
 
-    def log(self, level: int, msg: str, *args: object) -> None:
+    def log(self, level: int, msg: str, *args: object, exc_info: bool = False) -> None:
         with self._lock:
             now = self._clock()
             if now - self._window_start >= self._interval:
@@ -39,10 +39,10 @@ class RateLimitedLog:
         if dropped:
             msg += " (%d similar messages suppressed)"
             args += (dropped,)
-        self._log.log(level, msg, *args)
+        self._log.log(level, msg, *args, exc_info=exc_info)
 
-    def error(self, msg: str, *args: object) -> None:
-        self.log(logging.ERROR, msg, *args)
+    def error(self, msg: str, *args: object, exc_info: bool = False) -> None:
+        self.log(logging.ERROR, msg, *args, exc_info=exc_info)
 
     def warning(self, msg: str, *args: object) -> None:
         self.log(logging.WARNING, msg, *args)

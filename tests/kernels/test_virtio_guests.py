@@ -8,6 +8,7 @@ refusing it (DEVICE_NEEDS_RESET), the VMM still running, and the device working 
 reset."""
 from __future__ import annotations
 
+import os
 import random
 import re
 
@@ -307,3 +308,27 @@ def test_hostile_chains_cost_the_host_a_bounded_amount(tmp_path, transport):
     assert peak < HOSTILE_RAM + (64 << 20), f"peak RSS {peak >> 20} MiB"
     assert len(err.splitlines()) < 20, err                    # error lines rate-limited
     assert disk.read_bytes() == before
+
+
+def test_a_disk_another_process_writes_is_refused_in_one_line(tmp_path):
+    """Images are locked as QEMU locks them: while another process has the image open
+    for writing, `pyvisor run --disk` refuses it before the guest starts, in one line;
+    read-only users share."""
+    from helpers import one_line_error
+    from pyvisor.devices.virtio.blk import DiskSpec, open_disk
+    disk = tmp_path / "disk.img"
+    pattern_disk(disk)
+    fd, _ = open_disk(DiskSpec(str(disk)))
+    try:
+        for spec in (str(disk), f"{disk},ro"):
+            line = one_line_error(pyvisor("run", guest("virtio_blk"), "--disk", spec,
+                                          "--timeout", "30", timeout=60))
+            assert "by another process" in line and str(disk) in line
+    finally:
+        os.close(fd)
+    fd, _ = open_disk(DiskSpec(str(disk), readonly=True))
+    try:
+        status, out, err = boot("virtio_blk", "--disk", f"{disk},ro")
+        assert status == 0, out + err
+    finally:
+        os.close(fd)

@@ -185,3 +185,21 @@ def test_close_without_start():
     lp = IoLoop()
     lp.close()
     assert lp._wake == -1
+
+
+def test_a_handler_failing_over_and_over_logs_a_bounded_number_of_lines(loop, caplog):
+    fd = eventfd_for(loop)
+    calls = []
+
+    def failing():
+        calls.append(1)
+        raise MemoryError
+
+    loop.add_eventfd(fd, failing)
+    with caplog.at_level(logging.ERROR, logger="pyvisor.io"):
+        loop.start()
+        for n in range(1, 101):
+            os.eventfd_write(fd, 1)
+            assert wait_for(lambda: len(calls) == n)
+    assert loop._thread.is_alive()
+    assert 1 <= len([r for r in caplog.records if r.name == "pyvisor.io"]) <= 10

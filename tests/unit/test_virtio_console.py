@@ -79,3 +79,17 @@ def test_receive_error_needs_reset(console, mem):
     rx.add([Buf(rx.alloc(4), 4)])                   # device-readable: wrong direction
     console.receive(b"x")
     assert console.status & NEEDS_RESET
+
+
+def test_backlog_fills_several_small_buffers_in_order(console, mem):
+    rx, _ = setup(console, mem)
+    console.receive(b"abc")
+    console.receive(b"defgh")
+    bufs = [rx.alloc(4) for _ in range(3)]
+    heads = [rx.add([Buf(b, 4, True)]) for b in bufs]
+    console.notify(RECEIVE)
+    assert rx.get_used() == [(heads[0], 4), (heads[1], 4)]
+    assert rx.read(bufs[0], 4) + rx.read(bufs[1], 4) == b"abcdefgh"
+    console.receive(b"ij")
+    assert rx.get_used() == [(heads[2], 2)]
+    assert rx.read(bufs[2], 2) == b"ij"

@@ -79,11 +79,14 @@ class VirtioConsole(VirtioDevice):
                 return
             if chain.readable:
                 raise QueueError("virtio-console receive buffer that is device-readable")
-            data = b"".join(self._backlog)
-            written = chain.write(data)
-            rest = data[written:]
-            self._backlog.clear()
-            if rest:
-                self._backlog.append(rest)
-            self._backlog_size = len(rest)
+            room, written = chain.writable_size, 0
+            while self._backlog and written < room:   # only what fits is copied
+                piece = self._backlog[0]
+                n = chain.write(memoryview(piece)[:room - written], written)
+                written += n
+                if n < len(piece):
+                    self._backlog[0] = piece[n:]
+                else:
+                    self._backlog.popleft()
+            self._backlog_size -= written
             queue.push(chain.head, written)
