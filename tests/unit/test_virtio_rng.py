@@ -304,3 +304,13 @@ def test_reinitialise_on_the_same_rings_after_reset(rng, mem):
     head = drv.add([Buf(drv.alloc(8), 8, True)])
     rng.notify(0)
     assert drv.get_used() == [(head, 8)]
+
+
+def test_an_exception_while_starting_needs_reset_instead_of_escaping(rng, mem, monkeypatch):
+    """on_activate runs on a vCPU thread (the DRIVER_OK write): nothing may escape it."""
+    def broken():
+        raise OSError("host trouble")
+    monkeypatch.setattr(rng, "on_activate", broken)
+    drv, calls = setup(rng, mem)
+    assert rng.status & NEEDS_RESET
+    assert (CONFIG_INTERRUPT, NO_VECTOR) in calls

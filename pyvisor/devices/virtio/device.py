@@ -96,7 +96,10 @@ class VirtioDevice:
         except QueueError as exc:
             self.fail(str(exc))
             return
-        self.on_activate()
+        try:
+            self.on_activate()
+        except Exception as exc:   # on a vCPU thread: contain it as serve() does
+            self.fail(f"{type(exc).__name__} while starting: {exc}")
 
     def reset(self) -> None:
         with self.lock:
