@@ -15,7 +15,6 @@ irqfds (msix.py), or as INTx on the slot's IOAPIC pin while MSI-X is off.
 """
 from __future__ import annotations
 
-import logging
 import os
 import struct
 import threading
@@ -31,8 +30,6 @@ from ..pci.function import PciFunction
 from ..pci.msix import Msix
 from .device import QUEUE_INTERRUPT, VirtioDevice
 from .transport import AREA_REGISTERS, TransportState
-
-log = logging.getLogger("pyvisor.virtio")
 
 VENDOR_ID = 0x1AF4
 MODERN_DEVICE_ID_BASE = 0x1040
@@ -165,7 +162,7 @@ class VirtioPci(PciFunction):
             try:
                 self._map(new)
             except ValueError as exc:
-                log.warning("%s: BAR not mapped: %s", self.name, exc)
+                self.device.log.warning("%s: BAR not mapped: %s", self.name, exc)
 
     # --- configuration space --------------------------------------------------------------
     def config_read(self, offset: int, size: int) -> int:
