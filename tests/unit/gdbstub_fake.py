@@ -79,7 +79,8 @@ class FakePoint:
 
 class FakeMachine:
     def __init__(self, cpus: int = 1, state: str = "paused", sw_allowed: bool = True,
-                 hw_slots: int = 4):
+                 hw_slots: int = 4, backend: str = "vmx"):
+        self.backend = SimpleNamespace(name=backend)
         self.state = state
         self.vcpus = [FakeCpu(self, i) for i in range(cpus)]
         self.pages: dict[int, bytearray] = {}

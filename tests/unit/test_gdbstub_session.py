@@ -182,6 +182,14 @@ def test_a_watchpoint_that_does_not_fit_takes_nothing():
     assert len(m.points) == 2
 
 
+def test_no_watchpoints_where_data_breakpoints_never_fire():
+    m, s = session(backend="pvm")
+    for p in (b"Z2,3000,4", b"Z3,3000,4", b"Z4,3000,4"):
+        assert s.handle(p) == b""                             # gdb then single-steps
+    assert m.points == []
+    assert s.handle(b"Z1,100000,1") == b"OK"
+
+
 def test_watch_chunks():
     assert watch_chunks(0x1000, 8) == [(0x1000, 8)]
     assert watch_chunks(0x1001, 7) == [(0x1001, 1), (0x1002, 2), (0x1004, 4)]

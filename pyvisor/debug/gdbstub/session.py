@@ -78,6 +78,10 @@ class Session:
         self.last_stop = self._thread_stop(SIGTRAP, 0)
         self.closing = False        # after D or k: the connection ends after the reply
         self._sw_is_hw = False      # the backend turned a software breakpoint into hw
+        # KVM's instruction emulator, which runs every guest instruction on a PVM host,
+        # never checks data breakpoints: there Z2-Z4 are "not supported", and gdb watches
+        # by single-stepping instead (software watchpoints).
+        self.hw_watchpoints = machine.backend.name != "pvm"
 
     # --- attach and detach --------------------------------------------------------------
     def attach(self) -> None:
@@ -269,7 +273,7 @@ class Session:
         if len(fields) != 3:
             raise ProtocolError(f"expected type,addr,kind: {p[:40]!r}")
         ztype, addr, kind = (parse_hex(f) for f in fields)
-        if ztype > 4:
+        if ztype > 4 or (ztype >= 2 and not self.hw_watchpoints):
             return b""
         key = (ztype, addr, kind)
         if p[:1] == b"z":
