@@ -105,10 +105,12 @@ def test_features_and_config(blk):
     dev = blk.dev
     assert dev.device_id == 2
     for bit in (lib.VIRTIO_BLK_F_FLUSH, lib.VIRTIO_BLK_F_BLK_SIZE, lib.VIRTIO_BLK_F_SEG_MAX,
-                lib.VIRTIO_BLK_F_DISCARD, lib.VIRTIO_BLK_F_WRITE_ZEROES):
+                lib.VIRTIO_BLK_F_SIZE_MAX, lib.VIRTIO_BLK_F_DISCARD,
+                lib.VIRTIO_BLK_F_WRITE_ZEROES):
         assert dev.device_features >> bit & 1
     assert not dev.device_features >> lib.VIRTIO_BLK_F_RO & 1
     assert dev.read_config(0, 8) == SECTORS            # capacity
+    assert dev.read_config(8, 4) == 128 << 10          # size_max
     assert dev.read_config(12, 4) == 254               # seg_max
     assert dev.read_config(20, 4) == SECTOR            # blk_size
     assert dev.read_config(36, 4) > 0                  # max_discard_sectors
@@ -579,3 +581,49 @@ def test_a_second_pyvisor_process_cannot_write_a_locked_image(image):
         assert probe.returncode == 1 and "in use by another process" in probe.stdout
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("kind", [T_IN, T_OUT])
+def test_a_request_moves_at_most_seg_max_times_size_max(tmp_path, kind):
+    """80 data buffers naming the same 512 KiB (40 MiB, on a 64 MiB image): more than the
+    seg_max x size_max the device advertises, refused without touching image or RAM."""
+    from pyvisor.devices.virtio.blk import MAX_TRANSFER
+    path = tmp_path / "big.img"
+    with open(path, "wb") as f:
+        f.truncate(64 << 20)
+    b = Blk(path)
+    try:
+        assert 40 << 20 > MAX_TRANSFER == b.dev.read_config(8, 4) * b.dev.read_config(12, 4)
+        hdr = struct.pack("<IIQ", kind, 0, 0)
+        buf = b.drv.alloc(512 << 10, fill=0xCC)
+        status_addr = b.drv.alloc(1, fill=0xFF)
+        b.drv.add([Buf(b.drv.alloc(len(hdr), hdr), len(hdr))]
+                  + [Buf(buf, 512 << 10, kind == T_IN)] * 80 + [Buf(status_addr, 1, True)],
+                  indirect=True)
+        assert [u[1] for u in b.run()] == [1]
+        assert b.mem.read_u8(status_addr) == IOERR
+        assert b.mem.read(buf, 16) == b"\xcc" * 16
+        assert os.stat(path).st_blocks == 0
+    finally:
+        b.close()
+
+
+def test_a_request_just_within_the_limit_is_served(tmp_path):
+    from pyvisor.devices.virtio.blk import MAX_TRANSFER
+    path = tmp_path / "big.img"
+    with open(path, "wb") as f:
+        f.truncate(64 << 20)
+    b = Blk(path)
+    try:
+        hdr = struct.pack("<IIQ", T_IN, 0, 0)
+        buf = b.drv.alloc(512 << 10, fill=0xCC)
+        status_addr = b.drv.alloc(1, fill=0xFF)
+        count = MAX_TRANSFER // (512 << 10)
+        b.drv.add([Buf(b.drv.alloc(len(hdr), hdr), len(hdr))]
+                  + [Buf(buf, 512 << 10, True)] * count + [Buf(status_addr, 1, True)],
+                  indirect=True)
+        assert [u[1] for u in b.run()] == [count * (512 << 10) + 1]
+        assert b.mem.read_u8(status_addr) == OK
+        assert b.mem.read(buf, 16) == bytes(16)
+    finally:
+        b.close()

@@ -2,9 +2,10 @@
 
 A request is a 16-byte header (type, reserved, sector) the driver wrote, then data buffers,
 then one status byte for the device. Data moves between guest RAM and the file with
-preadv/pwritev straight on the chain's views (never copied or joined), and a request
-never reaches past the end of the image, so its cost is bounded by the image whatever
-lengths its descriptors declare; FLUSH is fdatasync, so data the guest flushed is on the
+preadv/pwritev straight on the chain's views (never copied or joined). A request moves
+at most MAX_TRANSFER bytes (seg_max segments of size_max, both in the configuration
+space, so a driver knows) and never reaches past the end of the image, whatever lengths
+its descriptors declare; FLUSH is fdatasync, so data the guest flushed is on the
 host's disk even if pyvisor is killed right after. DISCARD and WRITE_ZEROES take at most
 MAX_DISCARD_SEGMENTS segments, counted from the buffer lengths before anything is read.
 
@@ -28,6 +29,8 @@ from .queue import Chain, QueueError, Virtqueue
 SECTOR = 512
 QUEUE_SIZE = 256
 SEG_MAX = QUEUE_SIZE - 2          # header and status take two descriptors
+SIZE_MAX = 128 << 10              # bytes per segment (Linux splits to fit)
+MAX_TRANSFER = SEG_MAX * SIZE_MAX # data bytes per request: about 32 MiB
 MAX_DISCARD_SECTORS = 1 << 22     # 2 GiB per segment
 MAX_DISCARD_SEGMENTS = 32
 
@@ -88,7 +91,12 @@ def open_disk(spec: DiskSpec) -> tuple[int, int]:
     if not stat.S_ISREG(info.st_mode) and not stat.S_ISBLK(info.st_mode):
         os.close(fd)
         raise ConfigError(f"disk {spec.path!r}: not a regular file or block device")
-    size = os.lseek(fd, 0, os.SEEK_END)
+    try:
+        size = os.lseek(fd, 0, os.SEEK_END)
+    except OSError as e:   # a regular file in name only: /proc/self/mem, many of /sys
+        os.close(fd)
+        raise ConfigError(f"disk {spec.path!r}: cannot tell its size ({e.strerror}): "
+                          f"not a disk image") from None
     if size % SECTOR:
         os.close(fd)
         raise ConfigError(f"disk {spec.path!r}: its size ({size} bytes) is not a multiple "
@@ -112,8 +120,8 @@ class VirtioBlk(VirtioDevice):
     queue_sizes = (QUEUE_SIZE,)
 
     def __init__(self, spec: DiskSpec) -> None:
-        features = (1 << lib.VIRTIO_BLK_F_SEG_MAX | 1 << lib.VIRTIO_BLK_F_BLK_SIZE
-                    | 1 << lib.VIRTIO_BLK_F_FLUSH)
+        features = (1 << lib.VIRTIO_BLK_F_SIZE_MAX | 1 << lib.VIRTIO_BLK_F_SEG_MAX
+                    | 1 << lib.VIRTIO_BLK_F_BLK_SIZE | 1 << lib.VIRTIO_BLK_F_FLUSH)
         if spec.readonly:
             features |= 1 << lib.VIRTIO_BLK_F_RO
         else:
@@ -124,7 +132,7 @@ class VirtioBlk(VirtioDevice):
         self.name = f"blk {os.path.basename(spec.path)}"
         self.sectors = self.size // SECTOR
         self.config = bytearray(CONFIG.pack(
-            self.sectors, 0, SEG_MAX, 0, 0, 0, SECTOR, 0, 0, 0, 0, 0, 1,
+            self.sectors, SIZE_MAX, SEG_MAX, 0, 0, 0, SECTOR, 0, 0, 0, 0, 0, 1,
             MAX_DISCARD_SECTORS, MAX_DISCARD_SEGMENTS, 1,
             MAX_DISCARD_SECTORS, MAX_DISCARD_SEGMENTS, 1))
 
@@ -170,7 +178,7 @@ class VirtioBlk(VirtioDevice):
 
     def _read(self, sector: int, bufs: list[memoryview]) -> tuple[int, int]:
         length = sum(len(b) for b in bufs)
-        if not self._range_ok(sector, length):
+        if length > MAX_TRANSFER or not self._range_ok(sector, length):
             return IOERR, 0
         try:
             done = os.preadv(self.fd, bufs, sector * SECTOR)
@@ -181,7 +189,7 @@ class VirtioBlk(VirtioDevice):
 
     def _write(self, sector: int, bufs: list[memoryview]) -> int:
         length = sum(len(b) for b in bufs)
-        if self.spec.readonly or not self._range_ok(sector, length):
+        if self.spec.readonly or length > MAX_TRANSFER or not self._range_ok(sector, length):
             return IOERR
         try:
             done = os.pwritev(self.fd, bufs, sector * SECTOR)
