@@ -7,6 +7,10 @@ emulator cannot run int3, so on a PVM host a software breakpoint becomes a hardw
 (with a warning; `kind` says which it is). Continuing from an instruction breakpoint
 steps over it with the breakpoints lifted, as gdb does.
 
+Watchpoints are hardware ones (kind "hw") where the debug registers can watch data; on a
+PVM host, whose instruction emulator never checks data breakpoints, they are page
+protections instead (kind "page", see page_watch.py).
+
 Addresses are guest-virtual (linear), as the debug registers and gdb see them.
 """
 from __future__ import annotations
@@ -60,6 +64,8 @@ class Watchpoint(_Point):
         super().__init__(table, address, callback)
         self.length = length
         self.access = access
+        self.kind = "hw"
+        self.physical: int | None = None   # where a "page" watchpoint watches
 
     def __repr__(self) -> str:
         return (f"Watchpoint({self.address:#x}, length={self.length}, access={self.access!r}, "
@@ -74,14 +80,18 @@ class DebugTable:
     for the vCPU to leave KVM_RUN). Software breakpoints write guest memory, so they are
     added and removed with every vCPU paused."""
 
-    def __init__(self, sw_allowed: bool, translate: Callable[[int], int | None],
-                 memory) -> None:
+    def __init__(self, native_debug: bool, translate: Callable[[int], int | None],
+                 memory, page_watches) -> None:
+        """native_debug: int3 and data breakpoints work (VT-x / AMD-V, not KVM's emulator)."""
         self.generation = 0
-        self._sw_allowed = sw_allowed
+        self._sw_allowed = native_debug
+        self._hw_watch = native_debug
+        self._page_watches = page_watches
         self._translate = translate
         self._memory = memory
         self._slots: list[_Point | None] = [None] * HW_SLOTS
         self.software: list[Breakpoint] = []
+        self.watches: list[Watchpoint] = []     # page watchpoints
         self.blockirq = lib.KVM_GUESTDBG_BLOCKIRQ
 
     # --- adding and removing ------------------------------------------------------------
@@ -116,8 +126,16 @@ class DebugTable:
         if address % length:
             raise ValueError(f"watchpoint address {address:#x} is not aligned to {length}")
         wp = Watchpoint(self, address, length, access, callback)
-        self._take_slot(wp)
-        self.generation += 1
+        if self._hw_watch:
+            self._take_slot(wp)
+            self.generation += 1
+            return wp
+        wp.kind = "page"
+        wp.physical = self._translate(address)
+        if wp.physical is None:
+            raise PyvisorError(f"watchpoint address {address:#x} is not mapped")
+        self._page_watches.add(wp)
+        self.watches.append(wp)
         return wp
 
     def _take_slot(self, point: _Point) -> None:
@@ -135,6 +153,9 @@ class DebugTable:
         elif isinstance(point, Breakpoint) and point in self.software:
             self.software.remove(point)
             self._memory.write(point.physical, bytes([point.original]))
+        elif point in self.watches:
+            self.watches.remove(point)
+            self._page_watches.remove(point)
         self.generation += 1
 
     # --- what KVM is told ---------------------------------------------------------------

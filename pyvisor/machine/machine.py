@@ -20,6 +20,7 @@ from .._native import ffi, lib
 from ..console import Console
 from ..debug.breakpoints import Breakpoint, DebugTable, Watchpoint
 from ..debug.cpu import Cpu
+from ..debug.page_watch import PageWatches
 from ..devices.bus import MmioBus, PioBus
 from ..devices.legacy.acpi_pm import PM_BASE, PM_LENGTH, SCI_IRQ, AcpiPm
 from ..devices.legacy.debugcon import DEBUGCON_PORT, DebugConsole
@@ -37,13 +38,14 @@ from ..kvm.backend import detect_backend
 from ..kvm.system import Kvm
 from ..memory.guest_memory import GuestMemory
 from ..memory.layout import MemoryLayout
+from ..memory.slots import MemorySlots
 from ..units import format_size
 from .virtio_devices import attach_virtio_devices
 from ..x86.vcpu_setup import configure_cpu, configure_lapic
 from .boot import enter_kernel, prepare_boot
 from .config import MachineConfig
 from .console_pipe import ConsolePipe, OutputRing
-from .hooks import Hook, HookCallback, RangeHooks
+from .hooks import Hook, HookCallback, RangeHooks, current_cpu
 from .outcome import TIMEOUT_STATUS, Outcome
 from ..output_sink import FdSink
 from .run_control import KICK_SIGNAL, RunControl
@@ -135,8 +137,7 @@ class Machine:
         self.layout = MemoryLayout(cfg.mem)
         self.memory = GuestMemory(self.layout)
         self.vm = self.kvm.create_vm()
-        for slot, (gpa, size, host_addr) in enumerate(self.memory.regions):
-            self.vm.set_user_memory_region(slot, gpa, size, host_addr)
+        self.slots = MemorySlots(self.vm.set_user_memory_region, self.memory.regions)
         self.vm.set_tss_addr(TSS_ADDR)
         self.vm.set_identity_map_addr(IDENTITY_MAP_ADDR)
         self.vm.create_irqchip()
@@ -204,8 +205,11 @@ class Machine:
         self._exit_hooks: dict[int, list[Callable]] = {}
         self._reroute()
         self.vcpus = [Cpu(v, self.memory, self._accessible, self._step) for v in vcpus]
-        self.debug = DebugTable(sw_allowed=self.backend.name != "pvm",
-                                translate=self.vcpus[0].translate, memory=self.memory)
+        page_watches = PageWatches(self.slots, self.memory, self.mmio_bus,
+                                   on_hit=lambda p: self._runners[current_cpu().index].page_watch_hit(p))
+        self.debug = DebugTable(native_debug=self.backend.name != "pvm",
+                                translate=self.vcpus[0].translate, memory=self.memory,
+                                page_watches=page_watches)
         self._runners = [VcpuRunner(v, cpu, self._control, lambda: self._routing, self.debug,
                                     self._exit_hooks, self.memory, self.backend,
                                     finish=self._finish, report_event=self._report_event)

@@ -213,27 +213,35 @@ class VcpuRunner:
             if not ex.dr6 & DR6_BS:
                 log.debug("vCPU %d: debug exit at %#x matched no breakpoint", self.vcpu.index, ex.pc)
             return None
+        return self._point_hit(point, ex.pc)
+
+    def page_watch_hit(self, point: Watchpoint) -> None:
+        """A page-protection watchpoint saw an access (during this vCPU's MMIO exit; the
+        instruction completes when the vCPU next enters the guest)."""
+        point.hits += 1
+        self._point_hit(point, self.vcpu.get_regs().rip)
+
+    def _point_hit(self, point: Breakpoint | Watchpoint, rip: int) -> Outcome | None:
+        """Run the point's callback, or pause the machine and report the event. Going on
+        from an instruction breakpoint steps over it."""
         is_breakpoint = isinstance(point, Breakpoint)
         if point.callback is not None:
             try:
                 point.callback(self.cpu, point)
             except Exception as e:
                 raise HookError(f"the callback of {point!r}", e) from e
-            if is_breakpoint and not self.control.wants_park():
-                self._step_over = point
-                return self._pass_breakpoint()
             if is_breakpoint:
                 self._step_over = point
+                if not self.control.wants_park():
+                    return self._pass_breakpoint()
             return None
         if is_breakpoint:
             self._step_over = point
-            kind, address = "breakpoint", point.address
-        else:
-            kind, address = "watchpoint", point.address
         what = "breakpoint" if is_breakpoint else f"{point.access} watchpoint"
-        self._report_event(Outcome(kind, 0, f"vCPU {self.vcpu.index} hit the {what} at "
-                                            f"{address:#x} (RIP {ex.pc:#x})",
-                                   vcpu=self.vcpu.index, address=address))
+        self._report_event(Outcome(what.split()[-1], 0,
+                                   f"vCPU {self.vcpu.index} hit the {what} at "
+                                   f"{point.address:#x} (RIP {rip:#x})",
+                                   vcpu=self.vcpu.index, address=point.address))
         return None
 
     def _stop_exit(self, reason: int) -> Outcome | None:
