@@ -6,8 +6,9 @@ gdb numbers registers by the `regnum` of the description, and g carries them in 
 order, each little-endian in its own width. The x87 and SSE registers are the FXSAVE image
 KVM keeps (struct kvm_fpu); its abridged tag byte is widened to the two-bit tag word gdb
 shows as `ftag`, as gdbserver does. Control registers and EFER have no standard gdb
-feature; they go in a feature of our own in the "system" group (`info registers system`,
-`p $cr3`), where QEMU puts its extra ones in the core feature.
+feature; they go in a feature of our own (QEMU puts them in the core feature). gdb's
+i386 code ignores a description's register groups, so they show in `info registers`
+with the general registers, and as `$cr3` etc.
 """
 from __future__ import annotations
 
@@ -106,11 +107,10 @@ def _segment_base(seg: str, msr: int) -> Register:
                     lambda v: getattr(v.cpu.sregs, seg).base, set_)
 
 
-def _control(name: str, type_: str = "int64") -> Register:
+def _control(name: str) -> Register:
     def set_(v: CpuView, value: int) -> None:
         setattr(v.cpu.sregs, name, value)
-    return Register(name, 64, type_, SYSTEM, lambda v: getattr(v.cpu.sregs, name), set_,
-                    group="system")
+    return Register(name, 64, "int64", SYSTEM, lambda v: getattr(v.cpu.sregs, name), set_)
 
 
 def _fpu_bytes(name: str, field: str, index: int, bits: int, type_: str, feature: str,
