@@ -112,7 +112,7 @@ class Cpu:
     """A vCPU of a running (or paused, or built) machine."""
 
     def __init__(self, vcpu: Vcpu, memory: GuestMemory, accessible: Callable[[int], bool],
-                 stepper: Callable[[int, int], "Outcome | None"]) -> None:
+                 stepper: Callable[[int, int, float | None], "Outcome | None"]) -> None:
         self._vcpu = vcpu
         self._memory = memory
         self._accessible = accessible
@@ -212,13 +212,14 @@ class Cpu:
         return disassemble(code, addr, code_bits(sregs), count)
 
     # --- execution ----------------------------------------------------------------------
-    def step(self, count: int = 1) -> "Outcome | None":
+    def step(self, count: int = 1, timeout: float | None = None) -> "Outcome | None":
         """Execute exactly count instructions on this vCPU (the others stay paused);
-        returns an Outcome if the guest stopped on the way."""
+        returns an Outcome if the guest stopped on the way. A step that cannot finish (a
+        halted vCPU with interrupts off) raises StepAborted after timeout seconds."""
         self._vcpu_checked()
         if count < 1:
             raise ValueError("step count must be at least 1")
-        return self._stepper(self.index, count)
+        return self._stepper(self.index, count, timeout)
 
     def trace(self, count: int) -> Iterator[tuple[int, Instruction]]:
         """Step count instructions, yielding (rip, instruction) before each one runs."""

@@ -325,16 +325,21 @@ class Machine:
             self._control.pause()
 
     def resume(self) -> None:
-        """Let a paused machine run on (start it, if it was only created)."""
+        """Let a paused machine run on (start it, if it was only created). Debug events
+        not yet taken by wait() are dropped: the pause they caused is over."""
         if self.state == "created":
             self.start()
         elif self.state == "paused":
+            with self._changed:
+                self._events.clear()
             self._control.resume()
 
-    def wait(self, timeout: float | None = None) -> Outcome | None:
+    def wait(self, timeout: float | None = None, events: bool = True) -> Outcome | None:
         """Until the guest stops (its Outcome), or pauses itself on a breakpoint or
-        watchpoint nobody handled (an Outcome of that kind; the machine stays paused).
-        None if timeout seconds pass first, with the machine left as it is."""
+        watchpoint nobody handled (an Outcome of that kind, `point` the Breakpoint or
+        Watchpoint; the machine stays paused). None if timeout seconds pass first, with the
+        machine left as it is. With events=False only the end counts, and debug events
+        stay queued for another waiter (a debugger on its own thread)."""
         if not self._started and self.outcome is None:
             raise PyvisorError("start the machine first")
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -347,7 +352,7 @@ class Machine:
                                              f"terminated by {signal.Signals(signo).name}"))
                     if self.outcome is not None:
                         break
-                    if self._events and self._control.all_parked:
+                    if events and self._events and self._control.all_parked:
                         return self._events.popleft()
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
@@ -361,18 +366,19 @@ class Machine:
         self._teardown()
         return self.outcome
 
-    def run(self, timeout: float | None = None, handle_signals: bool = False) -> Outcome:
-        """start() and wait() until the guest stops: the console quits, a signal arrives
-        (with handle_signals, from the main thread) or timeout seconds pass (the guest is
-        then stopped: kind "timeout")."""
-        self.start()
+    def run(self, timeout: float | None = None, handle_signals: bool = False,
+            paused: bool = False, events: bool = True) -> Outcome:
+        """start(paused) and wait(events=events) until the guest stops: the console
+        quits, a signal arrives (with handle_signals, from the main thread) or timeout
+        seconds pass (the guest is then stopped: kind "timeout")."""
+        self.start(paused=paused)
         previous = self._install_signal_handlers() if handle_signals else {}
         try:
-            outcome = self.wait(timeout)
+            outcome = self.wait(timeout, events=events)
             if outcome is None:
                 self._finish(Outcome("timeout", TIMEOUT_STATUS,
                                      f"the guest was still running after {timeout:g} s"))
-                outcome = self.wait()
+                outcome = self.wait(events=events)
             return outcome
         finally:
             for signo, handler in previous.items():
@@ -407,13 +413,13 @@ class Machine:
             return True
         return self._control.is_parked(index) or self._control.on_vcpu_thread(index)
 
-    def _step(self, index: int, count: int) -> Outcome | None:
-        if self.state == "running":
+    def _step(self, index: int, count: int, timeout: float | None) -> Outcome | None:
+        if self.state == "running" and not self._control.on_vcpu_thread(index):
             raise PyvisorError("pause the machine before stepping")
         if self.state == "stopped":
             raise PyvisorError("the machine has stopped")
         runner = self._runners[index]
-        return self._control.run_on(index, lambda: runner.step(count))
+        return self._control.run_on(index, lambda: runner.step(count), timeout)
 
     def _while_paused(self, change: Callable[[], object]) -> object:
         """Make a change that needs every vCPU out of KVM_RUN; a running machine is paused

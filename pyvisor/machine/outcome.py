@@ -29,6 +29,7 @@ class Outcome:
     vcpu: int | None = None
     address: int | None = None
     traceback: str = ""
+    point: object = None      # the Breakpoint or Watchpoint of a debug event
 
     def describe(self) -> str:
         if self.report is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from typing import Callable, Sequence
 
 from ..kvm.vcpu import Vcpu
@@ -43,6 +44,7 @@ class RunControl:
         self._parked: set[int] = set()
         self._threads: dict[int, int] = {}        # vCPU index -> thread ident, while alive
         self._commands: dict[int, list[_Command]] = {}
+        self._aborting: set[int] = set()          # vCPUs whose running command must give up
 
     # --- the vCPU thread's side -------------------------------------------------------
     def enter(self, index: int) -> None:
@@ -120,9 +122,10 @@ class RunControl:
             self._interrupt_all()
             self._cond.notify_all()
 
-    def run_on(self, index: int, fn: Callable[[], object]) -> object:
+    def run_on(self, index: int, fn: Callable[[], object], timeout: float | None = None) -> object:
         """Run fn on vCPU index's parked thread and return its result; inline when there is
-        no such thread (not started) or the caller is that thread."""
+        no such thread (not started) or the caller is that thread. After timeout seconds
+        the thread is kicked and `aborting(index)` is true until fn returns."""
         with self._cond:
             if index not in self._threads or self.on_vcpu_thread(index):
                 inline = True
@@ -133,14 +136,30 @@ class RunControl:
                 command = _Command(fn)
                 self._commands.setdefault(index, []).append(command)
                 self._cond.notify_all()
+                deadline = None if timeout is None else time.monotonic() + timeout
                 while not command.done:
-                    self._cond.wait()
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0 and index not in self._aborting:
+                        self._aborting.add(index)
+                        self._vcpus[index].request_immediate_exit(True)
+                        self._kick(index)
+                    self._cond.wait(None if left is None or left <= 0 else left)
+                self._aborting.discard(index)
         if inline:
             command = _Command(fn)
             _execute(command)
         if command.error is not None:
             raise command.error
         return command.result
+
+    def aborting(self, index: int) -> bool:
+        return index in self._aborting
+
+    def _kick(self, index: int) -> None:
+        try:
+            signal.pthread_kill(self._threads[index], KICK_SIGNAL)
+        except (KeyError, ProcessLookupError):
+            pass
 
     def is_parked(self, index: int) -> bool:
         return index in self._parked
@@ -156,12 +175,9 @@ class RunControl:
         self._kick_unparked(self.current_vcpu())
 
     def _kick_unparked(self, me: int | None) -> None:
-        for index, ident in self._threads.items():
+        for index in list(self._threads):
             if index != me and index not in self._parked:
-                try:
-                    signal.pthread_kill(ident, KICK_SIGNAL)
-                except ProcessLookupError:
-                    pass  # it ended between the check and the kick
+                self._kick(index)
 
 
 def _execute(command: _Command) -> None:

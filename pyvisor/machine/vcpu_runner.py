@@ -31,6 +31,11 @@ log = logging.getLogger("pyvisor.machine")
 EXIT_NAMES = {name.lower(): number for number, name in EXIT_REASON_NAMES.items()}
 
 
+class StepAborted(PyvisorError):
+    """A single step that did not complete in time (the vCPU halted with interrupts off,
+    or waits for a SIPI): it was interrupted, and the vCPU is where it was."""
+
+
 @dataclass
 class Routing:
     """Where the vCPU loop sends accesses: the buses, or hooks in front of them, and the
@@ -169,8 +174,8 @@ class VcpuRunner:
                 ret = lib.pv_run(self.vcpu.fd, self.vcpu.kvm_run, ex, r.uart, value)
                 if ret < 0:
                     if ret in (-errno.EINTR, -errno.EAGAIN):
-                        if self.control.stopping:
-                            return None
+                        if self.control.stopping or self.control.aborting(self.vcpu.index):
+                            raise StepAborted(f"vCPU {self.vcpu.index} did not finish its step")
                         continue
                     return Outcome("error", FAULT_STATUS, f"KVM_RUN failed: {os.strerror(-ret)}")
                 reason = ex.reason
@@ -241,7 +246,7 @@ class VcpuRunner:
         self._report_event(Outcome(what.split()[-1], 0,
                                    f"vCPU {self.vcpu.index} hit the {what} at "
                                    f"{point.address:#x} (RIP {rip:#x})",
-                                   vcpu=self.vcpu.index, address=point.address))
+                                   vcpu=self.vcpu.index, address=point.address, point=point))
         return None
 
     def _stop_exit(self, reason: int) -> Outcome | None:
