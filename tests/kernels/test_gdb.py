@@ -4,9 +4,8 @@ step, watch a variable, change one and continue to the exit — with 1 and 2 vCP
 the library (`gdbstub.serve`) and through `pyvisor run --gdb`. Then the protocol edges
 gdb's batch mode cannot reach (Ctrl-C, a second client, kill) over a raw socket.
 
-On a PVM host the guest runs in KVM's instruction emulator, which runs no int3 and checks
-no data breakpoints: breakpoints are `hbreak` (Z1) and gdb watches by single-stepping
-(`set can-use-hw-watchpoints 0`), as the stub then declines Z2-Z4."""
+On a PVM host the guest runs in KVM's instruction emulator, which runs no int3, so the
+breakpoints are `hbreak` (Z1); watchpoints (Z2) work there through page protection."""
 from __future__ import annotations
 
 import re
@@ -22,13 +21,11 @@ from helpers import guest, needs_kvm
 from pyvisor import Machine
 from pyvisor.debug.gdbstub import serve
 from pyvisor.debug.gdbstub.protocol import PacketReader, Packet, frame
-from pyvisor.kvm.backend import detect_backend
 
 GDB = shutil.which("gdb")
 pytestmark = [needs_kvm, pytest.mark.kvm,
               pytest.mark.skipif(GDB is None, reason="gdb is not installed (apt-get install gdb)")]
 
-ON_PVM = detect_backend().name == "pvm"
 # 2 * (1 + 2 + 3) + 1: gdb sets rounds from 5 to 3 before work() runs.
 CHANGED_STATUS = 13
 
@@ -51,8 +48,6 @@ def gdb_commands(cpus: int) -> list[str]:
     ]
     if cpus > 1:
         commands += ["thread 2", "info registers rip", "thread 1"]
-    if ON_PVM:
-        commands.append("set can-use-hw-watchpoints 0")
     commands += ["watch counter", "continue", "print counter", "delete", "continue"]
     return commands
 

@@ -16,8 +16,11 @@ GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10
 SEGMENTS = ("cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt")
 
 
-def outcome(kind: str, status: int = 0, vcpu: int = 0, address: int = 0):
-    return SimpleNamespace(kind=kind, status=status, detail="", vcpu=vcpu, address=address)
+def outcome(kind: str, status: int = 0, vcpu: int = 0, point=None):
+    """An Outcome as Machine.wait() gives it; a debug event names its point."""
+    address = getattr(point, "address", None)
+    return SimpleNamespace(kind=kind, status=status, detail="", vcpu=vcpu, address=address,
+                           point=point)
 
 
 class FakeCpu:
@@ -79,8 +82,7 @@ class FakePoint:
 
 class FakeMachine:
     def __init__(self, cpus: int = 1, state: str = "paused", sw_allowed: bool = True,
-                 hw_slots: int = 4, backend: str = "vmx"):
-        self.backend = SimpleNamespace(name=backend)
+                 hw_slots: int = 4):
         self.state = state
         self.vcpus = [FakeCpu(self, i) for i in range(cpus)]
         self.pages: dict[int, bytearray] = {}

@@ -182,14 +182,6 @@ def test_a_watchpoint_that_does_not_fit_takes_nothing():
     assert len(m.points) == 2
 
 
-def test_no_watchpoints_where_data_breakpoints_never_fire():
-    m, s = session(backend="pvm")
-    for p in (b"Z2,3000,4", b"Z3,3000,4", b"Z4,3000,4"):
-        assert s.handle(p) == b""                             # gdb then single-steps
-    assert m.points == []
-    assert s.handle(b"Z1,100000,1") == b"OK"
-
-
 def test_watch_chunks():
     assert watch_chunks(0x1000, 8) == [(0x1000, 8)]
     assert watch_chunks(0x1001, 7) == [(0x1001, 1), (0x1002, 2), (0x1004, 4)]
@@ -203,7 +195,7 @@ def test_continue_until_a_hardware_breakpoint():
     s.handle(b"Z1,100000,1")
     action = s.handle(b"vCont;c")
     assert action == Resume(step=None)
-    m.wait_outcomes = [None, None, outcome("breakpoint", vcpu=1, address=0x100000)]
+    m.wait_outcomes = [None, None, outcome("breakpoint", vcpu=1, point=m.points[0])]
     assert s.resume(action, never_interrupted) == b"T05thread:2;hwbreak:;"
     assert ("resume",) in m.calls
     assert s.handle(b"qC") == b"QC2"                          # the stopped vCPU is current
@@ -213,11 +205,14 @@ def test_continue_until_a_hardware_breakpoint():
 def test_swbreak_reported_for_z0_only_when_negotiated():
     m, s = negotiated()
     s.handle(b"Z0,100000,1")
-    m.wait_outcomes = [outcome("breakpoint", address=0x100000)]
+    m.wait_outcomes = [outcome("breakpoint", point=m.points[0])]
     assert s.resume(s.handle(b"c"), never_interrupted) == b"T05thread:1;swbreak:;"
     m, s = session()
     s.handle(b"Z0,100000,1")
-    m.wait_outcomes = [outcome("breakpoint", address=0x100000)]
+    m.wait_outcomes = [outcome("breakpoint", point=m.points[0])]
+    assert s.resume(s.handle(b"c"), never_interrupted) == b"T05thread:1;"
+    script_bp = m.add_breakpoint(0x200000)                     # not gdb's: no reason given
+    m.wait_outcomes = [outcome("breakpoint", point=script_bp)]
     assert s.resume(s.handle(b"c"), never_interrupted) == b"T05thread:1;"
 
 
@@ -225,11 +220,11 @@ def test_watchpoint_stop_names_the_kind_and_data_address():
     m, s = negotiated()
     s.handle(b"Z2,3000,4")
     s.handle(b"Z3,3010,8")
-    s.handle(b"Z4,3020,2")
-    for addr, reason in ((0x3000, b"watch"), (0x3010, b"rwatch"), (0x3020, b"awatch")):
-        m.wait_outcomes = [outcome("watchpoint", address=addr)]
+    s.handle(b"Z4,3021,3")                                    # pieces at 0x3021 and 0x3022
+    for handle, reason in zip(m.points, (b"watch", b"rwatch", b"awatch", b"awatch")):
+        m.wait_outcomes = [outcome("watchpoint", point=handle)]
         assert s.resume(s.handle(b"c"), never_interrupted) == \
-            b"T05thread:1;" + reason + b":%x;" % addr
+            b"T05thread:1;" + reason + b":%x;" % handle.address
 
 
 def test_ctrl_c_pauses_the_machine():

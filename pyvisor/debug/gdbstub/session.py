@@ -78,10 +78,6 @@ class Session:
         self.last_stop = self._thread_stop(SIGTRAP, 0)
         self.closing = False        # after D or k: the connection ends after the reply
         self._sw_is_hw = False      # the backend turned a software breakpoint into hw
-        # KVM's instruction emulator, which runs every guest instruction on a PVM host,
-        # never checks data breakpoints: there Z2-Z4 are "not supported", and gdb watches
-        # by single-stepping instead (software watchpoints).
-        self.hw_watchpoints = machine.backend.name != "pvm"
 
     # --- attach and detach --------------------------------------------------------------
     def attach(self) -> None:
@@ -273,7 +269,7 @@ class Session:
         if len(fields) != 3:
             raise ProtocolError(f"expected type,addr,kind: {p[:40]!r}")
         ztype, addr, kind = (parse_hex(f) for f in fields)
-        if ztype > 4 or (ztype >= 2 and not self.hw_watchpoints):
+        if ztype > 4:
             return b""
         key = (ztype, addr, kind)
         if p[:1] == b"z":
@@ -316,12 +312,9 @@ class Session:
         for handle in point.handles:
             handle.remove()
 
-    def _point_at(self, address: int, breakpoint: bool) -> _Point | None:
-        for point in self.points.values():
-            if (point.ztype < 2) == breakpoint and \
-                    point.address <= address < point.address + point.length:
-                return point
-        return None
+    def _point_of(self, handle) -> _Point | None:
+        """gdb's point a Breakpoint or Watchpoint of the machine belongs to, if any."""
+        return next((p for p in self.points.values() if handle in p.handles), None)
 
     # --- resuming -----------------------------------------------------------------------
     def _resume_packet(self, p: bytes) -> Resume:
@@ -395,15 +388,13 @@ class Session:
             index = outcome.vcpu
             self.g_thread = index
             extra = ""
-            if outcome.kind == "breakpoint":
-                point = self._point_at(outcome.address, breakpoint=True)
-                reason = {0: "swbreak", 1: "hwbreak"}.get(point.ztype) if point else None
+            point = self._point_of(outcome.point)   # None: a point a script set
+            if point is not None and point.ztype >= 2:
+                extra = f"{WATCH_REASON[point.ztype]}:{outcome.address:x};"
+            elif point is not None:
+                reason = ("swbreak", "hwbreak")[point.ztype]
                 if reason in self.gdb_features:
                     extra = f"{reason}:;"
-            elif outcome.kind == "watchpoint":
-                point = self._point_at(outcome.address, breakpoint=False)
-                if point is not None:
-                    extra = f"{WATCH_REASON[point.ztype]}:{outcome.address:x};"
             return self._thread_stop(SIGTRAP, index, extra)
         self.closing = True
         if outcome.kind in EXITS:
