@@ -93,7 +93,8 @@ class ConsolePipe:
     def _warn_dropped(self) -> None:
         if not self._warned:
             self._warned = True
-            log.warning("the console output is not being read: guest output is being dropped")
+            log.warning("the console output is not keeping up with the guest (or nothing "
+                        "reads it): guest output is being dropped")
 
     def set_fast_path(self, thr: bool, lsr: bool) -> None:
         """The UART model's fast_path callback: publish which shortcuts are exact."""
@@ -116,7 +117,8 @@ class ConsolePipe:
                     self._deliver(data)
                 except Exception:   # a sink's bug must not stop the console for the rest
                     log.exception("delivering console output failed")
-                time.sleep(_COALESCE_SECONDS)
+                if len(data) < _READ_SIZE:   # a burst is drained at once, the rest batched
+                    time.sleep(_COALESCE_SECONDS)
         except OSError:
             pass   # closed under a pump that finish() gave up waiting for
 
