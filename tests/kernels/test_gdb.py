@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from helpers import guest, needs_kvm
+from helpers import PYVISOR, guest, needs_kvm
 from pyvisor import Machine
 from pyvisor.debug.gdbstub import serve
 from pyvisor.debug.gdbstub.protocol import PacketReader, Packet, frame
@@ -92,6 +92,30 @@ def test_gdb_session_through_the_library(cpus):
     check_session(out, cpus)
     assert outcome.kind == "exit" and outcome.status == CHANGED_STATUS, outcome
     assert "gdb_target: rounds=3" in machine.console_text
+
+
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_gdb_session_through_the_cli(cpus, tmp_path):
+    console = tmp_path / "console.txt"
+    proc = subprocess.Popen([PYVISOR, "run", guest("gdb_target"), "--mem", "64M",
+                             "--cpus", str(cpus), "--console", str(console), "--timeout", "60",
+                             "--gdb", "tcp:127.0.0.1:0", "--gdb-wait"],
+                            stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        notice = proc.stderr.readline()
+        found = re.match(r"pyvisor: gdb stub on tcp:127\.0\.0\.1:(\d+), the guest waits for gdb$",
+                         notice)
+        assert found, notice
+        out = run_gdb(f"127.0.0.1:{found.group(1)}", gdb_commands(cpus))
+        status = proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    errors = proc.stderr.read()
+    check_session(out, cpus)
+    assert status == CHANGED_STATUS, errors
+    assert "Traceback" not in errors, errors
+    assert "gdb_target: rounds=3" in console.read_text()
 
 
 def test_detach_leaves_the_guest_running_without_breakpoints():

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 from pyvisor._native import ffi
 from pyvisor.errors import GuestMemoryError, PyvisorError
+from pyvisor.machine.vcpu_runner import StepAborted
 
 PAGE = 0x1000
 GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11",
@@ -63,11 +64,16 @@ class FakeCpu:
         for i, b in enumerate(data):
             self.machine.pages[(vaddr + i) // PAGE][(vaddr + i) % PAGE] = b
 
-    def step(self, count: int = 1):
+    def step(self, count: int = 1, timeout: float | None = None):
+        """step_outcomes: what the next steps return; a StepAborted in it is raised (the
+        instruction did not complete within timeout)."""
         assert self.machine.state == "paused", "step while not paused"
         self.machine.calls.append(("step", self.index, count))
+        result = self.step_outcomes.pop(0) if self.step_outcomes else None
+        if isinstance(result, StepAborted):
+            raise result
         self.regs.rip += 1
-        return self.step_outcomes.pop(0) if self.step_outcomes else None
+        return result
 
 
 class FakePoint:

@@ -8,6 +8,7 @@ from pyvisor.debug.gdbstub import registers
 from pyvisor.debug.gdbstub.protocol import unescape_binary
 from pyvisor.debug.gdbstub.session import Resume, Session, watch_chunks
 from pyvisor.errors import KvmError
+from pyvisor.machine.vcpu_runner import StepAborted
 
 
 def session(cpus=1, **kw):
@@ -252,6 +253,18 @@ def test_step_steps_only_the_named_vcpu():
     assert s.handle(b"vCont;S05:1") == Resume(step=0)
     assert s.handle(b"vCont;s:9") == b"E01"
     assert s.handle(b"vCont;t:1") == b"E01"
+
+
+def test_a_step_that_cannot_finish_waits_for_ctrl_c():
+    m, s = session(cpus=2)
+    m.vcpus[1].step_outcomes = [StepAborted("halted")] * 3
+    events = iter([None, None, "interrupt"])
+    assert s.resume(s.handle(b"vCont;s:2"), lambda: next(events)) == b"T02thread:2;"
+    assert [c for c in m.calls if c[0] == "step"] == [("step", 1, 1)] * 3
+    assert m.vcpus[1].regs.rip == 0
+    m.vcpus[1].step_outcomes = [StepAborted("halted")]
+    assert s.resume(s.handle(b"vCont;s:2"), lambda: "gone") is None
+    assert m.state == "running"
 
 
 def test_s_and_c_with_an_address_move_rip_first():

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ...errors import PyvisorError
+from ...machine.vcpu_runner import StepAborted
 from . import registers
 from .protocol import ProtocolError, escape_binary, hex_decode, hex_encode, parse_hex, unescape_binary
 
@@ -23,6 +24,7 @@ PACKET_SIZE = 0x4000            # advertised; the longest reply we build
 MAX_MEMORY = (PACKET_SIZE - 8) // 2   # bytes of one m reply (hex doubles them)
 PAGE = 0x1000
 POLL_SECONDS = 0.05             # how often a running guest is checked for a stop
+STEP_SLICE_SECONDS = 0.2        # a step that takes longer checks for gdb's Ctrl-C
 
 # Signal numbers of gdb's include/gdb/signals.h used in stop replies.
 SIGINT, SIGTRAP, SIGKILL, SIGSEGV = 2, 5, 9, 11
@@ -357,11 +359,32 @@ class Session:
         away meanwhile (then the guest keeps running, detached). poll_client returns
         "interrupt" for a Ctrl-C, "gone" for a closed connection, else None."""
         if action.step is not None:
-            outcome = self._cpu(action.step).step(1)
-            reply = self._thread_stop(SIGTRAP, action.step) if outcome is None \
-                else self.stop_reply(outcome)
+            reply = self._step(action.step, poll_client)
+        else:
+            reply = self._continue(poll_client)
+        if reply is not None:
             self.last_stop = reply
-            return reply
+        return reply
+
+    def _step(self, index: int, poll_client: Callable[[], str | None]) -> bytes | None:
+        """One instruction on one vCPU. A vCPU that cannot finish it (halted, waiting for
+        an interrupt or a SIPI) is retried slice by slice until gdb interrupts."""
+        cpu = self._cpu(index)
+        while True:
+            try:
+                outcome = cpu.step(1, timeout=STEP_SLICE_SECONDS)
+            except StepAborted:
+                event = poll_client()
+                if event == "gone":
+                    self.detach()
+                    return None
+                if event == "interrupt":
+                    return self._thread_stop(SIGINT, index)
+                continue
+            return self._thread_stop(SIGTRAP, index) if outcome is None \
+                else self.stop_reply(outcome)
+
+    def _continue(self, poll_client: Callable[[], str | None]) -> bytes | None:
         self.m.resume()
         while True:
             event = poll_client()
@@ -370,14 +393,10 @@ class Session:
                 return None
             if event == "interrupt":
                 self.m.pause()
-                reply = self._thread_stop(SIGINT, self.g_thread)
-                break
+                return self._thread_stop(SIGINT, self.g_thread)
             outcome = self.m.wait(timeout=POLL_SECONDS)
             if outcome is not None:
-                reply = self.stop_reply(outcome)
-                break
-        self.last_stop = reply
-        return reply
+                return self.stop_reply(outcome)
 
     def _thread_stop(self, signal: int, index: int, extra: str = "") -> bytes:
         return f"T{signal:02x}thread:{index + 1:x};{extra}".encode("ascii")
