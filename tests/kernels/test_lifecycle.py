@@ -1,0 +1,79 @@
+"""The machine's life from a library user's side: odd timeouts, Ctrl-C without signal
+handlers, close() while the guest runs, signals in quick succession."""
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from helpers import PYVISOR, guest, needs_kvm
+from pyvisor import Machine
+
+pytestmark = [needs_kvm, pytest.mark.kvm]
+
+
+@pytest.mark.parametrize("timeout", [1e10, math.inf])
+def test_huge_and_infinite_timeouts_just_mean_no_timeout(timeout):
+    with Machine(kernel=guest("hello"), mem="64M") as m:
+        outcome = m.run(timeout=timeout)
+    assert (outcome.kind, outcome.status) == ("reset", 0)
+
+
+def test_close_while_the_guest_runs_stops_and_joins_first():
+    m = Machine(kernel=guest("flood"), mem="64M")
+    m.start()
+    time.sleep(0.2)
+    m.close()                        # unmaps kvm_run and RAM only after the threads ended
+    assert m.state == "stopped"
+    assert m.outcome.kind == "stopped"
+    m.close()
+
+
+def test_wait_timeout_leaves_the_machine_running():
+    with Machine(kernel=guest("flood"), mem="64M") as m:
+        m.start()
+        assert m.wait(0.2) is None
+        assert m.state == "running"
+        m.stop()
+        assert m.wait(5).kind == "stopped"
+
+
+def test_ctrl_c_in_library_use_stops_the_machine_and_returns():
+    script = textwrap.dedent(f"""
+        from pyvisor import Machine
+        m = Machine(kernel={guest('flood')!r}, mem="64M")
+        print("started", flush=True)
+        m.run()
+    """)
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        assert p.stdout.readline() == b"started\n"
+        time.sleep(0.5)
+        sent = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=20)
+        assert time.monotonic() - sent < 3
+    finally:
+        p.kill()
+    assert b"KeyboardInterrupt" in p.stderr.read()
+
+
+def test_a_burst_of_sigterms_ends_pyvisor_at_once():
+    p = subprocess.Popen([PYVISOR, "run", guest("flood"), "--mem", "64M", "--console", "none"],
+                         stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(1)
+        sent = time.monotonic()
+        for _ in range(50):
+            os.kill(p.pid, signal.SIGTERM)
+        p.wait(timeout=20)
+        assert time.monotonic() - sent < 2
+    finally:
+        p.kill()
+    assert p.returncode == 128 + signal.SIGTERM
+    assert b"Traceback" not in p.stderr.read()
