@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup guests run run-linux test test-nested nested-soak bench bench-linux bench-virtio check clean
+.PHONY: setup guests run run-linux test test-nested nested-soak bench bench-linux bench-virtio fuzz check clean
 
 $(STAMP): pyproject.toml setup.py native/build_native.py native/shim.c native/shim.h
 	@command -v gcc >/dev/null || { echo "pyvisor: gcc is needed (apt-get install gcc)"; exit 1; }
@@ -55,6 +55,12 @@ bench-linux: setup
 # virtio-blk MB/s and IOPS against QEMU's virtio-blk-pci, in the nested test host.
 bench-virtio: setup
 	$(PY) bench/virtio_blk.py $(BENCH_ARGS)
+
+# Coverage-guided fuzzing (atheris) of what a guest or a kernel file controls: cases per
+# second per target and the total (FUZZ_ARGS="--seconds 600 virtqueue virtio_blk"; see fuzz/).
+FUZZ_ARGS ?=
+fuzz: setup
+	$(PY) -m fuzz.run $(FUZZ_ARGS)
 
 check: setup
 	$(PYVISOR) check
