@@ -14,16 +14,13 @@ from .debug.gdbstub import parse_address as parse_gdb_address
 from .debug.gdbstub import serving as gdb_serving
 from .errors import PyvisorError
 from .kvm.backend import detect_backend
-from .kvm.system import KVM_DEVICE, Kvm
+from .kvm.system import KVM_DEVICE, REQUIRED_CAPS, Kvm
 from .loader.kernel import BOOT_PROTOCOLS
-from .machine.config import DEFAULT_MEM, MachineConfig
-from .machine.machine import REQUIRED_CAPS, Machine
+from .machine.config import DEFAULT_MEM, MachineConfig, parse_timeout
+from .machine.machine import Machine
 
-# Used by devices of later issues (virtio over ioeventfd/irqfd/MSI routing); reported, not required.
+# Reported for the record; pyvisor runs without them.
 OPTIONAL_CAPS = {
-    "KVM_CAP_IOEVENTFD": lib.KVM_CAP_IOEVENTFD,
-    "KVM_CAP_IRQFD": lib.KVM_CAP_IRQFD,
-    "KVM_CAP_IRQ_ROUTING": lib.KVM_CAP_IRQ_ROUTING,
     "KVM_CAP_VCPU_EVENTS": lib.KVM_CAP_VCPU_EVENTS,
     "KVM_CAP_INTERNAL_ERROR_DATA": lib.KVM_CAP_INTERNAL_ERROR_DATA,
     "KVM_CAP_ADJUST_CLOCK": lib.KVM_CAP_ADJUST_CLOCK,
@@ -72,7 +69,12 @@ def cli(verbose: int) -> None:
                    "(stdio) or on a virtio console, hvc0 (virtio; append console=hvc0), "
                    "nowhere, or a file.")
 @click.option("--timeout", type=float, default=None, metavar="SECONDS",
-              help="Stop the guest after this long (exit status 124).")
+              help="Stop the guest after this long (exit status 124); inf: no limit.")
+@click.option("--seccomp", type=click.Choice(["on", "off"]), default=None,
+              help="Once the machine is built, forbid pyvisor the system calls it has no "
+                   "use for (exec, fork, ptrace, mount, module loading, opening files for "
+                   "writing, ...). Default: on, except with --on-reboot restart, which "
+                   "opens the machine's files again.")
 @click.option("--kvm-device", default=KVM_DEVICE, show_default=True, metavar="PATH",
               help="The KVM device node.")
 @click.option("--gdb", default=None, metavar="tcp:HOST:PORT|unix:PATH",
@@ -82,6 +84,7 @@ def cli(verbose: int) -> None:
               help="With --gdb: the guest waits at its first instruction for gdb.")
 def run(kernel: str, mem: str, cpus: int, cmdline: str, initrd: str | None,
         boot_protocol: str, disks: tuple[str, ...], nets: tuple[str, ...], virtio_transport: str, rng: bool, on_reboot: str, console: str, timeout: float | None,
+        seccomp: str | None,
         kvm_device: str, gdb: str | None, gdb_wait: bool) -> int:
     """Boot KERNEL (a Linux bzImage or vmlinux, or any ELF64 kernel) and connect its
     serial console to the terminal.
@@ -93,7 +96,9 @@ def run(kernel: str, mem: str, cpus: int, cmdline: str, initrd: str | None,
                                  console=console, capture_output=False,
                                  kvm_path=kvm_device, initrd=initrd,
                                  boot_protocol=boot_protocol, disks=disks, nets=nets,
-                                 rng=rng, virtio_transport=virtio_transport)
+                                 rng=rng, virtio_transport=virtio_transport,
+                                 seccomp=_seccomp_wanted(seccomp, on_reboot))
+    timeout = parse_timeout(timeout)
     if gdb_wait and gdb is None:
         raise click.UsageError("--gdb-wait needs --gdb")
     if gdb is not None:
@@ -115,6 +120,15 @@ def run(kernel: str, mem: str, cpus: int, cmdline: str, initrd: str | None,
     else:
         logging.getLogger("pyvisor").info("%s", outcome.detail)
     return outcome.status
+
+
+def _seccomp_wanted(choice: str | None, on_reboot: str) -> bool:
+    """The filter forbids opening files for writing, which a restart needs (the next
+    machine opens /dev/kvm, its disks and taps again): off then, unless asked for."""
+    if choice == "on" and on_reboot == "restart":
+        raise click.UsageError("--seccomp on cannot be combined with --on-reboot restart: "
+                               "a restart opens /dev/kvm and the disks again")
+    return choice == "on" or (choice is None and on_reboot == "exit")
 
 
 @cli.command()

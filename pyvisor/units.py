@@ -12,20 +12,31 @@ from pyvisor.errors import ConfigError
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE_RE = re.compile(r"(-?)(\d+(?:\.\d+)?)\s*(?:([KMGT])(?:I?B)?|B)?", re.IGNORECASE)
 _EXPECTED = "expected a number with an optional K, M, G or T suffix (e.g. 512M)"
+# The largest size anything in pyvisor can mean (a 64-bit address space): a bigger number is
+# refused here rather than overflowing a float or a C field further on.
+MAX_SIZE = 1 << 64
 
 
 def parse_size(text: str) -> int:
     """Parse ``512M``, ``1G``, ``1.5G``, ``512MiB`` or plain bytes into a positive byte count."""
     match = _SIZE_RE.fullmatch(text.strip())
     if match is None:
-        raise ConfigError(f"invalid size {text!r}: {_EXPECTED}")
+        raise ConfigError(f"invalid size {_short(text)}: {_EXPECTED}")
     sign, number, unit = match.groups()
     value = Decimal(number) * _UNITS[(unit or "").upper()]
     if sign or value == 0:
-        raise ConfigError(f"invalid size {text!r}: must be greater than zero")
+        raise ConfigError(f"invalid size {_short(text)}: must be greater than zero")
+    if value > MAX_SIZE:
+        raise ConfigError(f"invalid size {_short(text)}: larger than 16 EiB")
     if value != value.to_integral_value():
-        raise ConfigError(f"invalid size {text!r}: is not a whole number of bytes")
+        raise ConfigError(f"invalid size {_short(text)}: is not a whole number of bytes")
     return int(value)
+
+
+def _short(text: str) -> str:
+    """The input quoted, cut to a readable length (the message stays one short line)."""
+    text = text.strip()
+    return repr(text) if len(text) <= 40 else repr(text[:20] + "..." + text[-8:])
 
 
 def format_size(n: int) -> str:

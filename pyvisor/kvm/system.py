@@ -10,6 +10,20 @@ from ..x86.cpuid import CpuidEntry
 from .ioctl import ioctl, ioctl_int
 
 KVM_DEVICE = "/dev/kvm"
+# What `pyvisor run` cannot do without: the in-kernel irqchip and PIT, and for the virtio
+# devices ioeventfd kicks, irqfd interrupts and the GSI routing table behind MSI-X.
+REQUIRED_CAPS = {
+    "KVM_CAP_USER_MEMORY": lib.KVM_CAP_USER_MEMORY,
+    "KVM_CAP_IRQCHIP": lib.KVM_CAP_IRQCHIP,
+    "KVM_CAP_PIT2": lib.KVM_CAP_PIT2,
+    "KVM_CAP_EXT_CPUID": lib.KVM_CAP_EXT_CPUID,
+    "KVM_CAP_MP_STATE": lib.KVM_CAP_MP_STATE,
+    "KVM_CAP_IMMEDIATE_EXIT": lib.KVM_CAP_IMMEDIATE_EXIT,
+    "KVM_CAP_SET_TSS_ADDR": lib.KVM_CAP_SET_TSS_ADDR,
+    "KVM_CAP_IOEVENTFD": lib.KVM_CAP_IOEVENTFD,
+    "KVM_CAP_IRQFD": lib.KVM_CAP_IRQFD,
+    "KVM_CAP_IRQ_ROUTING": lib.KVM_CAP_IRQ_ROUTING,
+}
 # Large enough for any host's supported CPUID; KVM answers E2BIG when it is not.
 _MAX_CPUID_ENTRIES = 256
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Iterable, NoReturn
 
 from pyvisor.errors import ConfigError, KernelError
+from pyvisor.loader.image_file import read_image
 from pyvisor.memory.guest_memory import GuestMemory
 from pyvisor.units import format_size
 from pyvisor.x86.boot_layout import CMDLINE_MAX, KERNEL_MIN_ADDR
@@ -246,12 +247,8 @@ def load_bzimage_data(data: bytes, name: str, mem: GuestMemory) -> LoadedBzImage
 def load_bzimage(path: str | os.PathLike, mem: GuestMemory) -> LoadedBzImage:
     """Read the bzImage at ``path`` and load it (see load_bzimage_data)."""
     name = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise KernelError(f"kernel {name!r}: {e.strerror}") from None
-    return load_bzimage_data(data, name, mem)
+    return load_bzimage_data(read_image(path, f"kernel {name!r}", mem.layout.ram_size),
+                             name, mem)
 
 
 def check_cmdline(cmdline: bytes, cmdline_size: int) -> None:

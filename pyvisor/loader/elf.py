@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Callable, NoReturn
 
 from pyvisor.errors import KernelError
+from pyvisor.loader.image_file import read_image
 from pyvisor.memory.guest_memory import GuestMemory
 from pyvisor.memory.layout import MMIO_HOLE_END, MMIO_HOLE_START
 from pyvisor.units import format_size
@@ -142,18 +143,15 @@ def parse_elf(data: bytes, name: str) -> ElfImage:
     return ElfImage(entry, loads, pvh_entry)
 
 
-def _read(path: str | os.PathLike) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise KernelError(f"kernel {os.fspath(path)!r}: {e.strerror}") from None
-
-
 def load_elf(path: str | os.PathLike, mem: GuestMemory) -> LoadedKernel:
-    """Check that the kernel at ``path`` fits in guest RAM, then copy it there."""
+    """Read the kernel at ``path`` and load it (see load_elf_data)."""
     name = os.fspath(path)
-    data = _read(path)
+    return load_elf_data(read_image(path, f"kernel {name!r}", mem.layout.ram_size), name, mem)
+
+
+def load_elf_data(data: bytes, name: str, mem: GuestMemory) -> LoadedKernel:
+    """Check that the kernel in ``data`` (a whole ELF file) fits in guest RAM, then copy it
+    there."""
     image = parse_elf(data, name)
     for seg in image.segments:
         if mem.contains(seg.paddr, seg.memsz):

@@ -7,9 +7,9 @@ The file is read straight into guest RAM, never held twice in host memory.
 from __future__ import annotations
 
 import os
-import stat
 
 from pyvisor.errors import KernelError
+from pyvisor.loader.image_file import open_nonblocking
 from pyvisor.memory.guest_memory import GuestMemory
 from pyvisor.units import format_size
 from pyvisor.x86.boot_layout import KERNEL_MIN_ADDR
@@ -45,19 +45,18 @@ def place_initrd(mem: GuestMemory, path: str | os.PathLike, addr_max: int,
     An empty file is refused: Linux would silently boot without an initramfs.
     """
     name = os.fspath(path)
-    try:
-        f = open(path, "rb")
-    except OSError as e:
-        raise KernelError(f"initrd {name!r}: {e.strerror}") from None
+    f, _ = open_nonblocking(path, f"initrd {name!r}")
     with f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise KernelError(f"initrd {name!r}: not a regular file")
-        size = info.st_size
+        size = os.fstat(f.fileno()).st_size
         if size == 0:
             raise KernelError(f"initrd {name!r}: the file is empty")
         limit = min(addr_max + 1, FOUR_GIB)
         floor = max(avoid_below, KERNEL_MIN_ADDR)
+        if limit <= floor:
+            raise KernelError(
+                f"initrd {name!r}: the kernel takes an initrd only below {limit:#x} (its "
+                f"initrd_addr_max is {addr_max:#x}), which is under the kernel's own end "
+                f"at {floor:#x}: this kernel cannot be given an initrd")
         gpa, room = _highest_slot(mem, size, limit, floor)
         if gpa is None:
             raise KernelError(

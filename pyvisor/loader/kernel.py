@@ -21,13 +21,13 @@ from dataclasses import dataclass, replace
 from pyvisor.errors import ConfigError, KernelError
 from pyvisor.loader.bzimage import (DEFAULT_INITRD_ADDR_MAX, LoadedBzImage, check_cmdline,
                                     cmdline_limit, is_bzimage, parse_bzimage, place_bzimage)
-from pyvisor.loader.elf import load_elf
+from pyvisor.loader.elf import load_elf_data
+from pyvisor.loader.image_file import read_image
 from pyvisor.loader.initrd import place_initrd
 from pyvisor.memory.guest_memory import GuestMemory
 from pyvisor.x86.boot_layout import CMDLINE_MAX
 
 BOOT_PROTOCOLS = ("auto", "linux64", "pvh")
-_PEEK = 4096  # enough for an ELF header and a bzImage's setup header
 
 
 def detect_format(data: bytes) -> str | None:
@@ -63,14 +63,6 @@ class BootImage:
     bzimage: LoadedBzImage | None = None
 
 
-def _read(path: str | os.PathLike, name: str, size: int = -1) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read(size)
-    except OSError as e:
-        raise KernelError(f"kernel {name!r}: {e.strerror}") from None
-
-
 def load_kernel(path: str | os.PathLike, mem: GuestMemory, *, cmdline: bytes = b"",
                 initrd: str | os.PathLike | None = None,
                 boot_protocol: str = "auto") -> BootImage:
@@ -83,16 +75,16 @@ def load_kernel(path: str | os.PathLike, mem: GuestMemory, *, cmdline: bytes = b
     if boot_protocol not in BOOT_PROTOCOLS:
         raise ConfigError(f"unknown boot protocol {boot_protocol!r} "
                           f"(expected one of {', '.join(BOOT_PROTOCOLS)})")
-    head = _read(path, name, _PEEK)
-    kind = detect_format(head)
+    data = read_image(path, f"kernel {name!r}", mem.layout.ram_size)
+    kind = detect_format(data)
     if kind is None:
-        raise KernelError(f"kernel {name!r}: not a bzImage or ELF kernel")
+        empty = " (the file is empty)" if not data else ""
+        raise KernelError(f"kernel {name!r}: not a bzImage or ELF kernel{empty}")
 
     if kind == "bzimage":
         if boot_protocol == "pvh":
             raise KernelError(f"kernel {name!r}: PVH boot needs an ELF vmlinux with a Xen PVH "
                               f"note, not a bzImage")
-        data = _read(path, name)
         parsed = parse_bzimage(data, name)
         limit = cmdline_limit(parsed)
         check_cmdline(cmdline, limit)
@@ -104,7 +96,7 @@ def load_kernel(path: str | os.PathLike, mem: GuestMemory, *, cmdline: bytes = b
     else:
         limit = CMDLINE_MAX - 1
         check_cmdline(cmdline, limit)
-        elf = load_elf(path, mem)
+        elf = load_elf_data(data, name, mem)
         if boot_protocol == "pvh":
             if elf.pvh_entry is None:
                 raise KernelError(f"kernel {name!r}: PVH boot needs a Xen PVH entry note "

@@ -21,3 +21,12 @@ def test_check_fails_without_device():
     assert result.returncode != 0
     assert "pyvisor cannot run" in result.stdout.decode()
     assert "Traceback" not in result.stderr.decode()
+
+
+@needs_kvm
+def test_check_lists_what_virtio_needs_as_required():
+    """run cannot do without ioeventfd, irqfd and GSI routing (every virtio device)."""
+    out = pyvisor("check").stdout.decode()
+    required = out.partition("required capabilities:")[2].partition("optional capabilities:")[0]
+    for cap in ("KVM_CAP_IOEVENTFD", "KVM_CAP_IRQFD", "KVM_CAP_IRQ_ROUTING"):
+        assert f"  {cap} " in required, out

@@ -106,18 +106,18 @@ def test_directory(tmp_path, mem):
 
 def test_unreadable(tmp_path, mem, monkeypatch):
     """open() refusing, as it does for a non-root user on a mode-000 file (root reads anything)."""
-    import builtins
     import errno
+    import os
 
     path = write(tmp_path, build_elf([(0x100000, b"x", 1)]))
-    real_open = builtins.open
+    real_open = os.open
 
     def refuse(file, *args, **kwargs):
         if str(file) == str(path):
             raise PermissionError(errno.EACCES, "Permission denied", str(file))
         return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "open", refuse)
+    monkeypatch.setattr(os, "open", refuse)
     expect("Permission denied", path=path, mem=mem)
 
 

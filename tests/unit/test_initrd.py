@@ -86,3 +86,17 @@ def test_file_errors(tmp_path, mem, make, message):
     with pytest.raises(KernelError, match=message) as info:
         place_initrd(mem, path, 0x7FFFFFFF, 2 * MIB)
     assert str(info.value).startswith(f"initrd {str(path)!r}")
+
+
+def test_kernel_that_takes_no_initrd(tmp_path, mem):
+    """initrd_addr_max 0 leaves no room anywhere: said as such, not as 'too large'."""
+    with pytest.raises(KernelError, match=r"initrd_addr_max is 0x0\).*cannot be given an initrd"):
+        place_initrd(mem, initrd(tmp_path, 4096), 0, 2 * MIB)
+
+
+def test_fifo_is_refused_without_waiting_for_a_writer(tmp_path, mem):
+    import os
+
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(KernelError, match=r"not a regular file \(a FIFO\)"):
+        place_initrd(mem, tmp_path / "fifo", 0x7FFFFFFF, 2 * MIB)

@@ -134,7 +134,8 @@ def test_not_a_kernel(tmp_path, mem, data):
     path = write(tmp_path, data)
     with pytest.raises(KernelError) as info:
         load_kernel(path, mem)
-    assert str(info.value) == f"kernel {str(path)!r}: not a bzImage or ELF kernel"
+    assert str(info.value) == (f"kernel {str(path)!r}: not a bzImage or ELF kernel"
+                               + (" (the file is empty)" if not data else ""))
 
 
 def test_missing_kernel(tmp_path, mem):

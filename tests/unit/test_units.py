@@ -67,3 +67,12 @@ def test_format_size(n, expected):
 def test_round_trip():
     for text in ("4K", "1M", "768M", "3G", "5G"):
         assert parse_size(format_size(parse_size(text)).replace(" ", "")) == parse_size(text)
+
+
+def test_parse_size_refuses_sizes_beyond_64_bits_in_one_short_line():
+    with pytest.raises(ConfigError) as exc:
+        parse_size("1" + "0" * 400)
+    assert "larger than 16 EiB" in str(exc.value) and len(str(exc.value)) < 100
+    assert parse_size("16777216T") == 1 << 64
+    with pytest.raises(ConfigError, match="larger than 16 EiB"):
+        parse_size("16777217T")

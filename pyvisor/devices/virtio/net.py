@@ -48,8 +48,11 @@ class NetSpec:
 
     @classmethod
     def parse(cls, text: str, index: int = 0) -> "NetSpec":
-        fields = dict(f.partition("=")[::2] for f in text.split(","))
+        pairs = [f.partition("=")[::2] for f in text.split(",")]
+        fields = dict(pairs)
         unknown = set(fields) - {"tap", "mac"}
+        if len(fields) != len(pairs):
+            raise ConfigError(f"invalid --net {text!r}: an option is given twice")
         if unknown or not fields.get("tap"):
             raise ConfigError(f"invalid --net {text!r}: expected tap=NAME[,mac=MAC]")
         if len(fields["tap"].encode()) >= 16:

@@ -1,0 +1,57 @@
+"""Kernel and initrd files are opened without blocking and a pipe is read once, boundedly."""
+import os
+import threading
+
+import pytest
+
+from pyvisor.errors import KernelError
+from pyvisor.loader.image_file import open_nonblocking, read_image
+
+
+def test_regular_file(tmp_path):
+    (tmp_path / "k").write_bytes(b"kernel")
+    assert read_image(tmp_path / "k", "kernel 'k'", 1) == b"kernel"   # the limit is for pipes
+
+
+def test_pipe_is_read_to_its_end():
+    r, w = os.pipe()
+    data = os.urandom(3 << 20)
+    writer = threading.Thread(target=lambda: (os.write(w, data), os.close(w)))
+    writer.start()
+    try:
+        assert read_image(f"/dev/fd/{r}", "kernel", len(data)) == data
+    finally:
+        writer.join()
+        os.close(r)
+
+
+def test_pipe_longer_than_the_limit():
+    r, w = os.pipe()
+    os.write(w, bytes(8192))
+    try:
+        with pytest.raises(KernelError, match="more than 4 KiB"):
+            read_image(f"/dev/fd/{r}", "kernel", 4096)
+    finally:
+        os.close(w)
+        os.close(r)
+
+
+def test_fifo_without_a_writer_reads_empty_at_once(tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    assert read_image(tmp_path / "fifo", "kernel", 1 << 20) == b""
+
+
+@pytest.mark.parametrize("path, words", [
+    ("/dev/zero", r"not a regular file \(a device\)"),
+    ("/", "Is a directory"),
+    ("/nonexistent", "No such file"),
+])
+def test_refused(path, words):
+    with pytest.raises(KernelError, match=rf"^kernel: {words}"):
+        read_image(path, "kernel", 1 << 20)
+
+
+def test_pipe_only_when_allowed(tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(KernelError, match=r"a FIFO"):
+        open_nonblocking(tmp_path / "fifo", "initrd")
