@@ -130,6 +130,22 @@ def test_detach_leaves_the_guest_running_without_breakpoints():
     assert outcome.kind == "exit" and outcome.status == 31, outcome   # 5 rounds, no stop
 
 
+def test_break_z0_and_continuing_over_it():
+    """gdb's `break` is Z0: int3 where the backend runs it, a hardware breakpoint on PVM.
+    Each continue steps over the breakpoint it stopped at and stops at the next call."""
+    with Machine(kernel=guest("gdb_target"), mem="64M") as machine:
+        with serve(machine, "tcp:127.0.0.1:0") as server:
+            machine.start(paused=True)
+            out = run_gdb(f"127.0.0.1:{server.address.port}",
+                          ["break tick", "continue", "continue", "continue", "print n",
+                           "info breakpoints", "delete", "continue"])
+            outcome = machine.wait(timeout=30)
+    assert "Breakpoint 1, tick (n=n@entry=3)" in out and "$1 = 3" in out, out
+    assert re.search(r"breakpoint already hit 3 times", out), out
+    assert "exited with code 037" in out, out
+    assert outcome.kind == "exit" and outcome.status == 31, outcome
+
+
 # --- raw protocol against a real machine ------------------------------------------------
 class Client:
     """Just enough of a gdb to drive the edges: sends packets, acks, reads replies."""
