@@ -170,3 +170,17 @@ def test_unix_socket_is_made_and_removed(tmp_path):
     assert not path.exists()
     with serve(machine, f"unix:{path}"):                   # and again at the same path
         pass
+
+
+def test_a_client_that_floods_while_the_guest_runs_is_dropped(stub):
+    machine, server = stub
+    c = Raw(server.address)
+    c.send(frame(b"c"))
+    c.expect(b"+")
+    c.send(frame(b"qC") * 1000)
+    try:
+        while c.sock.recv(4096):
+            pass
+    except ConnectionResetError:
+        pass                                       # closed with our packets unread
+    assert machine.state == "running"

@@ -25,6 +25,7 @@ log = logging.getLogger("pyvisor.gdbstub")
 IDLE_POLL_SECONDS = 0.25        # how often a stopped gdb session checks the machine ended
 RECV_SIZE = 4096
 SEND_TIMEOUT_SECONDS = 10
+MAX_PENDING = 256               # packets a client may send ahead of our replies
 
 
 @dataclass(frozen=True)
@@ -244,6 +245,10 @@ class _Connection:
             self.gone = True
             return
         self.pending += self.reader.feed(data)
+        if len(self.pending) > MAX_PENDING:
+            log.warning("gdb client sent %d packets without waiting for replies; dropping it",
+                        len(self.pending))
+            self.gone = True
 
     def _send(self, payload: bytes) -> None:
         packet = frame(payload)
