@@ -1,0 +1,128 @@
+"""A seccomp filter for the whole process, installed once the machine is built.
+
+From then on pyvisor only runs the guest: it reads and writes the fds it already holds,
+waits on them, maps memory, makes threads and signals itself. A guest that found a bug in
+a device model could otherwise turn pyvisor into a shell; with the filter these fail with
+EPERM instead:
+
+- running another program or process: execve, execveat, fork, vfork, and clone without
+  CLONE_THREAD (clone3, whose flags sit in memory a filter cannot read, answers ENOSYS,
+  and glibc then falls back to clone);
+- reaching into other processes: ptrace, process_vm_readv/writev, pidfd_getfd;
+- changing the system: mount and the new mount API, umount2, pivot_root, chroot, module
+  loading, kexec, bpf, perf_event_open, the key rings, namespaces, swap, reboot, iopl,
+  ioperm, userfaultfd, open_by_handle_at; io_uring, which would issue all of the above
+  without passing the filter;
+- touching files: opening for writing (open and openat with O_WRONLY, O_RDWR, O_CREAT or
+  O_TRUNC; creat; openat2, whose flags a filter cannot read), truncate, mknod, unlink,
+  rename, mkdir, rmdir, link, symlink, chmod and chown by path.
+
+Everything else is allowed, so threads started afterwards (vCPUs, the I/O loop, the
+console) work as before. A call from another ABI (i386 int 0x80, x32) always fails: the
+numbers differ there. The filter is BPF built here from the header constants in
+pyvisor._native; no library is needed beyond the kernel's seccomp (Linux 3.17+ for
+TSYNC).
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import struct
+
+from .._native import ffi, lib
+from ..errors import PyvisorError
+
+DENIED = """
+execve execveat fork vfork ptrace process_vm_readv process_vm_writev pidfd_getfd
+mount umount2 pivot_root chroot move_mount fsopen fsconfig fsmount fspick open_tree
+mount_setattr init_module finit_module delete_module kexec_load kexec_file_load bpf
+perf_event_open keyctl add_key request_key unshare setns swapon swapoff reboot iopl ioperm
+userfaultfd open_by_handle_at name_to_handle_at io_uring_setup io_uring_enter
+io_uring_register creat openat2 truncate mknod mknodat unlink unlinkat rename renameat
+renameat2 rmdir mkdir mkdirat link linkat symlink symlinkat chmod fchmodat chown lchown
+fchownat
+""".split()
+# open(path, flags) and openat(dirfd, path, flags): the argument that holds the flags.
+OPEN_FLAGS_ARG = {"open": 1, "openat": 2}
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC
+
+_installed = False
+
+
+def _insn(code: int, k: int = 0, jt: int = 0, jf: int = 0) -> bytes:
+    return struct.pack("<HBBI", code, jt, jf, k)
+
+
+def _arg_low(index: int) -> int:
+    """Offset of the low 32 bits of syscall argument ``index`` in struct seccomp_data."""
+    return ffi.offsetof("struct seccomp_data", "args") + 8 * index
+
+
+def build_program() -> bytes:
+    """The filter as an array of struct sock_filter (8 bytes each). Each test on the
+    syscall number is followed by a body that always returns, so the accumulator holds
+    the number again wherever a test is reached."""
+    ld_abs = lib.BPF_LD | lib.BPF_W | lib.BPF_ABS
+    jeq, jge, jset = (lib.BPF_JMP | op | lib.BPF_K for op in (lib.BPF_JEQ, lib.BPF_JGE,
+                                                              lib.BPF_JSET))
+    ret = lib.BPF_RET | lib.BPF_K
+    allow = _insn(ret, lib.SECCOMP_RET_ALLOW)
+    eperm = _insn(ret, lib.SECCOMP_RET_ERRNO | (errno.EPERM & lib.SECCOMP_RET_DATA))
+    enosys = _insn(ret, lib.SECCOMP_RET_ERRNO | (errno.ENOSYS & lib.SECCOMP_RET_DATA))
+    nr = ffi.offsetof("struct seccomp_data", "nr")
+
+    def flag_check(arg: int, mask: int, when_set: bytes, when_clear: bytes) -> bytes:
+        """Load the low half of ``arg`` and return one of two verdicts on ``mask``."""
+        return (_insn(ld_abs, _arg_low(arg)) + _insn(jset, mask, 0, 1)
+                + when_set + when_clear)
+
+    def on(syscall: str, body: bytes) -> bytes:
+        """If the call is ``syscall``, run ``body`` (which returns); else skip past it."""
+        return _insn(jeq, getattr(lib, f"__NR_{syscall}"), 0, len(body) // 8) + body
+
+    program = [
+        _insn(ld_abs, ffi.offsetof("struct seccomp_data", "arch")),
+        _insn(jeq, lib.AUDIT_ARCH_X86_64, 1, 0), eperm,
+        _insn(ld_abs, nr),
+        _insn(jge, lib.__X32_SYSCALL_BIT, 0, 1), eperm,
+        on("clone", flag_check(0, lib.CLONE_THREAD, allow, eperm)),
+        on("clone3", enosys),
+    ]
+    program += [on(syscall, flag_check(arg, WRITE_FLAGS, eperm, allow))
+                for syscall, arg in OPEN_FLAGS_ARG.items()]
+    program += [on(name, eperm) for name in DENIED]
+    program.append(allow)
+    return b"".join(program)
+
+
+def install() -> bool:
+    """Install the filter on every thread of this process (SECCOMP_FILTER_FLAG_TSYNC);
+    False if this process already has it. It cannot be taken off again.
+
+    Call it once the machine holds every fd it will use (guest memory mapped, /dev/kvm,
+    disks, taps, the console file open) and before the vCPUs run. Sets no_new_privs,
+    which seccomp needs without CAP_SYS_ADMIN."""
+    global _installed
+    if _installed:
+        return False
+    code = build_program()
+    count = len(code) // 8
+    filters = ffi.new("struct sock_filter[]", count)
+    ffi.memmove(filters, code, len(code))
+    prog = ffi.new("struct sock_fprog *", {"len": count, "filter": filters})
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    if libc.prctl(lib.PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), ctypes.c_ulong(0),
+                  ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
+        raise PyvisorError(f"cannot set no_new_privs: {os.strerror(ctypes.get_errno())}")
+    result = libc.syscall(ctypes.c_long(lib.__NR_seccomp),
+                          ctypes.c_ulong(lib.SECCOMP_SET_MODE_FILTER),
+                          ctypes.c_ulong(lib.SECCOMP_FILTER_FLAG_TSYNC),
+                          ctypes.c_void_p(int(ffi.cast("uintptr_t", prog))))
+    if result != 0:
+        why = (f"thread {result} could not take it" if result > 0
+               else os.strerror(ctypes.get_errno()))
+        raise PyvisorError(f"cannot install the seccomp filter: {why}")
+    _installed = True
+    return True
