@@ -52,6 +52,13 @@ def gdb_commands(cpus: int) -> list[str]:
     return commands
 
 
+def symbol(name: str) -> int:
+    """The address of a global of gdb_target, from its symbol table."""
+    table = subprocess.run(["nm", guest("gdb_target")], capture_output=True, text=True,
+                           check=True).stdout
+    return int(re.search(rf"^([0-9a-f]+) \w {name}$", table, re.M).group(1), 16)
+
+
 def run_gdb(target: str, commands: list[str], timeout: float = 90) -> str:
     args = [GDB, "-nx", "-batch", guest("gdb_target"),
             "-ex", "set confirm off", "-ex", f"target remote {target}"]
@@ -208,6 +215,31 @@ def test_ctrl_c_pauses_and_the_guest_survives_a_second_client_and_a_drop():
             machine.send_input(b"exit 7\r")
             outcome = machine.wait(timeout=30)
     assert outcome.kind == "exit" and outcome.status == 7, outcome
+
+
+def test_register_and_memory_round_trips_on_a_real_vcpu():
+    with Machine(kernel=guest("gdb_target"), mem="64M") as machine:
+        with serve(machine, "tcp:127.0.0.1:0") as server:
+            machine.start(paused=True)
+            gdb = Client(server.address.port)
+            g = gdb.request(b"g")
+            assert len(g) == 2 * 600
+            rip = int.from_bytes(bytes.fromhex(g[256:272].decode()), "little")
+            assert rip == machine.vcpus[0].regs.rip and rip >= 0x100000
+            assert gdb.request(b"G" + g) == b"OK"             # unchanged: accepted
+            assert gdb.request(b"P39=0050000000000000") == b"OK"   # fs_base = 0x5000
+            assert gdb.request(b"p39") == b"0050000000000000"
+            assert machine.vcpus[0].sregs.fs.base == 0x5000
+            assert gdb.request(b"P0=efbeadde00000000") == b"OK"    # rax
+            assert machine.vcpus[0].regs.rax == 0xDEADBEEF
+            marker, rounds = symbol("marker"), symbol("rounds")
+            assert gdb.request(b"m%x,4" % marker) == b"feca0d60"    # through the page tables
+            assert gdb.request(b"M%x,8:0300000000000000" % rounds) == b"OK"
+            assert gdb.request(b"mffff800000000000,8") == b"E14"   # not mapped
+            assert gdb.request(b"D") == b"OK"
+            gdb.close()
+            outcome = machine.wait(timeout=30)
+    assert outcome.kind == "exit" and outcome.status == CHANGED_STATUS, outcome
 
 
 def test_kill_stops_the_machine():

@@ -128,14 +128,14 @@ def test_selectors_are_read_only_and_sizes_checked():
         read_one(cpu, len(registers.REGISTERS))
 
 
-def test_write_one_targets_regs_sregs_msrs_and_fpu():
+def test_write_one_targets_regs_sregs_and_fpu():
     cpu = FakeMachine().vcpus[0]
     write_one(cpu, 16, (0x200000).to_bytes(8, "little"))
     assert cpu.regs.rip == 0x200000
     write_one(cpu, 59, (0x80000011).to_bytes(8, "little"))     # cr0
     assert cpu.sregs.cr0 == 0x80000011
-    write_one(cpu, 58, (0x7000).to_bytes(8, "little"))         # gs_base -> MSR_GS_BASE
-    assert cpu.msrs[0xC0000101] == 0x7000
+    write_one(cpu, 58, (0x7000).to_bytes(8, "little"))         # gs_base
+    assert cpu.sregs.gs.base == 0x7000 and cpu.sregs.gs.selector == 0
     write_one(cpu, 24, bytes(range(10)))                       # st0: 80 of the 128 bits
     assert bytes(cpu.fpu.fpr[0][0:10]) == bytes(range(10))
     assert cpu.fpu_sets == 1

@@ -176,7 +176,9 @@ def test_watchpoints_map_to_write_and_rw_in_aligned_pieces():
 
 def test_a_watchpoint_that_does_not_fit_takes_nothing():
     m, s = session()
-    assert s.handle(b"Z2,4001,20") == b"E01"                  # too many pieces
+    assert s.handle(b"Z2,4001,20") == b"E01"                  # 7 pieces, 4 debug registers
+    assert s.handle(b"Z2,4000,ffffffff") == b"E01"            # refused before splitting
+    assert s.handle(b"Z2,4000,0") == b"E01"
     assert s.handle(b"Z1,100,1") == b"OK"
     assert s.handle(b"Z1,101,1") == b"OK"
     assert s.handle(b"Z2,4001,4") == b"E01"                   # 1+2+1: three slots, two left

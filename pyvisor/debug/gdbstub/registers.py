@@ -1,6 +1,6 @@
 """The registers gdb sees: one table gives the target description (target.xml, served by
 qXfer:features:read), the layout of the g/G packets and the numbers of p/P, and how each
-register maps onto a vCPU handle (cpu.regs, cpu.sregs, cpu.fpu, cpu.msrs).
+register maps onto a vCPU handle (cpu.regs, cpu.sregs, cpu.fpu).
 
 gdb numbers registers by the `regnum` of the description, and g carries them in that
 order, each little-endian in its own width. The x87 and SSE registers are the FXSAVE image
@@ -15,9 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-MSR_FS_BASE = 0xC0000100
-MSR_GS_BASE = 0xC0000101
-
 ARCHITECTURE = "i386:x86-64"
 CORE = "org.gnu.gdb.i386.core"
 SSE = "org.gnu.gdb.i386.sse"
@@ -30,13 +27,29 @@ class RegisterError(ValueError):
 
 
 class CpuView:
-    """The state of one vCPU while a packet is served: the FPU image is fetched once and
-    written back once (commit) however many x87/SSE registers a G packet changes."""
+    """The state of one vCPU while a packet is served: each register struct is fetched
+    once (a g packet costs three ioctls, not one per register); general and system
+    registers are written through as they change, the FPU image once (commit) however
+    many x87/SSE registers a G packet changes."""
 
     def __init__(self, cpu):
         self.cpu = cpu
+        self._regs = None
+        self._sregs = None
         self._fpu = None
         self._fpu_dirty = False
+
+    @property
+    def regs(self):
+        if self._regs is None:
+            self._regs = self.cpu.regs
+        return self._regs
+
+    @property
+    def sregs(self):
+        if self._sregs is None:
+            self._sregs = self.cpu.sregs
+        return self._sregs
 
     @property
     def fpu(self):
@@ -87,30 +100,32 @@ class Register:
 
 def _gpr(name: str, attr: str, bits: int = 64, type_: str = "int64") -> Register:
     def get(v: CpuView) -> int:
-        return getattr(v.cpu.regs, attr) & ((1 << bits) - 1)
+        return getattr(v.regs, attr) & ((1 << bits) - 1)
 
     def set_(v: CpuView, value: int) -> None:
-        setattr(v.cpu.regs, attr, value)
+        setattr(v.regs, attr, value)
     return Register(name, bits, type_, CORE, get, set_)
 
 
 def _selector(seg: str) -> Register:
     # Loading a selector means loading a descriptor; that is the guest's job, not gdb's.
     return Register(seg, 32, "int32", CORE,
-                    lambda v: getattr(v.cpu.sregs, seg).selector, None)
+                    lambda v: getattr(v.sregs, seg).selector, None)
 
 
-def _segment_base(seg: str, msr: int) -> Register:
+def _segment_base(seg: str) -> Register:
     def set_(v: CpuView, value: int) -> None:
-        v.cpu.msrs[msr] = value
+        segment = getattr(v.sregs, seg)
+        segment.base = value
+        setattr(v.sregs, seg, segment)      # written back with the rest of sregs
     return Register(f"{seg}_base", 64, "int64", SEGMENTS,
-                    lambda v: getattr(v.cpu.sregs, seg).base, set_)
+                    lambda v: getattr(v.sregs, seg).base, set_)
 
 
 def _control(name: str) -> Register:
     def set_(v: CpuView, value: int) -> None:
-        setattr(v.cpu.sregs, name, value)
-    return Register(name, 64, "int64", SYSTEM, lambda v: getattr(v.cpu.sregs, name), set_)
+        setattr(v.sregs, name, value)
+    return Register(name, 64, "int64", SYSTEM, lambda v: getattr(v.sregs, name), set_)
 
 
 def _fpu_bytes(name: str, field: str, index: int, bits: int, type_: str, feature: str,
@@ -216,7 +231,7 @@ def _build() -> tuple[Register, ...]:
     regs += [_fpu_bytes(f"xmm{i}", "xmm", i, 128, "vec128", SSE) for i in range(16)]
     regs += [_fpu_field("mxcsr", lambda v: v.fpu.mxcsr, _setattr("mxcsr", 0xFFFFFFFF),
                         feature=SSE, group="vector", type_="i386_mxcsr")]
-    regs += [_segment_base("fs", MSR_FS_BASE), _segment_base("gs", MSR_GS_BASE)]
+    regs += [_segment_base("fs"), _segment_base("gs")]
     regs += [_control("cr0"), _control("cr2"), _control("cr3"), _control("cr4"),
              _control("cr8"), _control("efer")]
     return tuple(regs)

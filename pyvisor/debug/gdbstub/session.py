@@ -29,12 +29,12 @@ STEP_SLICE_SECONDS = 0.2        # a step that takes longer checks for gdb's Ctrl
 # Signal numbers of gdb's include/gdb/signals.h used in stop replies.
 SIGINT, SIGTRAP, SIGKILL, SIGSEGV = 2, 5, 9, 11
 
-DEBUG_STOPS = ("breakpoint", "watchpoint", "step")
+DEBUG_STOPS = ("breakpoint", "watchpoint")
 EXITS = ("exit", "reset", "poweroff", "quit")   # the guest ended normally: W, not X
 WATCH_ACCESS = {2: "write", 3: "rw", 4: "rw"}       # x86 cannot watch reads alone
 WATCH_REASON = {2: "watch", 3: "rwatch", 4: "awatch"}
 WATCH_LENGTHS = (8, 4, 2, 1)
-HW_SLOTS = 4
+MAX_WATCH_BYTES = 512           # one gdb watchpoint, in pieces of at most 8 bytes
 
 E_GENERAL = b"E01"
 E_FAULT = b"E14"                # EFAULT: memory not mapped
@@ -50,8 +50,6 @@ class Resume:
 @dataclass
 class _Point:
     ztype: int                  # 0 sw break, 1 hw break, 2 write, 3 read, 4 access watch
-    address: int
-    length: int
     handles: list               # the Breakpoint/Watchpoint objects it took
 
 
@@ -294,20 +292,19 @@ class Session:
             bp = self.m.add_breakpoint(addr, kind=kind)
             if ztype == 0 and bp.kind == "hw":
                 self._sw_is_hw = True
-            return _Point(ztype, addr, 1, [bp])
-        chunks = watch_chunks(addr, length)
-        if len(chunks) > HW_SLOTS or length == 0:
-            raise ValueError(f"{length} bytes cannot be watched by {HW_SLOTS} debug registers")
+            return _Point(ztype, [bp])
+        if not 0 < length <= MAX_WATCH_BYTES:
+            raise ValueError(f"a watchpoint of {length} bytes (at most {MAX_WATCH_BYTES})")
         handles = []
         try:
-            for chunk_addr, size in chunks:
+            for chunk_addr, size in watch_chunks(addr, length):
                 handles.append(self.m.add_watchpoint(chunk_addr, length=size,
                                                      access=WATCH_ACCESS[ztype]))
         except BaseException:
             for handle in handles:
                 handle.remove()
             raise
-        return _Point(ztype, addr, length, handles)
+        return _Point(ztype, handles)
 
     @staticmethod
     def _remove(point: _Point) -> None:
