@@ -259,14 +259,7 @@ def test_unix_socket(tmp_path):
     with Machine(kernel=guest("gdb_target"), mem="64M") as machine:
         with serve(machine, f"unix:{path}"):
             machine.start(paused=True)
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.connect(path)
-            sock.settimeout(10)
-            sock.sendall(frame(b"qC"))
-            data = b""
-            while b"#" not in data or len(data) < data.index(b"#") + 3:
-                data += sock.recv(4096)
-            assert data.startswith(b"+$QC1#")
-            sock.close()
+            out = run_gdb(path, ["hbreak work", "continue", "print n", "detach"])
             outcome = machine.wait(timeout=30)
+    assert "Breakpoint 1, work (n=5)" in out and "$1 = 5" in out, out
     assert outcome.kind == "exit" and outcome.status == 31, outcome
