@@ -25,6 +25,7 @@ log = logging.getLogger("pyvisor.gdbstub")
 IDLE_POLL_SECONDS = 0.25        # how often a stopped gdb session checks the machine ended
 RECV_SIZE = 4096
 SEND_TIMEOUT_SECONDS = 10
+CLOSE_JOIN_SECONDS = 5
 MAX_PENDING = 256               # packets a client may send ahead of our replies
 
 
@@ -110,18 +111,30 @@ class GdbServer:
             self.address = requested
         self.wake_fd, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self.closing = False
+        self._released = False
+        self._release_lock = threading.Lock()
         self._thread = threading.Thread(target=self._serve, name="gdbstub", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def close(self) -> None:
+        """End the server; a session still busy after CLOSE_JOIN_SECONDS releases the
+        sockets itself when it ends, so nothing is closed under its feet."""
         if self.closing:
             return
         self.closing = True
         os.write(self._wake_w, b"x")
         if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=CLOSE_JOIN_SECONDS)
+        if not self._thread.is_alive():
+            self._release()
+
+    def _release(self) -> None:
+        with self._release_lock:
+            if self._released:
+                return
+            self._released = True
         self.listener.close()
         os.close(self.wake_fd)
         os.close(self._wake_w)
@@ -139,6 +152,13 @@ class GdbServer:
 
     # --- the server thread --------------------------------------------------------------
     def _serve(self) -> None:
+        try:
+            self._accept_loop()
+        finally:
+            if self.closing:
+                self._release()
+
+    def _accept_loop(self) -> None:
         while not self.closing and self.machine.state != "stopped":
             ready, _, _ = select.select([self.listener, self.wake_fd], [], [], IDLE_POLL_SECONDS)
             if self.closing or self.listener not in ready:
