@@ -17,6 +17,15 @@ GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10
 SEGMENTS = ("cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt")
 
 
+class _Regs(SimpleNamespace):
+    """Plain attributes that refuse what a 64-bit struct field cannot hold, as cffi does."""
+
+    def __setattr__(self, name, value):
+        if not 0 <= value < 1 << 64:
+            raise OverflowError(f"{name}: {value:#x} does not fit in 64 bits")
+        super().__setattr__(name, value)
+
+
 def outcome(kind: str, status: int = 0, vcpu: int = 0, point=None):
     """An Outcome as Machine.wait() gives it; a debug event names its point."""
     address = getattr(point, "address", None)
@@ -28,7 +37,7 @@ class FakeCpu:
     def __init__(self, machine: "FakeMachine", index: int):
         self.machine = machine
         self.index = index
-        self.regs = SimpleNamespace(**{name: 0 for name in GPRS})
+        self.regs = _Regs(**{name: 0 for name in GPRS})
         self.regs.rflags = 0x2
         self.sregs = SimpleNamespace(
             cr0=0x80050033, cr2=0, cr3=0x9000, cr4=0x20, cr8=0, efer=0x500, apic_base=0,

@@ -84,7 +84,7 @@ def test_unknown_packets_get_the_empty_reply():
 def test_malformed_packets_are_errors_not_exceptions():
     m, s = session()
     for p in (b"mzz,4", b"m10", b"M10,2:1", b"P0", b"p", b"Gxyz", b"Z0,10", b"Tq", b"Hgz",
-              b"X10,1:}"):
+              b"X10,1:}", b"c1" + b"0" * 20):
         assert s.handle(p) == b"E01", p
 
 

@@ -16,7 +16,8 @@ from typing import Callable
 from ...errors import PyvisorError
 from ...machine.vcpu_runner import StepAborted
 from . import registers
-from .protocol import ProtocolError, escape_binary, hex_decode, hex_encode, parse_hex, unescape_binary
+from .protocol import (ProtocolError, escape_binary, hex_decode, hex_encode, parse_hex,
+                       unescape_binary)
 
 log = logging.getLogger("pyvisor.gdbstub")
 
@@ -105,7 +106,7 @@ class Session:
             return b""
         try:
             return self._dispatch(payload)
-        except (ProtocolError, registers.RegisterError) as e:
+        except (ProtocolError, registers.RegisterError, OverflowError) as e:
             log.debug("gdb packet %r: %s", payload[:40], e)
             return E_GENERAL
         except PyvisorError as e:
