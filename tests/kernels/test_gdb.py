@@ -242,6 +242,23 @@ def test_register_and_memory_round_trips_on_a_real_vcpu():
     assert outcome.kind == "exit" and outcome.status == CHANGED_STATUS, outcome
 
 
+def test_a_step_that_cannot_finish_is_interrupted():
+    """vCPU 1 waits for a SIPI that never comes: its step cannot complete, and Ctrl-C
+    answers it; the machine is still usable afterwards."""
+    with Machine(kernel=guest("gdb_target"), mem="64M", cpus=2) as machine:
+        with serve(machine, "tcp:127.0.0.1:0") as server:
+            machine.start(paused=True)
+            gdb = Client(server.address.port)
+            gdb.send(b"vCont;s:2")
+            time.sleep(0.5)
+            gdb.sock.sendall(b"\x03")
+            assert gdb.reply() == b"T02thread:2;"
+            assert gdb.request(b"vCont;s:1") == b"T05thread:1;"
+            gdb.close()
+            outcome = machine.wait(timeout=30)
+    assert outcome.kind == "exit" and outcome.status == 31, outcome
+
+
 def test_kill_stops_the_machine():
     with Machine(kernel=guest("shell"), mem="32M") as machine:
         with serve(machine, "tcp:127.0.0.1:0") as server:
