@@ -149,3 +149,10 @@ def test_bzimage_that_takes_no_initrd(tmp_path):
     line = one_line_error(run(str(kernel), "--mem", "64M", "--console", "none",
                               "--initrd", str(initrd)))
     assert "initrd_addr_max is 0x0" in line and "cannot be given an initrd" in line
+
+
+def test_seccomp_on_with_restart_is_a_usage_error():
+    """A restart opens /dev/kvm, disks and taps again, which the filter forbids."""
+    result = run(guest("hello"), "--seccomp", "on", "--on-reboot", "restart")
+    assert result.returncode == 2
+    assert "--seccomp on cannot be combined with --on-reboot restart" in one_line_error(result)
