@@ -4,6 +4,7 @@ import os
 import pytest
 
 from helpers import guest, needs_kvm, one_line_error, pyvisor
+from unprivileged import as_user, needs_root, own_kvm  # noqa: F401 (a fixture)
 
 pytestmark = [needs_kvm]
 
@@ -25,12 +26,16 @@ def test_disk_errors(tmp_path):
     assert "at most 20 bytes" in run_with("--disk", f"{good},serial={'x' * 21}")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file; the check needs a user")
-def test_unreadable_disk(tmp_path):
-    image = tmp_path / "secret.img"
-    image.write_bytes(bytes(512))
-    image.chmod(0)
-    assert "Permission denied" in run_with("--disk", str(image))
+@needs_root
+def test_unreadable_disk(own_kvm):
+    """As an ordinary user (root reads any file), next to a device node of its own."""
+    image = os.path.join(os.path.dirname(own_kvm), "secret.img")
+    with open(image, "wb") as f:
+        f.write(bytes(512))
+    os.chmod(image, 0)
+    line = one_line_error(as_user("cli", "run", guest("hello"), "--mem", "16M",
+                                  "--kvm-device", own_kvm, "--disk", image))
+    assert line == f"pyvisor: disk {image!r}: Permission denied"
 
 
 def test_net_errors():
