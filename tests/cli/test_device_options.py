@@ -1,7 +1,6 @@
 """Bad device options end in one clear line before the guest starts."""
 import os
 
-
 from helpers import guest, needs_kvm, one_line_error, pyvisor
 from unprivileged import as_user, needs_root, own_kvm  # noqa: F401 (a fixture)
 
