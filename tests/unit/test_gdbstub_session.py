@@ -257,6 +257,13 @@ def test_step_steps_only_the_named_vcpu():
     assert s.handle(b"vCont;t:1") == b"E01"
 
 
+def test_a_step_that_hits_a_watchpoint_says_so():
+    m, s = session()
+    s.handle(b"Z2,3000,8")
+    m.wait_outcomes = [outcome("watchpoint", point=m.points[0])]
+    assert s.resume(s.handle(b"vCont;s:1"), never_interrupted) == b"T05thread:1;watch:3000;"
+
+
 def test_a_step_that_cannot_finish_waits_for_ctrl_c():
     m, s = session(cpus=2)
     m.vcpus[1].step_outcomes = [StepAborted("halted")] * 3

@@ -379,6 +379,8 @@ class Session:
                 if event == "interrupt":
                     return self._thread_stop(SIGINT, index)
                 continue
+            if outcome is None:     # the stepped instruction may have hit a watchpoint
+                outcome = self.m.wait(timeout=0)
             return self._thread_stop(SIGTRAP, index) if outcome is None \
                 else self.stop_reply(outcome)
 
