@@ -64,10 +64,10 @@ def test_ctrl_c_in_library_use_stops_the_machine_and_returns():
 
 
 def test_a_burst_of_sigterms_ends_pyvisor_at_once():
-    p = subprocess.Popen([PYVISOR, "run", guest("flood"), "--mem", "64M", "--console", "none"],
-                         stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen([PYVISOR, "run", guest("flood"), "--mem", "64M"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        time.sleep(1)
+        assert p.stdout.readline().startswith(b"flood line")    # the guest runs
         sent = time.monotonic()
         for _ in range(50):
             os.kill(p.pid, signal.SIGTERM)
