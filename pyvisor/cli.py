@@ -10,6 +10,8 @@ import click
 
 from . import __version__
 from ._native import lib
+from .api.command import run_with_api, serve
+from .api.instance import HostOptions
 from .debug.gdbstub import parse_address as parse_gdb_address
 from .debug.gdbstub import serving as gdb_serving
 from .errors import PyvisorError
@@ -38,7 +40,7 @@ def cli(verbose: int) -> None:
 
 
 @cli.command()
-@click.argument("kernel")
+@click.argument("kernel", required=False)
 @click.option("--mem", "-m", default=DEFAULT_MEM, show_default=True, metavar="SIZE",
               help="Guest RAM, e.g. 512M, 1G, 65536K or plain bytes.")
 @click.option("--cpus", "-c", default=1, show_default=True, type=int, metavar="N",
@@ -80,18 +82,35 @@ def cli(verbose: int) -> None:
 @click.option("--gdb", default=None, metavar="tcp:HOST:PORT|unix:PATH",
               help="Serve gdb's remote protocol there (loopback only): "
                    "gdb KERNEL -ex 'target remote HOST:PORT'.")
+@click.option("--api-sock", default=None, metavar="PATH",
+              help="Also serve Firecracker's API on this Unix socket; without KERNEL, the "
+                   "machine is described and started through it.")
+@click.option("--config-file", default=None, metavar="FILE",
+              help="Boot the machine Firecracker's JSON config file describes.")
 @click.option("--gdb-wait", is_flag=True,
               help="With --gdb: the guest waits at its first instruction for gdb.")
 def run(kernel: str, mem: str, cpus: int, cmdline: str, initrd: str | None,
         boot_protocol: str, disks: tuple[str, ...], nets: tuple[str, ...], virtio_transport: str, rng: bool, on_reboot: str, console: str, timeout: float | None,
         seccomp: str | None,
-        kvm_device: str, gdb: str | None, gdb_wait: bool) -> int:
+        kvm_device: str, gdb: str | None, gdb_wait: bool, api_sock: str | None,
+        config_file: str | None) -> int:
     """Boot KERNEL (a Linux bzImage or vmlinux, or any ELF64 kernel) and connect its
     serial console to the terminal.
 
     In the console, Ctrl-A x quits and Ctrl-A h lists the escapes. The exit status is 0
     when the guest powers off or reboots, (v << 1) | 1 for a write of v to port 0xF4,
     2 for a guest fault and 124 for --timeout."""
+    if api_sock is not None or config_file is not None:
+        if disks or nets or rng or gdb or on_reboot != "exit" or seccomp == "on":
+            raise click.UsageError("--disk, --net, --rng, --gdb, --on-reboot restart and "
+                                   "--seccomp on are not for --api-sock or --config-file: "
+                                   "describe drives, interfaces and entropy there")
+        host = HostOptions(console=console, kvm_path=kvm_device,
+                           virtio_transport=virtio_transport, boot_protocol=boot_protocol)
+        return run_with_api(api_sock, config_file, host, kernel, mem, cpus, cmdline, initrd,
+                            timeout)
+    if kernel is None:
+        raise click.UsageError("missing KERNEL (or --api-sock / --config-file)")
     config = MachineConfig.build(kernel, mem=mem, cpus=cpus, cmdline=cmdline,
                                  console=console, capture_output=False,
                                  kvm_path=kvm_device, initrd=initrd,
@@ -166,6 +185,9 @@ def check(device: str) -> int:
         click.echo("pyvisor can run: yes, tiny integer-only kernels; stock Linux guests need "
                    "VT-x or AMD-V")
     return 0
+
+
+cli.add_command(serve)
 
 
 def main(argv: list[str] | None = None) -> None:

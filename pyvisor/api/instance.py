@@ -1,0 +1,203 @@
+"""Instance: the microVM the API describes, then starts and drives.
+
+Before InstanceStart it is a description (boot source, machine configuration, drives,
+network interfaces, entropy) in Firecracker's JSON shapes, which GET /vm/config returns as
+given; InstanceStart turns it into a MachineConfig (so the API refuses what `pyvisor run`
+refuses, with the same message) and starts a Machine. The bodies arrive already checked
+by schema.check; one lock serializes changes, since requests come from many threads."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .. import __version__
+from ..devices.virtio.blk import DiskSpec
+from ..devices.virtio.net import NetSpec
+from ..errors import PyvisorError
+from ..machine.config import MachineConfig
+from ..machine.machine import Machine
+from .faults import NOT_AFTER_START, NOT_BEFORE_START, ApiError
+
+DEFAULT_VCPUS = 1
+DEFAULT_MEM_MIB = 128     # Firecracker's defaults
+CONSOLE_TAIL = 64 << 10
+
+
+@dataclass(frozen=True)
+class HostOptions:
+    """What the API does not describe but the command line does."""
+    console: str = "none"
+    kvm_path: str = "/dev/kvm"
+    virtio_transport: str = "pci"
+    boot_protocol: str = "auto"
+
+
+class Instance:
+    """One microVM. `machine` is None until InstanceStart; `started` is set then."""
+
+    def __init__(self, instance_id: str = "anonymous-instance",
+                 host: HostOptions = HostOptions(),
+                 on_start: Callable[[Machine], None] | None = None) -> None:
+        self.instance_id = instance_id
+        self.host = host
+        self.machine: Machine | None = None
+        self.started = threading.Event()
+        self._on_start = on_start
+        self._lock = threading.Lock()
+        self._boot: dict[str, Any] | None = None
+        self._machine_config: dict[str, Any] = {"vcpu_count": DEFAULT_VCPUS,
+                                                "mem_size_mib": DEFAULT_MEM_MIB, "smt": False}
+        self._drives: dict[str, dict[str, Any]] = {}
+        self._nets: dict[str, dict[str, Any]] = {}
+        self._entropy: dict[str, Any] | None = None
+
+    # --- what GET returns -------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        machine = self.machine
+        if machine is None:
+            return "Not started"
+        return "Paused" if machine.state == "paused" else "Running"
+
+    def info(self) -> dict[str, Any]:
+        return {"id": self.instance_id, "state": self.state, "vmm_version": __version__,
+                "app_name": "pyvisor"}
+
+    def machine_config(self) -> dict[str, Any]:
+        return dict(self._machine_config)
+
+    def vm_config(self) -> dict[str, Any]:
+        with self._lock:
+            config: dict[str, Any] = {"machine-config": dict(self._machine_config),
+                                      "drives": [dict(d) for d in self._drives.values()],
+                                      "network-interfaces": [dict(n) for n in self._nets.values()]}
+            if self._boot is not None:
+                config["boot-source"] = dict(self._boot)
+            if self._entropy is not None:
+                config["entropy"] = dict(self._entropy)
+            return config
+
+    # --- pre-boot configuration -------------------------------------------------------
+    def _before_start(self) -> None:
+        if self.machine is not None:
+            raise ApiError(NOT_AFTER_START)
+
+    def set_boot_source(self, body: dict[str, Any]) -> None:
+        with self._lock:
+            self._before_start()
+            self._boot = body
+
+    def set_machine_config(self, body: dict[str, Any]) -> None:
+        with self._lock:
+            self._before_start()
+            self._machine_config = {"smt": False, **body}
+
+    def set_drive(self, drive_id: str, body: dict[str, Any]) -> None:
+        body = {"drive_id": drive_id, **body}
+        if "path_on_host" not in body:
+            raise ApiError(f"drive {drive_id}: missing field path_on_host (pyvisor has no "
+                           f"vhost-user block devices)")
+        with self._lock:
+            self._before_start()
+            if body["is_root_device"] and any(d["is_root_device"] for i, d in
+                                              self._drives.items() if i != drive_id):
+                raise ApiError("A root block device already exists!")
+            self._drives[drive_id] = body
+
+    def set_network_interface(self, iface_id: str, body: dict[str, Any]) -> None:
+        body = {"iface_id": iface_id, **body}
+        with self._lock:
+            self._before_start()
+            self._nets[iface_id] = body
+
+    def set_entropy(self, body: dict[str, Any]) -> None:
+        with self._lock:
+            self._before_start()
+            self._entropy = body
+
+    # --- start ------------------------------------------------------------------------
+    def build_config(self) -> MachineConfig:
+        """The MachineConfig the description amounts to (a root drive comes first, as
+        vda, and gets Firecracker's root= argument)."""
+        if self._boot is None:
+            raise ApiError("Cannot start microvm without kernel configuration.")
+        drives = sorted(self._drives.values(), key=lambda d: not d["is_root_device"])
+        cmdline = self._boot.get("boot_args", "")
+        if drives and drives[0]["is_root_device"]:
+            mode = "ro" if drives[0].get("is_read_only") else "rw"
+            cmdline = f"{cmdline} root=/dev/vda {mode}".strip()
+        nets = []
+        for index, n in enumerate(self._nets.values()):
+            spec = f"tap={n['host_dev_name']}" + (f",mac={n['guest_mac']}" if "guest_mac" in n else "")
+            nets.append(NetSpec.parse(spec, index))
+        mc = self._machine_config
+        return MachineConfig.build(
+            self._boot["kernel_image_path"], mem=mc["mem_size_mib"] << 20, cpus=mc["vcpu_count"],
+            cmdline=cmdline, initrd=self._boot.get("initrd_path"), console=self.host.console,
+            kvm_path=self.host.kvm_path, boot_protocol=self.host.boot_protocol,
+            disks=[DiskSpec(d["path_on_host"], bool(d.get("is_read_only")), d["drive_id"][:20])
+                   for d in drives],
+            nets=nets, rng=self._entropy is not None,
+            virtio_transport=self.host.virtio_transport)
+
+    def start(self) -> None:
+        """InstanceStart: build the machine and start its vCPUs; every problem building
+        it is a 400 with pyvisor's one-line message."""
+        with self._lock:
+            self._before_start()
+            try:
+                machine = Machine(self.build_config())
+            except PyvisorError as e:
+                raise ApiError(str(e)) from None
+            try:
+                machine.start()
+            except BaseException:
+                machine.close()
+                raise
+            self.machine = machine
+        if self._on_start is not None:
+            self._on_start(machine)
+        self.started.set()
+
+    # --- running ----------------------------------------------------------------------
+    def _running(self) -> Machine:
+        machine = self.machine
+        if machine is None:
+            raise ApiError(NOT_BEFORE_START)
+        if machine.state == "stopped":
+            raise ApiError("The microVM has stopped.")
+        return machine
+
+    def set_vm_state(self, state: str) -> None:
+        machine = self._running()
+        machine.pause() if state == "Paused" else machine.resume()
+
+    def send_ctrl_alt_del(self) -> None:
+        """Firecracker presses the i8042's Ctrl-Alt-Del; pyvisor presses the ACPI power
+        button, the orderly shutdown request Linux acts on."""
+        self._running().acpi_pm.press_power_button()
+
+    def patch_drive(self, drive_id: str, body: dict[str, Any]) -> None:
+        self._running()
+        if drive_id not in self._drives:
+            raise ApiError(f"Unable to patch the block device: drive {drive_id} does not exist.")
+        if "path_on_host" in body:
+            raise ApiError("PATCH /drives: pyvisor cannot swap a drive's backing file while "
+                           "the guest runs (not implemented yet)")
+
+    def stats(self) -> dict[str, Any]:
+        stats = self._started_machine().stats
+        return {"exits": stats.exits, "ports": {f"{p:#x}": n for p, n in stats.ports.items()},
+                "mmio": stats.mmio, "native_exits": stats.native_exits,
+                "interrupted": stats.interrupted, "kvm_run_seconds": stats.kvm_run_seconds,
+                "pyvisor_seconds": stats.pyvisor_seconds}
+
+    def console(self) -> dict[str, Any]:
+        output = self._started_machine().console_output[-CONSOLE_TAIL:]
+        return {"output": output.decode("utf-8", "replace")}
+
+    def _started_machine(self) -> Machine:
+        if self.machine is None:
+            raise ApiError(NOT_BEFORE_START)
+        return self.machine
