@@ -8,7 +8,9 @@ EPERM instead:
 - running another program or process: execve, execveat, fork, vfork, and clone without
   CLONE_THREAD (clone3, whose flags sit in memory a filter cannot read, answers ENOSYS,
   and glibc then falls back to clone);
-- reaching into other processes: ptrace, process_vm_readv/writev, pidfd_getfd;
+- reaching into other processes: ptrace, process_vm_readv/writev, pidfd_getfd, and any
+  signal to another process (kill and tgkill only to pyvisor's own pid; tkill, the
+  sigqueueinfo calls and pidfds not at all);
 - changing the system: mount and the new mount API, umount2, pivot_root, chroot, module
   loading, kexec, bpf, perf_event_open, the key rings, namespaces, swap, reboot, iopl,
   ioperm, userfaultfd, open_by_handle_at; io_uring, which would issue all of the above
@@ -37,7 +39,8 @@ DENIED = """
 execve execveat fork vfork ptrace process_vm_readv process_vm_writev pidfd_getfd
 mount umount2 pivot_root chroot move_mount fsopen fsconfig fsmount fspick open_tree
 mount_setattr init_module finit_module delete_module kexec_load kexec_file_load bpf
-perf_event_open keyctl add_key request_key unshare setns swapon swapoff reboot iopl ioperm
+perf_event_open keyctl add_key request_key tkill rt_sigqueueinfo rt_tgsigqueueinfo
+pidfd_open pidfd_send_signal unshare setns swapon swapoff reboot iopl ioperm
 userfaultfd open_by_handle_at name_to_handle_at io_uring_setup io_uring_enter
 io_uring_register creat openat2 truncate mknod mknodat unlink unlinkat rename renameat
 renameat2 rmdir mkdir mkdirat link linkat symlink symlinkat chmod fchmodat chown lchown
@@ -45,6 +48,8 @@ fchownat
 """.split()
 # open(path, flags) and openat(dirfd, path, flags): the argument that holds the flags.
 OPEN_FLAGS_ARG = {"open": 1, "openat": 2}
+# kill(pid, sig) and tgkill(tgid, tid, sig): the process the signal goes to, in argument 0.
+SIGNAL_CALLS = ("kill", "tgkill")
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC
 
 _installed = False
@@ -59,10 +64,10 @@ def _arg_low(index: int) -> int:
     return ffi.offsetof("struct seccomp_data", "args") + 8 * index
 
 
-def build_program() -> bytes:
-    """The filter as an array of struct sock_filter (8 bytes each). Each test on the
-    syscall number is followed by a body that always returns, so the accumulator holds
-    the number again wherever a test is reached."""
+def build_program(pid: int) -> bytes:
+    """The filter for process ``pid``, as an array of struct sock_filter (8 bytes each).
+    Each test on the syscall number is followed by a body that always returns, so the
+    accumulator holds the number again wherever a test is reached."""
     ld_abs = lib.BPF_LD | lib.BPF_W | lib.BPF_ABS
     jeq, jge, jset = (lib.BPF_JMP | op | lib.BPF_K for op in (lib.BPF_JEQ, lib.BPF_JGE,
                                                               lib.BPF_JSET))
@@ -72,10 +77,11 @@ def build_program() -> bytes:
     enosys = _insn(ret, lib.SECCOMP_RET_ERRNO | (errno.ENOSYS & lib.SECCOMP_RET_DATA))
     nr = ffi.offsetof("struct seccomp_data", "nr")
 
-    def flag_check(arg: int, mask: int, when_set: bytes, when_clear: bytes) -> bytes:
-        """Load the low half of ``arg`` and return one of two verdicts on ``mask``."""
-        return (_insn(ld_abs, _arg_low(arg)) + _insn(jset, mask, 0, 1)
-                + when_set + when_clear)
+    def verdict(arg: int, jump: int, k: int, when_true: bytes, when_false: bytes) -> bytes:
+        """Load the low half of ``arg`` (the kernel reads ints and flags from just that
+        half) and return one of two verdicts on ``jump`` (jset, jeq) against ``k``."""
+        return (_insn(ld_abs, _arg_low(arg)) + _insn(jump, k, 0, 1)
+                + when_true + when_false)
 
     def on(syscall: str, body: bytes) -> bytes:
         """If the call is ``syscall``, run ``body`` (which returns); else skip past it."""
@@ -86,11 +92,12 @@ def build_program() -> bytes:
         _insn(jeq, lib.AUDIT_ARCH_X86_64, 1, 0), eperm,
         _insn(ld_abs, nr),
         _insn(jge, lib.__X32_SYSCALL_BIT, 0, 1), eperm,
-        on("clone", flag_check(0, lib.CLONE_THREAD, allow, eperm)),
+        on("clone", verdict(0, jset, lib.CLONE_THREAD, allow, eperm)),
         on("clone3", enosys),
     ]
-    program += [on(syscall, flag_check(arg, WRITE_FLAGS, eperm, allow))
+    program += [on(syscall, verdict(arg, jset, WRITE_FLAGS, eperm, allow))
                 for syscall, arg in OPEN_FLAGS_ARG.items()]
+    program += [on(syscall, verdict(0, jeq, pid, allow, eperm)) for syscall in SIGNAL_CALLS]
     program += [on(name, eperm) for name in DENIED]
     program.append(allow)
     return b"".join(program)
@@ -106,7 +113,7 @@ def install() -> bool:
     global _installed
     if _installed:
         return False
-    code = build_program()
+    code = build_program(os.getpid())
     count = len(code) // 8
     filters = ffi.new("struct sock_filter[]", count)
     ffi.memmove(filters, code, len(code))

@@ -48,6 +48,8 @@ SCRIPT = textwrap.dedent("""
         "unlink": attempt(lambda: os.unlink(disk)),
         "mkdir": attempt(lambda: os.mkdir(scratch + ".d")),
         "chroot": attempt(lambda: os.chroot("/")),
+        "kill_parent": attempt(lambda: os.kill(os.getppid(), 0)),
+        "kill_self": attempt(lambda: os.kill(os.getpid(), 0)),
     }
     # Raw calls with arguments that would fail anyway (EFAULT, EINVAL, EBADF, ESRCH...)
     # if the filter let them through: only the filter answers EPERM (clone3: ENOSYS).
@@ -58,7 +60,7 @@ SCRIPT = textwrap.dedent("""
     bad = (ctypes.c_long(-1),) * 6
     for name in ("ptrace process_vm_readv process_vm_writev mount umount2 pivot_root "
                  "init_module finit_module kexec_load bpf perf_event_open keyctl execveat "
-                 "clone3").split():
+                 "tkill pidfd_open clone3").split():
         ctypes.set_errno(0)
         ret = libc.syscall(ctypes.c_long(getattr(lib, "__NR_" + name)), *bad)
         report[name] = errno.errorcode.get(ctypes.get_errno(), "none") if ret < 0 else "allowed"
@@ -84,11 +86,13 @@ def test_forbidden_calls_fail_and_the_guest_runs_on(tmp_path):
     assert report == {"execv": "EPERM", "fork": "EPERM", "subprocess": "EPERM",
                       "open_write": "EPERM", "open_append": "EPERM", "open_rdwr": "EPERM",
                       "open_read": "allowed", "unlink": "EPERM", "mkdir": "EPERM",
-                      "chroot": "EPERM", "clone3": "ENOSYS",
+                      "chroot": "EPERM", "kill_parent": "EPERM", "kill_self": "allowed",
+                      "clone3": "ENOSYS",
                       **{name: "EPERM" for name in (
                           "ptrace", "process_vm_readv", "process_vm_writev", "mount",
                           "umount2", "pivot_root", "init_module", "finit_module",
-                          "kexec_load", "bpf", "perf_event_open", "keyctl", "execveat")}}
+                          "kexec_load", "bpf", "perf_event_open", "keyctl", "execveat",
+                          "tkill", "pidfd_open")}}
     assert outcome[:2] == ["reset", 0], outcome   # how virtio_blk ends when all went well
     log = console.read_text(errors="replace")
     assert "write ok" in log, log
