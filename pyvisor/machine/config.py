@@ -127,7 +127,8 @@ class MachineConfig:
         if mem_bytes > MAX_SIZE:
             raise ConfigError(f"invalid memory size {mem_bytes:#x}: larger than 16 EiB")
         if not isinstance(cpus, int) or isinstance(cpus, bool) or not 1 <= cpus <= MAX_CPUS:
-            raise ConfigError(f"invalid CPU count {cpus!r}: expected 1 to {MAX_CPUS}")
+            shown = repr(cpus) if len(repr(cpus)) <= 20 else "(a huge number)"
+            raise ConfigError(f"invalid CPU count {shown}: expected 1 to {MAX_CPUS}")
         encoded = check_utf8(cmdline, "command line").encode()
         if b"\0" in encoded:
             raise ConfigError("invalid command line: it contains a NUL byte")

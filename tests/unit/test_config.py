@@ -90,3 +90,9 @@ def test_console_file_kinds(tmp_path):
 def test_memory_beyond_64_bits():
     with pytest.raises(ConfigError, match="larger than 16 EiB"):
         MachineConfig.build("k.elf", mem=(1 << 64) + 1)
+
+
+def test_huge_cpu_count_stays_a_short_line():
+    with pytest.raises(ConfigError) as exc:
+        MachineConfig.build("k.elf", mem="16M", cpus=10 ** 400)
+    assert str(exc.value) == f"invalid CPU count (a huge number): expected 1 to {MAX_CPUS}"
