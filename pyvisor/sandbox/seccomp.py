@@ -31,6 +31,7 @@ import ctypes
 import errno
 import os
 import struct
+import threading
 
 from .._native import ffi, lib
 from ..errors import PyvisorError
@@ -53,6 +54,7 @@ SIGNAL_CALLS = ("kill", "tgkill")
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC
 
 _installed = False
+_install_lock = threading.Lock()   # two machines starting at once install it once
 
 
 def _insn(code: int, k: int = 0, jt: int = 0, jf: int = 0) -> bytes:
@@ -111,9 +113,16 @@ def install() -> bool:
     disks, taps, the console file open) and before the vCPUs run. Sets no_new_privs,
     which seccomp needs without CAP_SYS_ADMIN."""
     global _installed
-    if _installed:
-        return False
-    code = build_program(os.getpid())
+    with _install_lock:
+        if _installed:
+            return False
+        _install(build_program(os.getpid()))
+        _installed = True
+        return True
+
+
+def _install(code: bytes) -> None:
+    """no_new_privs, then the program for all threads; a PyvisorError line if either fails."""
     count = len(code) // 8
     filters = ffi.new("struct sock_filter[]", count)
     ffi.memmove(filters, code, len(code))
@@ -122,7 +131,8 @@ def install() -> bool:
     libc.syscall.restype = ctypes.c_long
     if libc.prctl(lib.PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), ctypes.c_ulong(0),
                   ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
-        raise PyvisorError(f"cannot set no_new_privs: {os.strerror(ctypes.get_errno())}")
+        raise PyvisorError(f"cannot set no_new_privs for the seccomp filter: "
+                           f"{os.strerror(ctypes.get_errno())}")
     result = libc.syscall(ctypes.c_long(lib.__NR_seccomp),
                           ctypes.c_ulong(lib.SECCOMP_SET_MODE_FILTER),
                           ctypes.c_ulong(lib.SECCOMP_FILTER_FLAG_TSYNC),
@@ -130,6 +140,5 @@ def install() -> bool:
     if result != 0:
         why = (f"thread {result} could not take it" if result > 0
                else os.strerror(ctypes.get_errno()))
-        raise PyvisorError(f"cannot install the seccomp filter: {why}")
-    _installed = True
-    return True
+        raise PyvisorError(f"cannot install the seccomp filter: {why} "
+                           f"(pyvisor run --seccomp off runs without it)")
