@@ -155,6 +155,7 @@ def test_the_end_of_the_machine_is_reported_and_closes(stub):
     c = Raw(server.address)
     c.send(frame(b"c"))
     c.expect(b"+" + frame(b"W1f"))
+    time.sleep(0.1)                                 # the stub waits for the ack
     c.send(b"+")
     assert c.sock.recv(16) == b""
 

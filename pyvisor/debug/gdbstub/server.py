@@ -14,6 +14,7 @@ import select
 import socket
 import stat
 import threading
+import time
 from dataclasses import dataclass
 
 from ...errors import ConfigError
@@ -26,6 +27,7 @@ IDLE_POLL_SECONDS = 0.25        # how often a stopped gdb session checks the mac
 RECV_SIZE = 4096
 SEND_TIMEOUT_SECONDS = 10
 CLOSE_JOIN_SECONDS = 5
+FINAL_ACK_SECONDS = 1
 MAX_PENDING = 256               # packets a client may send ahead of our replies
 
 
@@ -224,8 +226,20 @@ class _Connection:
             elif isinstance(event, Ack) and not event.positive and self.last_sent:
                 self._send_raw(self.last_sent)
             # Interrupt while stopped, and '+': nothing to do.
+        if self.session.closing and not self.session.no_ack and not self.gone:
+            self._await_ack()
         if self.server.machine.state != "stopped":
             self.session.detach()
+
+    def _await_ack(self) -> None:
+        """In ack mode gdb acknowledges our last reply (OK to D, W or X); closing before
+        it arrives would make its '+' hit a closed socket."""
+        deadline = time.monotonic() + FINAL_ACK_SECONDS
+        while not self.gone and not any(isinstance(e, Ack) for e in self.pending):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._read(left)
 
     def _packet(self, payload: bytes) -> None:
         if not self.session.no_ack:
