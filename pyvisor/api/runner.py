@@ -40,24 +40,24 @@ def serve(api_sock: str | None, config_file: str | None, host: HostOptions,
                 for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with ExitStack() as stack:
-            if api_sock is not None:
-                stack.enter_context(ApiServer(api_sock, Router(instance)))
-                on_notice(f"pyvisor: API on {api_sock}")
+            # Registered first, so run last: the API is gone before the machine closes.
+            stack.callback(lambda: instance.machine is not None and instance.machine.close())
             deadline = None if timeout is None else time.monotonic() + timeout
             if config_file is not None or kernel is not None:
                 try:
                     instance.start()
                 except ApiError as e:
                     raise PyvisorError(str(e)) from None
+            if api_sock is not None:       # after a described start: the API sees it running
+                stack.enter_context(ApiServer(api_sock, Router(instance)))
+                on_notice(f"pyvisor: API on {api_sock}")
             while not instance.started.wait(_SLICE):
                 if signals:
                     return _signalled(signals[0])
                 if deadline is not None and time.monotonic() >= deadline:
                     return Outcome("timeout", TIMEOUT_STATUS, "nothing started the guest "
                                    "before --timeout")
-            machine = instance.machine
-            stack.callback(machine.close)
-            return _run(machine, signals, deadline)
+            return _run(instance.machine, signals, deadline)
     finally:
         for signo, handler in previous.items():
             signal.signal(signo, handler)

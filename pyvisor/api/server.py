@@ -85,6 +85,8 @@ class _Handler(BaseHTTPRequestHandler):
         """http.server's own refusals (a malformed request line, headers too long), as
         Firecracker-style JSON instead of an HTML page."""
         self.close_connection = True
+        if self.request_version == "HTTP/0.9":   # an unparsable request line: no version
+            self.request_version = self.protocol_version
         try:
             self._respond(code, {"fault_message": message or self.responses.get(code, ("",))[0]})
         except OSError:

@@ -1,0 +1,371 @@
+"""The Firecracker-compatible API socket with tiny kernels: Firecracker's getting-started
+sequence from a Python client and from curl, the config file, the socket's own rules
+(0600, a live path refused), malformed HTTP, many clients and clients that vanish."""
+import http.client
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import threading
+import time
+
+import pytest
+
+from helpers import PYVISOR, guest, needs_kvm, one_line_error, pyvisor
+from pyvisor.api import Instance, Router
+from pyvisor.api.instance import HostOptions
+from pyvisor.devices.legacy.acpi_pm import PM1_STS
+
+pytestmark = [needs_kvm, pytest.mark.kvm]
+PROMPT = "pyvisor> "
+PWRBTN_STS = 1 << 8          # ACPI 6.x, 4.8.3.1.1 (PM1 status register)
+
+
+class UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float = 10):
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+class Client:
+    """A keep-alive Python client of the API socket."""
+
+    def __init__(self, path: str):
+        self.conn = UnixConnection(path)
+
+    def __call__(self, method: str, path: str, body=None):
+        data = None if body is None else json.dumps(body)
+        headers = {"Content-Type": "application/json"} if data else {}
+        self.conn.request(method, path, body=data, headers=headers)
+        response = self.conn.getresponse()
+        raw = response.read()
+        return response.status, (json.loads(raw) if raw else None)
+
+    def console(self) -> str:
+        return self("GET", "/pyvisor/console")[1]["output"]
+
+    def wait_console(self, text: str, timeout: float = 20) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            output = self.console()
+            if text in output:
+                return output
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} not in the console: {self.console()!r}")
+
+
+class Served:
+    """A pyvisor process serving the API; its stdin is the guest's serial input."""
+
+    def __init__(self, sock: str, *args: str, command: str = "serve"):
+        self.sock = sock
+        self.proc = subprocess.Popen([PYVISOR, command, "--api-sock", sock, *args],
+                                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 20
+        while not _listening(sock):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"no API socket: {self.proc.stderr.read().decode()}")
+            time.sleep(0.02)
+        self.api = Client(sock)
+
+    def type(self, text: str) -> None:
+        self.proc.stdin.write(text.encode())
+        self.proc.stdin.flush()
+
+    def wait(self, timeout: float = 30) -> int:
+        return self.proc.wait(timeout)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc.stdin.close()
+        self.proc.stderr.close()
+
+
+def _listening(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+            return True
+        except OSError:
+            return False
+
+
+@pytest.fixture
+def served(tmp_path):
+    made = []
+
+    def make(*args: str, command: str = "serve") -> Served:
+        made.append(Served(str(tmp_path / f"api{len(made)}.sock"), "--console", "stdio",
+                           *args, command=command))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+@pytest.fixture
+def disk(tmp_path) -> str:
+    path = tmp_path / "rootfs.img"
+    path.write_bytes(bytes(1 << 20))
+    return str(path)
+
+
+def test_getting_started_with_a_python_client(served, disk):
+    s = served()
+    api = s.api
+    assert api("GET", "/")[1]["state"] == "Not started"
+    assert api("PUT", "/boot-source", {"kernel_image_path": guest("shell"),
+                                       "boot_args": "mode=interactive"}) == (204, None)
+    assert api("PUT", "/drives/rootfs", {"drive_id": "rootfs", "path_on_host": disk,
+                                         "is_root_device": True, "is_read_only": False}) == (204, None)
+    assert api("PUT", "/machine-config", {"vcpu_count": 2, "mem_size_mib": 64}) == (204, None)
+    assert api("PUT", "/actions", {"action_type": "InstanceStart"}) == (204, None)
+    assert api("GET", "/")[1]["state"] == "Running"
+    api.wait_console(PROMPT)
+    s.type("info\r")
+    # Firecracker's root= argument follows the boot arguments.
+    info = api.wait_console("cmdline: mode=interactive root=/dev/vda rw\r\n")
+    assert "CPUs: 2" in info and "RAM: 64 MiB" in info
+    # Pre-boot resources are closed once the guest runs.
+    assert api("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 64}) == (
+        400, {"fault_message": "The requested operation is not supported after starting "
+                               "the microVM."})
+
+    assert api("PATCH", "/vm", {"state": "Paused"}) == (204, None)
+    assert api("GET", "/")[1]["state"] == "Paused"
+    before = api.console()
+    s.type("echo while paused\r")
+    time.sleep(0.5)
+    assert api.console() == before                  # a paused guest echoes nothing
+    assert api("PATCH", "/vm", {"state": "Paused"}) == (204, None)   # idempotent
+    assert api("PATCH", "/vm", {"state": "Resumed"}) == (204, None)
+    assert api("GET", "/")[1]["state"] == "Running"
+    api.wait_console("while paused\r\n")
+    stats = api("GET", "/pyvisor/stats")[1]
+    assert stats["exits"]["io"] > 0 and stats["ports"]["0x3f8"] > 0
+    s.type("exit 3\r")
+    assert s.wait() == 3
+    assert not os.path.exists(s.sock)               # removed when pyvisor ends
+
+
+def curl(sock: str, method: str, path: str, body: dict | None = None) -> tuple[int, str]:
+    args = ["curl", "--silent", "--show-error", "--unix-socket", sock, "-X", method,
+            f"http://localhost{path}", "-H", "Accept: application/json",
+            "-w", "\n%{http_code}"]
+    if body is not None:
+        args += ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=20, check=True).stdout
+    text, _, code = out.rpartition("\n")
+    return int(code), text
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_getting_started_with_curl(served, disk, tmp_path):
+    s = served()
+    assert curl(s.sock, "PUT", "/boot-source", {"kernel_image_path": guest("shell"),
+                                                "boot_args": "mode=interactive"}) == (204, "")
+    assert curl(s.sock, "PUT", "/drives/rootfs", {"drive_id": "rootfs", "path_on_host": disk,
+                                                  "is_root_device": True,
+                                                  "is_read_only": False}) == (204, "")
+    assert curl(s.sock, "PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 32}) == (204, "")
+    assert curl(s.sock, "PUT", "/actions", {"action_type": "InstanceStart"}) == (204, "")
+    s.api.wait_console(PROMPT)
+    assert curl(s.sock, "PATCH", "/vm", {"state": "Paused"}) == (204, "")
+    code, text = curl(s.sock, "GET", "/")
+    assert code == 200 and json.loads(text)["state"] == "Paused"
+    code, text = curl(s.sock, "PUT", "/snapshot/create", {
+        "snapshot_path": str(tmp_path / "snap"), "mem_file_path": str(tmp_path / "mem"),
+        "snapshot_type": "Full"})
+    assert code == 400 and "pyvisor cannot take or load snapshots" in json.loads(text)["fault_message"]
+    assert curl(s.sock, "PATCH", "/vm", {"state": "Resumed"}) == (204, "")
+    assert curl(s.sock, "PUT", "/actions", {"action_type": "SendCtrlAltDel"}) == (204, "")
+    code, text = curl(s.sock, "GET", "/vm/config")
+    assert code == 200 and json.loads(text)["machine-config"]["mem_size_mib"] == 32
+    code, text = curl(s.sock, "GET", "/nope")
+    assert (code, json.loads(text)) == (400, {"fault_message": "Invalid request method "
+                                                               "and/or path: GET nope."})
+    s.type("exit 0\r")                 # the shell's exit 0 resets the machine
+    assert s.wait() == 0
+
+
+def raw_request(sock: str, data: bytes, timeout: float = 10) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+        c.settimeout(timeout)
+        c.connect(sock)
+        c.sendall(data)
+        reply = b""
+        while chunk := c.recv(65536):
+            reply += chunk
+        return reply
+
+
+def status_and_fault(reply: bytes) -> tuple[int, str]:
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)["fault_message"]
+
+
+def test_malformed_http_is_refused_and_the_guest_runs_on(served):
+    s = served()
+    api = s.api
+    api("PUT", "/boot-source", {"kernel_image_path": guest("shell")})
+    api("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 32})
+    api("PUT", "/actions", {"action_type": "InstanceStart"})
+    api.wait_console(PROMPT)
+    assert status_and_fault(raw_request(s.sock, b"PUT /vm HTTP/1.1\r\nContent-Length: 60000\r\n\r\n")) \
+        == (400, "Request payload with size 60000 is larger than the limit of 51200 allowed "
+                 "by server.")
+    assert status_and_fault(raw_request(s.sock, b"PATCH /vm HTTP/1.1\r\nTransfer-Encoding: "
+                                                b"chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")) \
+        == (400, "Chunked request bodies are not supported: send Content-Length.")
+    assert status_and_fault(raw_request(s.sock, b"PATCH /vm HTTP/1.1\r\nContent-Length: -1\r\n\r\n")) \
+        == (400, "Invalid Content-Length '-1'.")
+    status, message = status_and_fault(raw_request(s.sock, b"HELLO\r\n\r\n"))
+    assert status == 400 and "Bad request syntax" in message
+    status, _ = status_and_fault(raw_request(s.sock, b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n"))
+    assert status == 414
+    status, _ = status_and_fault(raw_request(s.sock, b"GET / HTTP/1.1\r\n" +
+                                             b"X: y\r\n" * 200 + b"\r\n"))
+    assert status == 431
+
+    # A client that sends half a body and goes away changes nothing.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+        c.connect(s.sock)
+        c.sendall(b'PATCH /vm HTTP/1.1\r\nContent-Length: 100\r\n\r\n{"state": "Pau')
+    # More clients than the server takes at once, all idle: the rest are turned away, and
+    # requests work again once they leave.
+    idle = []
+    for _ in range(40):
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.connect(s.sock)
+        idle.append(c)
+    time.sleep(0.3)
+    for c in idle:
+        c.close()
+    time.sleep(0.3)
+    assert api("GET", "/")[1]["state"] == "Running"
+    # Many clients at once, each with its own requests.
+    errors = []
+
+    def client():
+        try:
+            mine = Client(s.sock)
+            for _ in range(10):
+                assert mine("GET", "/machine-config")[1]["mem_size_mib"] == 32
+        except Exception as e:   # reported below, with the thread's error
+            errors.append(e)
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    s.type("echo still here\r")
+    api.wait_console("still here\r\n")
+    s.type("exit 5\r")
+    assert s.wait() == 5
+
+
+def test_a_bad_machine_is_a_400_and_can_be_fixed(served, tmp_path):
+    s = served()
+    api = s.api
+    api("PUT", "/boot-source", {"kernel_image_path": str(tmp_path / "missing.elf")})
+    status, body = api("PUT", "/actions", {"action_type": "InstanceStart"})
+    assert status == 400 and "missing.elf" in body["fault_message"]
+    assert api("GET", "/")[1]["state"] == "Not started"
+    api("PUT", "/boot-source", {"kernel_image_path": guest("hello")})
+    assert api("PUT", "/actions", {"action_type": "InstanceStart"}) == (204, None)
+    assert s.wait() == 0                  # hello resets the machine at once: pyvisor ends
+
+
+def test_the_socket_is_private_and_a_live_one_is_refused(served, tmp_path):
+    s = served()
+    assert stat.S_IMODE(os.stat(s.sock).st_mode) == 0o600
+    line = one_line_error(pyvisor("serve", "--api-sock", s.sock, timeout=20))
+    assert line == f"pyvisor: --api-sock {s.sock}: another process is serving on it"
+    regular = tmp_path / "file"
+    regular.write_text("keep me")
+    line = one_line_error(pyvisor("serve", "--api-sock", str(regular), timeout=20))
+    assert line == f"pyvisor: --api-sock {regular}: the path exists and is not a socket"
+    assert regular.read_text() == "keep me"
+    # A socket nobody listens on (its process is gone) is replaced.
+    stale = str(tmp_path / "stale.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+        dead.bind(stale)
+    t = Served(stale, "--console", "none")
+    try:
+        assert t.api("GET", "/")[0] == 200
+    finally:
+        t.close()
+
+
+def test_run_a_kernel_with_the_api(served):
+    s = served(guest("shell"), "--mem", "48M", "--cpus", "2", "--append", "mode=interactive",
+               command="run")
+    assert s.api("GET", "/machine-config")[1] == {"vcpu_count": 2, "mem_size_mib": 48, "smt": False}
+    assert s.api("GET", "/")[1]["state"] == "Running"
+    s.api.wait_console(PROMPT)
+    assert s.api("PATCH", "/vm", {"state": "Paused"}) == (204, None)
+    assert s.api("PATCH", "/vm", {"state": "Resumed"}) == (204, None)
+    s.type("exit 7\r")
+    assert s.wait() == 7
+
+
+def test_config_file_boots_alone_and_with_the_api(served, tmp_path, disk):
+    config = tmp_path / "vm.json"
+    config.write_text(json.dumps({
+        "boot-source": {"kernel_image_path": guest("hello"), "boot_args": "from=file"},
+        "machine-config": {"vcpu_count": 1, "mem_size_mib": 40},
+        "drives": [{"drive_id": "rootfs", "path_on_host": disk, "is_root_device": True,
+                    "is_read_only": True}]}))
+    result = pyvisor("run", "--config-file", str(config), "--console", "stdio", timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert b"RAM: 40 MiB" in result.stdout
+    assert b"cmdline: from=file root=/dev/vda ro" in result.stdout
+
+    config.write_text(json.dumps({"boot-source": {"kernel_image_path": guest("shell")},
+                                  "machine-config": {"vcpu_count": 2, "mem_size_mib": 32}}))
+    s = served("--config-file", str(config))
+    assert s.api("GET", "/")[1]["state"] == "Running"
+    assert s.api("GET", "/vm/config")[1]["machine-config"]["vcpu_count"] == 2
+    s.api.wait_console(PROMPT)
+    s.type("exit 1\r")
+    assert s.wait() == 1
+
+    config.write_text('{"boot-source": {"kernel_image_path": "k"}, "balloon": {}}')
+    line = one_line_error(pyvisor("run", "--config-file", str(config), timeout=20))
+    assert line == f"pyvisor: --config-file {config}: pyvisor does not support balloon"
+
+
+def test_api_options_that_do_not_combine():
+    line = one_line_error(pyvisor("run", "--api-sock", "/tmp/x.sock", "--disk", "d.img",
+                                  timeout=20))
+    assert "--disk, --net, --rng, --gdb" in line
+
+
+def test_send_ctrl_alt_del_presses_the_acpi_power_button():
+    instance = Instance(host=HostOptions(console="none"))
+    router = Router(instance)
+    router.handle("PUT", "/boot-source", json.dumps({"kernel_image_path": guest("shell")}).encode())
+    router.handle("PUT", "/machine-config", b'{"vcpu_count": 1, "mem_size_mib": 32}')
+    assert router.handle("PUT", "/actions", b'{"action_type": "InstanceStart"}') == (204, None)
+    machine = instance.machine
+    try:
+        assert not machine.acpi_pm.pio_read(PM1_STS, 2) & PWRBTN_STS
+        assert router.handle("PUT", "/actions", b'{"action_type": "SendCtrlAltDel"}') == (204, None)
+        assert machine.acpi_pm.pio_read(PM1_STS, 2) & PWRBTN_STS
+    finally:
+        machine.close()
+    assert router.handle("PATCH", "/vm", b'{"state": "Paused"}') == (
+        400, {"fault_message": "The microVM has stopped."})
