@@ -81,6 +81,7 @@ def check_session(out: str, cpus: int) -> None:
     assert cr0 & 0x80000001 == 0x80000001, out               # PG and PE
     efer = int(re.search(r"^\$4 = (0x[0-9a-f]+)$", out, re.M).group(1), 16)
     assert efer & 0x500 == 0x500, out                        # LME and LMA
+    assert "$5 = 16" in out, out                              # CS: __BOOT_CS, 0x10
     assert re.search(r"^rip\s+0x100083\s+0x100083 <work\+3>", out, re.M), out   # stepi
     assert "Old value = 0" in out and "New value = 1" in out, out
     assert re.search(r"in tick \(n=n@entry=1\)", out), out
@@ -95,7 +96,7 @@ def test_gdb_session_through_the_library(cpus):
         with serve(machine, "tcp:127.0.0.1:0") as server:
             machine.start(paused=True)
             out = run_gdb(f"127.0.0.1:{server.address.port}", gdb_commands(cpus))
-            outcome = machine.wait(timeout=30)
+            outcome = machine.wait(timeout=30, events=False)
     check_session(out, cpus)
     assert outcome.kind == "exit" and outcome.status == CHANGED_STATUS, outcome
     assert "gdb_target: rounds=3" in machine.console_text
@@ -131,7 +132,7 @@ def test_detach_leaves_the_guest_running_without_breakpoints():
             machine.start(paused=True)
             out = run_gdb(f"127.0.0.1:{server.address.port}",
                           ["hbreak tick", "continue", "print n", "detach"])
-            outcome = machine.wait(timeout=30)
+            outcome = machine.wait(timeout=30, events=False)
     assert "Breakpoint 1, tick (n=n@entry=1)" in out and "$1 = 1" in out, out
     assert "[Inferior 1 (Remote target) detached]" in out, out
     assert outcome.kind == "exit" and outcome.status == 31, outcome   # 5 rounds, no stop
@@ -146,7 +147,7 @@ def test_break_z0_and_continuing_over_it():
             out = run_gdb(f"127.0.0.1:{server.address.port}",
                           ["break tick", "continue", "continue", "continue", "print n",
                            "info breakpoints", "delete", "continue"])
-            outcome = machine.wait(timeout=30)
+            outcome = machine.wait(timeout=30, events=False)
     assert "Breakpoint 1, tick (n=n@entry=3)" in out and "$1 = 3" in out, out
     assert re.search(r"breakpoint already hit 3 times", out), out
     assert "exited with code 037" in out, out
@@ -213,7 +214,7 @@ def test_ctrl_c_pauses_and_the_guest_survives_a_second_client_and_a_drop():
                 time.sleep(0.05)
             assert machine.state == "running"
             machine.send_input(b"exit 7\r")
-            outcome = machine.wait(timeout=30)
+            outcome = machine.wait(timeout=30, events=False)
     assert outcome.kind == "exit" and outcome.status == 7, outcome
 
 
@@ -238,7 +239,7 @@ def test_register_and_memory_round_trips_on_a_real_vcpu():
             assert gdb.request(b"mffff800000000000,8") == b"E14"   # not mapped
             assert gdb.request(b"D") == b"OK"
             gdb.close()
-            outcome = machine.wait(timeout=30)
+            outcome = machine.wait(timeout=30, events=False)
     assert outcome.kind == "exit" and outcome.status == CHANGED_STATUS, outcome
 
 
@@ -255,7 +256,7 @@ def test_a_step_that_cannot_finish_is_interrupted():
             assert gdb.reply() == b"T02thread:2;"
             assert gdb.request(b"vCont;s:1") == b"T05thread:1;"
             gdb.close()
-            outcome = machine.wait(timeout=30)
+            outcome = machine.wait(timeout=30, events=False)
     assert outcome.kind == "exit" and outcome.status == 31, outcome
 
 
@@ -266,7 +267,7 @@ def test_kill_stops_the_machine():
             gdb = Client(server.address.port)
             assert gdb.request(b"?")[:3] == b"T02"
             gdb.send(b"k")
-            outcome = machine.wait(timeout=30)
+            outcome = machine.wait(timeout=30, events=False)
             gdb.close()
     assert outcome.kind == "quit" and "gdb" in outcome.detail, outcome
 
@@ -277,6 +278,6 @@ def test_unix_socket(tmp_path):
         with serve(machine, f"unix:{path}"):
             machine.start(paused=True)
             out = run_gdb(path, ["hbreak work", "continue", "print n", "detach"])
-            outcome = machine.wait(timeout=30)
+            outcome = machine.wait(timeout=30, events=False)
     assert "Breakpoint 1, work (n=5)" in out and "$1 = 5" in out, out
     assert outcome.kind == "exit" and outcome.status == 31, outcome
