@@ -44,6 +44,7 @@ KVM_MEM_READONLY KVM_CPUID_FLAG_SIGNIFCANT_INDEX
 KVM_SET_GUEST_DEBUG KVM_CAP_SET_GUEST_DEBUG KVM_GUESTDBG_ENABLE KVM_GUESTDBG_SINGLESTEP
 KVM_GUESTDBG_USE_SW_BP KVM_GUESTDBG_USE_HW_BP KVM_GUESTDBG_BLOCKIRQ
 PV_EXIT_REASONS PV_PORTS PV_MMIO_PAGES
+PV_PORT_PYTHON PV_PORT_NONE PV_PORT_CONSOLE PV_PORT_PM_TIMER
 """.split()
 
 BOOT_CONSTANTS = """
@@ -186,6 +187,10 @@ struct pv_stats {
     uint64_t exits[64]; uint64_t interrupted; uint64_t native_exits; uint64_t run_ns;
     uint32_t ports[65536]; uint64_t mmio_page[64]; uint64_t mmio_count[64]; uint64_t mmio_other;
 };
+struct pv_ports {
+    uint8_t read[65536]; uint8_t write[65536]; int32_t console_fd; uint64_t console_dropped;
+    uint64_t pm_timer_origin_ns;
+};
 struct pv_exit {
     uint32_t reason; uint32_t is_write; uint32_t size; uint32_t count;
     uint64_t addr; uint64_t value; uint8_t *data; uint32_t read_pending;
@@ -193,7 +198,9 @@ struct pv_exit {
     uint64_t hw_reason; uint32_t event_type; uint32_t cpu;
     uint32_t exception; uint64_t pc, dr6, dr7;
     struct pv_stats *stats;
+    struct pv_ports *ports;
 };
+int pv_irq_line(int vm_fd, uint32_t irq, uint32_t level);
 
 int pv_ioctl(int fd, unsigned long request, void *arg);
 int pv_ioctl_int(int fd, unsigned long request, unsigned long arg);

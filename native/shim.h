@@ -39,6 +39,22 @@ struct pv_stats {
     uint64_t mmio_other;
 };
 
+/* Ports pv_run serves without Python, because serving them has no Python-side effect:
+ * what a port does is one action per direction, set by Python (a hook on a port, or a
+ * device with state, makes it PV_PORT_PYTHON). Shared by every vCPU; changed only while
+ * they are paused. */
+#define PV_PORT_PYTHON 0      /* an exit Python handles */
+#define PV_PORT_NONE 1        /* nothing there: writes dropped, reads all ones (0x80 POST, 0xED) */
+#define PV_PORT_CONSOLE 2     /* a write's byte goes to console_fd (the 0xE9 debug console) */
+#define PV_PORT_PM_TIMER 3    /* a 32-bit read is the ACPI PM timer: 3.579545 MHz, 24 bits */
+struct pv_ports {
+    uint8_t read[PV_PORTS];
+    uint8_t write[PV_PORTS];
+    int32_t console_fd;           /* non-blocking; -1 drops */
+    uint64_t console_dropped;
+    uint64_t pm_timer_origin_ns;  /* CLOCK_MONOTONIC when the timer read 0 */
+};
+
 /* One vCPU exit, decoded from struct kvm_run. */
 struct pv_exit {
     uint32_t reason;      /* KVM_EXIT_* */
@@ -58,6 +74,7 @@ struct pv_exit {
     uint32_t exception;   /* KVM_EXIT_DEBUG: vector (1 = #DB, 3 = #BP) */
     uint64_t pc, dr6, dr7; /* KVM_EXIT_DEBUG */
     struct pv_stats *stats; /* may be NULL: nothing is counted */
+    struct pv_ports *ports; /* may be NULL: every port exit goes to Python */
 };
 
 /* The UART registers the guest hits once per console character, served inside pv_run so
@@ -80,6 +97,8 @@ struct pv_uart {
 };
 
 int pv_ioctl(int fd, unsigned long request, void *arg);
+/* KVM_IRQ_LINE without an allocation per call (devices raise and lower lines often). */
+int pv_irq_line(int vm_fd, uint32_t irq, uint32_t level);
 int pv_ioctl_int(int fd, unsigned long request, unsigned long arg);
 /* KVM_RUN until an exit Python must see (uart may be NULL: every exit returns). When the
  * previous exit was a single read (exit->read_pending), read_value is its answer and is

@@ -1,13 +1,16 @@
-/* pio_bench: `iterations=N` (default 100000) outb's to port 0x80, which no
- * device claims, so each is one full PIO exit round trip to the VMM.  Exits 0
- * via i8042 reset.  Timing is done from outside, see bench/pio_exits.py. */
+/* pio_bench: `iterations=N` (default 100000) outb's to `port=P` (default 0x80, which
+ * no device claims), each one PIO exit round trip to the VMM. `value=V` is the byte
+ * written (default 0). Exits 0 via i8042 reset.  Timing is done from outside, see
+ * bench/pio_exits.py. */
 #include "runtime.h"
 
 void kmain(void)
 {
     u64 n = cmdline_get_u64("iterations", 100000);
-    printf("pio_bench: %lu iterations\n", n);
+    u16 port = (u16)cmdline_get_u64("port", 0x80);
+    u8 value = (u8)cmdline_get_u64("value", 0);
+    printf("pio_bench: %lu iterations to port %#x\n", n, port);
     for (u64 i = 0; i < n; i++)
-        outb(0x80, 0);
+        outb(port, value);
     vm_exit(0);
 }

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 from .._native import ffi, lib
+from ..errors import KvmError
 from .ioctl import ioctl, ioctl_int
 from .vcpu import Vcpu
 
@@ -67,8 +68,9 @@ class Vm:
 
     def irq_line(self, irq: int, level: bool) -> None:
         """Drive a GSI (with the default routing: PIC and IOAPIC pin) to a level."""
-        line = ffi.new("struct kvm_irq_level *", {"irq": irq, "level": int(level)})
-        ioctl(self.fd, lib.KVM_IRQ_LINE, line, "KVM_IRQ_LINE")
+        ret = lib.pv_irq_line(self.fd, irq, int(level))
+        if ret < 0:
+            raise KvmError("KVM_IRQ_LINE", -ret)
 
     def ioeventfd(self, fd: int, addr: int, length: int, *, pio: bool = False,
                   datamatch: int | None = None, deassign: bool = False) -> None:

@@ -71,6 +71,10 @@ class ConsolePipe:
         self.native = ffi.new("struct pv_uart *")
         self.native.out_fd = self._w
         self.native.base = uart_base
+        # The port table pv_run serves (native_ports.py fills in the actions); its
+        # console port writes into this pipe too.
+        self.ports = ffi.new("struct pv_ports *")
+        self.ports.console_fd = self._w
         self._pump: threading.Thread | None = None
 
     def write(self, data: bytes) -> None:
@@ -88,7 +92,7 @@ class ConsolePipe:
     @property
     def dropped(self) -> int:
         """Bytes of guest output dropped because nothing drained the pipe."""
-        return self._dropped + self.native.dropped
+        return self._dropped + self.native.dropped + self.ports.console_dropped
 
     def _warn_dropped(self) -> None:
         if not self._warned:
@@ -124,10 +128,11 @@ class ConsolePipe:
 
     def finish(self) -> None:
         """Once no vCPU runs: close the write end and wait until every byte is delivered."""
-        if self.native.dropped:
+        if self.native.dropped or self.ports.console_dropped:
             self._warn_dropped()
         if self._w >= 0:
             self.native.out_fd = -1
+            self.ports.console_fd = -1
             os.close(self._w)
             self._w = -1
         if self._pump is not None:

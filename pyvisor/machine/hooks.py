@@ -73,6 +73,9 @@ class RangeHooks:
         self._hooks = tuple(h for h in self._hooks if h is not hook)
         self._on_change()
 
+    def ranges(self) -> tuple[Hook, ...]:
+        return self._hooks
+
     def covers(self, first: int, last: int) -> bool:
         return any(h.first <= last and first <= h.last for h in self._hooks)
 

@@ -22,7 +22,7 @@ from ..debug.breakpoints import Breakpoint, DebugTable, Watchpoint
 from ..debug.cpu import Cpu
 from ..debug.page_watch import PageWatches
 from ..devices.bus import MmioBus, PioBus
-from ..devices.legacy.acpi_pm import PM_BASE, PM_LENGTH, SCI_IRQ, AcpiPm
+from ..devices.legacy.acpi_pm import PM_BASE, PM_LENGTH, PM_TMR, SCI_IRQ, AcpiPm
 from ..devices.legacy.debugcon import DEBUGCON_PORT, DebugConsole
 from ..devices.legacy.exit_device import EXIT_PORT, ExitDevice
 from ..devices.legacy.i8042 import COMMAND_PORT, DATA_PORT, I8042
@@ -46,6 +46,7 @@ from .boot import enter_kernel, prepare_boot
 from .config import MachineConfig
 from .console_pipe import ConsolePipe, OutputRing
 from .hooks import Hook, HookCallback, RangeHooks, current_cpu
+from .native_ports import fill_port_table
 from .outcome import TIMEOUT_STATUS, Outcome
 from ..output_sink import FdSink
 from .run_control import KICK_SIGNAL, RunControl
@@ -197,6 +198,8 @@ class Machine:
     def _build_control(self) -> None:
         """The scripting side: pause protocol, hooks, breakpoints, one runner per vCPU."""
         vcpus = self.vm.vcpus
+        for vcpu in vcpus:
+            vcpu.exit.ports = self.console_pipe.ports
         self._control = RunControl(vcpus)
         self._pio_hooks = RangeHooks("port", self.pio_bus.read, self.pio_bus.write,
                                      self._reroute)
@@ -221,6 +224,8 @@ class Machine:
         pio = self._pio_hooks or self.pio_bus
         mmio = self._mmio_hooks or self.mmio_bus
         uart_hooked = self._pio_hooks.covers(COM1_BASE, COM1_BASE + PORT_COUNT - 1)
+        fill_port_table(self.console_pipe.ports, self.pio_bus, self._pio_hooks,
+                        DEBUGCON_PORT, PM_BASE + PM_TMR, self.acpi_pm.timer_origin_ns)
         self._routing = Routing(pio.read, pio.write, mmio.read, mmio.write,
                                 ffi.NULL if uart_hooked else self.console_pipe.native)
 

@@ -136,6 +136,12 @@ class AcpiPm:
     def sci_level(self) -> bool:
         return self._sci_level
 
+    @property
+    def timer_origin_ns(self) -> int:
+        """When (on the device's clock) the PM timer read 0: the native shim serves timer
+        reads from CLOCK_MONOTONIC with this origin, which is the default clock's."""
+        return self._origin
+
     def timer_ticks(self) -> int:
         """The free-running tick count (not truncated to 24 bits)."""
         return (self._clock() - self._origin) * PM_TIMER_HZ // _NS_PER_S
