@@ -247,7 +247,7 @@ def test_gdb_going_away_while_running_detaches():
 
 def test_step_steps_only_the_named_vcpu():
     m, s = session(cpus=2)
-    assert s.handle(b"vCont?") == b"vCont;c;C;s;S"
+    assert s.handle(b"vCont?") == b"vCont;c;C;s;S;r"
     action = s.handle(b"vCont;s:2;c")
     assert action == Resume(step=1)
     assert s.resume(action, never_interrupted) == b"T05thread:2;"
@@ -255,6 +255,27 @@ def test_step_steps_only_the_named_vcpu():
     assert s.handle(b"vCont;S05:1") == Resume(step=0)
     assert s.handle(b"vCont;s:9") == b"E01"
     assert s.handle(b"vCont;t:1") == b"E01"
+
+
+def test_range_step_goes_on_while_rip_is_in_the_range():
+    m, s = session(cpus=2)
+    m.vcpus[1].regs.rip = 0x1000
+    action = s.handle(b"vCont;r1000,1003:2;c")
+    assert action == Resume(step=1, within=(0x1000, 0x1003))
+    polls = []
+    assert s.resume(action, lambda: polls.append(1)) == b"T05thread:2;"
+    assert m.vcpus[1].regs.rip == 0x1003
+    assert [c for c in m.calls if c[0] == "step"] == [("step", 1, 1)] * 3
+    assert len(polls) == 2                                    # gdb may interrupt meanwhile
+    s.handle(b"Z2,3000,8")
+    m.vcpus[1].regs.rip = 0x1000
+    m.wait_outcomes = [None, outcome("watchpoint", vcpu=1, point=m.points[0])]
+    assert s.resume(s.handle(b"vCont;r1000,1010:2"), never_interrupted) == \
+        b"T05thread:2;watch:3000;"
+    assert m.vcpus[1].regs.rip == 0x1002
+    m.vcpus[1].regs.rip = 0x1000
+    events = iter([None, "interrupt"])
+    assert s.resume(s.handle(b"vCont;r1000,1010:2"), lambda: next(events)) == b"T02thread:2;"
 
 
 def test_a_step_that_hits_a_watchpoint_says_so():

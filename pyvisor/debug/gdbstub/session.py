@@ -44,8 +44,10 @@ E_FAULT = b"E14"                # EFAULT: memory not mapped
 @dataclass(frozen=True)
 class Resume:
     """What a c/s/vCont packet asks for: single-step one vCPU (the others stay paused,
-    which all-stop gdb accepts), or continue them all."""
+    which all-stop gdb accepts), or continue them all. With `within` (vCont's range
+    step, `r`), the step goes on while RIP stays in [start, end)."""
     step: int | None
+    within: tuple[int, int] | None = None
 
 
 @dataclass
@@ -330,59 +332,67 @@ class Session:
 
     def _vcont(self, p: bytes) -> bytes | Resume:
         if p == b"vCont?":
-            return b"vCont;c;C;s;S"
+            return b"vCont;c;C;s;S;r"
         if not p.startswith(b"vCont;"):
             return b""
         step = None
         continues = False
         for action in p[len(b"vCont;"):].split(b";"):
             verb, _, thread = action.partition(b":")
-            if verb[:1] in (b"s", b"S"):
+            if verb[:1] in (b"s", b"S", b"r"):
                 if step is None:
                     index = self.g_thread if not thread or thread == b"-1" \
                         else self._thread_index(thread)
                     if index is None:
                         return E_GENERAL
-                    step = index
+                    within = self._addr_length(verb[1:]) if verb[:1] == b"r" else None
+                    step = Resume(step=index, within=within)
             elif verb[:1] in (b"c", b"C"):
                 continues = True
             else:
                 return E_GENERAL
         if step is None and not continues:
             return E_GENERAL
-        return Resume(step=step)
+        return step or Resume(step=None)
 
     def resume(self, action: Resume, poll_client: Callable[[], str | None]) -> bytes | None:
         """Run the guest as asked until it stops; the stop reply, or None when gdb went
         away meanwhile (then the guest keeps running, detached). poll_client returns
         "interrupt" for a Ctrl-C, "gone" for a closed connection, else None."""
         if action.step is not None:
-            reply = self._step(action.step, poll_client)
+            reply = self._step(action.step, action.within, poll_client)
         else:
             reply = self._continue(poll_client)
         if reply is not None:
             self.last_stop = reply
         return reply
 
-    def _step(self, index: int, poll_client: Callable[[], str | None]) -> bytes | None:
-        """One instruction on one vCPU. A vCPU that cannot finish it (halted, waiting for
-        an interrupt or a SIPI) is retried slice by slice until gdb interrupts."""
+    def _step(self, index: int, within: tuple[int, int] | None,
+              poll_client: Callable[[], str | None]) -> bytes | None:
+        """One instruction on one vCPU, or as many as keep RIP within the range. A vCPU
+        that cannot finish its instruction (halted, waiting for an interrupt or a SIPI)
+        is retried slice by slice until gdb interrupts."""
         cpu = self._cpu(index)
         while True:
             try:
                 outcome = cpu.step(1, timeout=STEP_SLICE_SECONDS)
             except StepAborted:
-                event = poll_client()
-                if event == "gone":
-                    self.detach()
-                    return None
-                if event == "interrupt":
-                    return self._thread_stop(SIGINT, index)
-                continue
-            if outcome is None:     # the stepped instruction may have hit a watchpoint
+                outcome = None
+                stepped = False
+            else:
+                stepped = True
+            if stepped and outcome is None:   # the instruction may have hit a watchpoint
                 outcome = self.m.wait(timeout=0)
-            return self._thread_stop(SIGTRAP, index) if outcome is None \
-                else self.stop_reply(outcome)
+            if outcome is not None:
+                return self.stop_reply(outcome)
+            if stepped and (within is None or not within[0] <= cpu.regs.rip < within[1]):
+                return self._thread_stop(SIGTRAP, index)
+            event = poll_client()
+            if event == "gone":
+                self.detach()
+                return None
+            if event == "interrupt":
+                return self._thread_stop(SIGINT, index)
 
     def _continue(self, poll_client: Callable[[], str | None]) -> bytes | None:
         self.m.resume()
