@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .. import __version__
-from ..devices.virtio.blk import DiskSpec
+from ..devices.virtio.blk import DiskSpec, VirtioBlk
 from ..devices.virtio.net import NetSpec
 from ..errors import PyvisorError
 from ..machine.config import MachineConfig
@@ -122,7 +122,7 @@ class Instance:
         vda, and gets Firecracker's root= argument)."""
         if self._boot is None:
             raise ApiError("Cannot start microvm without kernel configuration.")
-        drives = sorted(self._drives.values(), key=lambda d: not d["is_root_device"])
+        drives = self._ordered_drives()
         cmdline = self._boot.get("boot_args", "")
         if drives and drives[0]["is_root_device"]:
             mode = "ro" if drives[0].get("is_read_only") else "rw"
@@ -140,6 +140,10 @@ class Instance:
                    for d in drives],
             nets=nets, rng=self._entropy is not None,
             virtio_transport=self.host.virtio_transport)
+
+    def _ordered_drives(self) -> list[dict[str, Any]]:
+        """The drives in the order the guest sees them: the root drive is vda."""
+        return sorted(self._drives.values(), key=lambda d: not d["is_root_device"])
 
     def start(self) -> None:
         """InstanceStart: build the machine and start its vCPUs; every problem building
@@ -179,12 +183,22 @@ class Instance:
         self._running().acpi_pm.press_power_button()
 
     def patch_drive(self, drive_id: str, body: dict[str, Any]) -> None:
-        self._running()
-        if drive_id not in self._drives:
-            raise ApiError(f"Unable to patch the block device: drive {drive_id} does not exist.")
-        if "path_on_host" in body:
-            raise ApiError("PATCH /drives: pyvisor cannot swap a drive's backing file while "
-                           "the guest runs (not implemented yet)")
+        """Swap a drive's backing file; the guest is told its new capacity."""
+        machine = self._running()
+        with self._lock:
+            order = [d["drive_id"] for d in self._ordered_drives()]
+            if drive_id not in order:
+                raise ApiError(f"Unable to patch the block device: drive {drive_id} does not "
+                               f"exist.")
+            if "path_on_host" not in body:
+                return
+            disks = [f.device for f in machine.pci_functions if isinstance(f.device, VirtioBlk)]
+            try:
+                disks[order.index(drive_id)].replace_backing(body["path_on_host"])
+            except PyvisorError as e:
+                raise ApiError(f"Unable to patch the block device: {e}") from None
+            self._drives[drive_id] = {**self._drives[drive_id],
+                                      "path_on_host": body["path_on_host"]}
 
     def stats(self) -> dict[str, Any]:
         stats = self._started_machine().stats

@@ -17,6 +17,7 @@ from helpers import PYVISOR, guest, needs_kvm, one_line_error, pyvisor
 from pyvisor.api import Instance, Router
 from pyvisor.api.instance import HostOptions
 from pyvisor.devices.legacy.acpi_pm import PM1_STS
+from pyvisor.devices.virtio.blk import DiskSpec, open_disk
 
 pytestmark = [needs_kvm, pytest.mark.kvm]
 PROMPT = "pyvisor> "
@@ -369,3 +370,36 @@ def test_send_ctrl_alt_del_presses_the_acpi_power_button():
         machine.close()
     assert router.handle("PATCH", "/vm", b'{"state": "Paused"}') == (
         400, {"fault_message": "The microVM has stopped."})
+
+
+def test_patch_drive_swaps_the_backing_file(tmp_path):
+    first, second = tmp_path / "first.img", tmp_path / "second.img"
+    first.write_bytes(bytes(64 << 10))
+    second.write_bytes(bytes(192 << 10))
+    instance = Instance(host=HostOptions(console="none"))
+    router = Router(instance)
+    put = lambda path, body: router.handle("PUT", path, json.dumps(body).encode())
+    put("/boot-source", {"kernel_image_path": guest("shell")})
+    put("/machine-config", {"vcpu_count": 1, "mem_size_mib": 32})
+    put("/drives/data", {"drive_id": "data", "path_on_host": str(first), "is_root_device": False})
+    assert put("/actions", {"action_type": "InstanceStart"}) == (204, None)
+    machine = instance.machine
+    try:
+        disk = next(f.device for f in machine.pci_functions if f.device.name.startswith("blk"))
+        generation = disk.config_generation
+        patch = lambda body: router.handle("PATCH", "/drives/data", json.dumps(body).encode())
+        assert patch({"drive_id": "data", "path_on_host": str(second)}) == (204, None)
+        # The capacity in the device's configuration space (512-byte sectors) is the new one.
+        assert disk.read_config(0, 8) == (192 << 10) // 512
+        assert disk.config_generation == generation + 1
+        fd, _ = open_disk(DiskSpec(str(first)))      # the old image is no longer locked
+        os.close(fd)
+        assert router.handle("GET", "/vm/config", b"")[1]["drives"][0]["path_on_host"] == str(second)
+        status, body = patch({"drive_id": "data", "path_on_host": str(tmp_path / "gone.img")})
+        assert status == 400 and "No such file" in body["fault_message"]
+        assert patch({"drive_id": "nope", "path_on_host": str(first)}) == (
+            400, {"fault_message": "The id from the path does not match the id from the body!"})
+        assert router.handle("PATCH", "/drives/nope", b'{"drive_id": "nope"}') == (
+            400, {"fault_message": "Unable to patch the block device: drive nope does not exist."})
+    finally:
+        machine.close()

@@ -19,11 +19,11 @@ import fcntl
 import os
 import stat
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..._native import lib
 from ...errors import ConfigError
-from .device import VirtioDevice
+from .device import CONFIG_INTERRUPT, VirtioDevice
 from .queue import Chain, QueueError, Virtqueue
 
 SECTOR = 512
@@ -236,6 +236,20 @@ class VirtioBlk(VirtioDevice):
                           sector, os.strerror(-ret))
                 return IOERR
         return OK
+
+    def replace_backing(self, path: str) -> None:
+        """Put another image behind the disk while the guest runs (Firecracker's PATCH
+        /drives): opened and locked as the first was, swapped between requests, and the
+        new capacity announced with a configuration change interrupt."""
+        fd, size = open_disk(replace(self.spec, path=path))
+        with self.lock:
+            old, self.fd, self.size = self.fd, fd, size
+            self.spec = replace(self.spec, path=path)
+            self.sectors = size // SECTOR
+            struct.pack_into("<Q", self.config, 0, self.sectors)   # capacity comes first
+            self.config_generation += 1
+        os.close(old)
+        self.interrupt(CONFIG_INTERRUPT, self.config_msix_vector)
 
     def close(self) -> None:
         if self.fd >= 0:
