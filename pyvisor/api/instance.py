@@ -93,6 +93,11 @@ class Instance:
             self._before_start()
             self._machine_config = {"smt": False, **body}
 
+    def update_machine_config(self, body: dict[str, Any]) -> None:
+        with self._lock:
+            self._before_start()
+            self._machine_config = {**self._machine_config, **body}
+
     def set_drive(self, drive_id: str, body: dict[str, Any]) -> None:
         body = {"drive_id": drive_id, **body}
         if "path_on_host" not in body:

@@ -34,6 +34,10 @@ def _machine_config(inst: Instance, _p: dict, body: Any) -> None:
     inst.set_machine_config(schema.check(body, schema.MACHINE_CONFIG, "machine-config"))
 
 
+def _patch_machine_config(inst: Instance, _p: dict, body: Any) -> None:
+    inst.update_machine_config(schema.check(body, schema.MACHINE_CONFIG_UPDATE, "machine-config"))
+
+
 def _drive(inst: Instance, params: dict, body: Any) -> None:
     body = schema.check(body, schema.DRIVE, "drive")
     inst.set_drive(schema.check_id(params["id"], body, "drive_id"), body)
@@ -85,6 +89,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], Handler, int]] = [
         ("GET", r"/vm/config", _get(Instance.vm_config), OK),
         ("PUT", r"/boot-source", _boot_source, NO_CONTENT),
         ("PUT", r"/machine-config", _machine_config, NO_CONTENT),
+        ("PATCH", r"/machine-config", _patch_machine_config, NO_CONTENT),
         ("PUT", r"/drives/(?P<id>[^/]*)", _drive, NO_CONTENT),
         ("PATCH", r"/drives/(?P<id>[^/]*)", _patch_drive, NO_CONTENT),
         ("PUT", r"/network-interfaces/(?P<id>[^/]*)", _network_interface, NO_CONTENT),

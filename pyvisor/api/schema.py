@@ -47,6 +47,10 @@ MACHINE_CONFIG = {
     "huge_pages": Field("string", supported=False, default="None"),
     "cpu_template": Field("string", supported=False, default="None"),
 }
+# PATCH /machine-config: the same fields, each optional.
+MACHINE_CONFIG_UPDATE = {name: Field(f.kind, False, f.supported, f.default, f.choices,
+                                     f.minimum, f.maximum)
+                         for name, f in MACHINE_CONFIG.items()}
 DRIVE = {
     "drive_id": Field("string", required=True),
     "is_root_device": Field("boolean", required=True),

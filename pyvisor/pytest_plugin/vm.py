@@ -47,6 +47,8 @@ class GuestVM:
         machine.on_output(self._feed)
 
     def __getattr__(self, name: str) -> Any:
+        if name == "machine":          # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self.machine, name)
 
     def __repr__(self) -> str:

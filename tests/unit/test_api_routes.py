@@ -58,6 +58,17 @@ def test_configuration_round_trips_through_vm_config(api):
     assert api("GET", "/machine-config/")[0] == 200
 
 
+def test_patch_machine_config_changes_only_what_it_names(api):
+    api("PUT", "/machine-config", {"vcpu_count": 4, "mem_size_mib": 256})
+    assert api("PATCH", "/machine-config", {"mem_size_mib": 512}) == (204, None)
+    assert api("GET", "/machine-config") == (200, {"vcpu_count": 4, "mem_size_mib": 512,
+                                                   "smt": False})
+    assert fault(api("PATCH", "/machine-config", {"smt": True})) == \
+        "machine-config: pyvisor does not support smt"
+    assert fault(api("PATCH", "/machine-config", {"vcpu_count": 0})) == \
+        "machine-config: vcpu_count: 0 is below the minimum 1"
+
+
 def test_the_machine_config_becomes_pyvisors_own():
     instance = Instance()
     router = Router(instance)
