@@ -50,7 +50,7 @@ class _Tracked:
     def __init__(self, queue: Virtqueue) -> None:
         self.queue = queue
         self.popped: list[tuple[int, int]] = []      # (head, writable bytes), in pop order
-        pop, unpop = queue.pop, queue.unpop
+        pop, unpop, reset = queue.pop, queue.unpop, queue.reset
 
         def tracked_pop():
             chain = pop()
@@ -62,7 +62,11 @@ class _Tracked:
             unpop(count)
             del self.popped[len(self.popped) - count:]
 
-        queue.pop, queue.unpop = tracked_pop, tracked_unpop
+        def tracked_reset() -> None:
+            reset()
+            self.start()
+
+        queue.pop, queue.unpop, queue.reset = tracked_pop, tracked_unpop, tracked_reset
         self.start()
 
     def start(self) -> None:
