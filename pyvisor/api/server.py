@@ -2,7 +2,8 @@
 
 Clients are untrusted in the way a guest is: each costs a bounded amount (at most
 MAX_CLIENTS connections at once, request line and headers bounded by http.server, a body
-of at most MAX_BODY bytes, a socket timeout so a client that stops mid-request is dropped)
+of at most MAX_BODY bytes, a socket timeout so a client that stops mid-request is dropped,
+and REQUEST_SECONDS for a whole request to arrive, so one that trickles in is dropped too)
 and nothing a client does reaches the guest until its request is complete and valid.
 """
 from __future__ import annotations
@@ -28,6 +29,8 @@ log = logging.getLogger("pyvisor.api")
 MAX_BODY = 51200          # Firecracker's default --http-api-max-payload-size
 MAX_CLIENTS = 32
 CLIENT_TIMEOUT = 10.0     # seconds a client may take between bytes
+_SUN_PATH_MAX = 107       # sockaddr_un.sun_path, less its NUL
+REQUEST_SECONDS = 10.0    # ... and for a whole request, from its first byte being awaited
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -37,6 +40,22 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = CLIENT_TIMEOUT
     server: "_UnixHttpServer"
 
+    def handle_one_request(self) -> None:
+        self._deadline = threading.Timer(REQUEST_SECONDS, self._drop)
+        self._deadline.daemon = True
+        self._deadline.start()
+        try:
+            super().handle_one_request()
+        finally:
+            self._deadline.cancel()
+
+    def _drop(self) -> None:
+        """The request took too long to arrive: end the connection (its reads see EOF)."""
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def _serve(self) -> None:
         length = self._content_length()
         if length is None:
@@ -45,6 +64,7 @@ class _Handler(BaseHTTPRequestHandler):
         if len(body) < length:            # the client went away mid-body
             self.close_connection = True
             return
+        self._deadline.cancel()           # the request is in: its work is not bounded here
         status, result = self.server.router.handle(self.command, self.path, body)
         self._respond(status, result)
 
@@ -163,33 +183,33 @@ def _bind(path: str) -> socket.socket:
     """A listening-to-be socket at path, mode 0600 from the start: bound in a private
     directory beside it, then linked into place, which fails if the path exists. A socket
     left behind by a process that is gone is replaced; a live one is refused."""
+    if len(os.fsencode(path)) > _SUN_PATH_MAX:
+        raise ConfigError(f"--api-sock {path}: a Unix socket path has at most "
+                          f"{_SUN_PATH_MAX} bytes")
     _refuse_live(path)
     directory = os.path.dirname(os.path.abspath(path))
     try:
-        private = tempfile.mkdtemp(prefix=".pyvisor-api-", dir=directory)
+        private = tempfile.mkdtemp(prefix=".pv", dir=directory)
     except OSError as e:
         raise ConfigError(f"--api-sock {path}: cannot create a socket in {directory}: "
                           f"{e.strerror}") from None
-    staged = os.path.join(private, "sock")
+    staged = os.path.join(private, "s")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        if len(os.fsencode(path)) > 107:
-            raise ConfigError(f"--api-sock {path}: a Unix socket path has at most 107 bytes")
         sock.bind(staged)
         os.chmod(staged, 0o600)
-        try:
-            os.link(staged, path)
-        except OSError as e:
-            raise ConfigError(f"--api-sock {path}: {e.strerror}") from None
+        os.link(staged, path)
         return sock          # the inode, and so the bound socket, now has the name path
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"--api-sock {path}: {e.strerror or e}") from None
     except BaseException:
         sock.close()
         raise
     finally:
-        try:
+        if os.path.lexists(staged):
             os.unlink(staged)
-        finally:
-            os.rmdir(private)
+        os.rmdir(private)
 
 
 def _refuse_live(path: str) -> None:
