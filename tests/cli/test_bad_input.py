@@ -156,3 +156,11 @@ def test_seccomp_on_with_restart_is_a_usage_error():
     result = run(guest("hello"), "--seccomp", "on", "--on-reboot", "restart")
     assert result.returncode == 2
     assert "--seccomp on cannot be combined with --on-reboot restart" in one_line_error(result)
+
+
+@needs_kvm
+@pytest.mark.parametrize("suffix", ["", ",ro"])
+def test_fifo_as_disk_does_not_block(fifo, suffix):
+    line = one_line_error(run(guest("hello"), "--mem", "16M", "--console", "none",
+                              "--disk", fifo + suffix))
+    assert "not a regular file or block device" in line

@@ -83,14 +83,16 @@ class DiskSpec:
 
 def open_disk(spec: DiskSpec) -> tuple[int, int]:
     """Open the image (read-only for ro); return (fd, size). Every problem is one line."""
-    try:
-        fd = os.open(spec.path, (os.O_RDONLY if spec.readonly else os.O_RDWR) | os.O_CLOEXEC)
+    try:   # O_NONBLOCK: a read-only open of a FIFO would wait for a writer
+        fd = os.open(spec.path, (os.O_RDONLY if spec.readonly else os.O_RDWR) | os.O_CLOEXEC
+                     | os.O_NONBLOCK)
     except OSError as e:
         raise ConfigError(f"disk {spec.path!r}: {e.strerror}") from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) and not stat.S_ISBLK(info.st_mode):
         os.close(fd)
         raise ConfigError(f"disk {spec.path!r}: not a regular file or block device")
+    os.set_blocking(fd, True)
     try:
         size = os.lseek(fd, 0, os.SEEK_END)
     except OSError as e:   # a regular file in name only: /proc/self/mem, many of /sys
