@@ -403,3 +403,16 @@ def test_patch_drive_swaps_the_backing_file(tmp_path):
             400, {"fault_message": "Unable to patch the block device: drive nope does not exist."})
     finally:
         machine.close()
+
+
+def test_sigterm_ends_pyvisor_before_and_after_the_start(served):
+    waiting = served()
+    waiting.proc.terminate()
+    assert waiting.wait() == 128 + 15
+    assert not os.path.exists(waiting.sock)
+    running = served(guest("shell"), "--mem", "32M", command="run")
+    running.api.wait_console(PROMPT)
+    running.proc.terminate()
+    assert running.wait() == 128 + 15
+    assert b"terminated by SIGTERM" in running.proc.stderr.read()
+    assert not os.path.exists(running.sock)
