@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .. import __version__
 from ..devices.virtio.blk import DiskSpec, VirtioBlk
@@ -37,13 +37,11 @@ class Instance:
     """One microVM. `machine` is None until InstanceStart; `started` is set then."""
 
     def __init__(self, instance_id: str = "anonymous-instance",
-                 host: HostOptions = HostOptions(),
-                 on_start: Callable[[Machine], None] | None = None) -> None:
+                 host: HostOptions = HostOptions()) -> None:
         self.instance_id = instance_id
         self.host = host
         self.machine: Machine | None = None
         self.started = threading.Event()
-        self._on_start = on_start
         self._lock = threading.Lock()
         self._boot: dict[str, Any] | None = None
         self._machine_config: dict[str, Any] = {"vcpu_count": DEFAULT_VCPUS,
@@ -112,6 +110,7 @@ class Instance:
 
     def set_network_interface(self, iface_id: str, body: dict[str, Any]) -> None:
         body = {"iface_id": iface_id, **body}
+        _net_spec(body, 0)          # a bad name or MAC is refused now, not at InstanceStart
         with self._lock:
             self._before_start()
             self._nets[iface_id] = body
@@ -132,10 +131,7 @@ class Instance:
         if drives and drives[0]["is_root_device"]:
             mode = "ro" if drives[0].get("is_read_only") else "rw"
             cmdline = f"{cmdline} root=/dev/vda {mode}".strip()
-        nets = []
-        for index, n in enumerate(self._nets.values()):
-            spec = f"tap={n['host_dev_name']}" + (f",mac={n['guest_mac']}" if "guest_mac" in n else "")
-            nets.append(NetSpec.parse(spec, index))
+        nets = [_net_spec(n, index) for index, n in enumerate(self._nets.values())]
         mc = self._machine_config
         return MachineConfig.build(
             self._boot["kernel_image_path"], mem=mc["mem_size_mib"] << 20, cpus=mc["vcpu_count"],
@@ -165,8 +161,6 @@ class Instance:
                 machine.close()
                 raise
             self.machine = machine
-        if self._on_start is not None:
-            self._on_start(machine)
         self.started.set()
 
     # --- running ----------------------------------------------------------------------
@@ -220,3 +214,12 @@ class Instance:
         if self.machine is None:
             raise ApiError(NOT_BEFORE_START)
         return self.machine
+
+
+def _net_spec(iface: dict[str, Any], index: int) -> NetSpec:
+    spec = f"tap={iface['host_dev_name']}" + (f",mac={iface['guest_mac']}"
+                                               if "guest_mac" in iface else "")
+    try:
+        return NetSpec.parse(spec, index)
+    except PyvisorError as e:
+        raise ApiError(f"network interface {iface['iface_id']}: {e}") from None

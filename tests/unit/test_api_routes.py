@@ -131,6 +131,13 @@ def test_the_machine_config_becomes_pyvisors_own():
     ("PUT", "/network-interfaces/eth0", {"iface_id": "eth0"},
      "network-interface: missing field host_dev_name"),
     ("PUT", "/entropy", {"rate_limiter": {}}, "entropy: pyvisor does not support rate_limiter"),
+    ("PUT", "/network-interfaces/eth0", {"iface_id": "eth0", "host_dev_name": "tap0",
+                                         "guest_mac": "01:00:5e:00:00:01"},
+     "network interface eth0: invalid --net 'tap=tap0,mac=01:00:5e:00:00:01': "
+     "01:00:5e:00:00:01 is a multicast address"),
+    ("PUT", "/network-interfaces/eth0", {"iface_id": "eth0", "host_dev_name": "t" * 16},
+     "network interface eth0: invalid --net 'tap=" + "t" * 16 + "': an interface name has at "
+     "most 15 bytes"),
     ("PUT", "/actions", {"action_type": "Reboot"},
      "action: action_type: 'Reboot' is not one of InstanceStart, SendCtrlAltDel, FlushMetrics"),
     ("PUT", "/actions", {"action_type": "FlushMetrics"},
