@@ -45,6 +45,10 @@ KVM_SET_GUEST_DEBUG KVM_CAP_SET_GUEST_DEBUG KVM_GUESTDBG_ENABLE KVM_GUESTDBG_SIN
 KVM_GUESTDBG_USE_SW_BP KVM_GUESTDBG_USE_HW_BP KVM_GUESTDBG_BLOCKIRQ
 PV_EXIT_REASONS PV_PORTS PV_MMIO_PAGES
 PV_PORT_PYTHON PV_PORT_NONE PV_PORT_CONSOLE PV_PORT_PM_TIMER
+KVM_GET_IRQCHIP KVM_SET_IRQCHIP KVM_GET_PIT2 KVM_SET_PIT2 KVM_GET_CLOCK KVM_SET_CLOCK
+KVM_GET_CPUID2 KVM_MEM_LOG_DIRTY_PAGES KVM_CAP_XSAVE2 KVM_GET_TSC_KHZ
+PV_STEP_MP_STATE PV_STEP_REGS PV_STEP_SREGS PV_STEP_XSAVE PV_STEP_XCRS PV_STEP_DEBUGREGS
+PV_STEP_LAPIC PV_STEP_MSRS PV_STEP_EVENTS PV_STEP_COMPLETE
 """.split()
 
 BOOT_CONSTANTS = """
@@ -317,6 +321,34 @@ struct sock_fprog { unsigned short len; struct sock_filter *filter; ...; };
 #define __NR_rt_tgsigqueueinfo ...
 #define __NR_pidfd_open ...
 #define __NR_pidfd_send_signal ...
+/* snapshots (pyvisor/snapshot): vCPU state in one crossing, dirty pages copied back in C */
+struct kvm_xcrs { uint32_t nr_xcrs; ...; };
+struct kvm_debugregs { ...; };
+struct kvm_xsave { ...; };
+struct kvm_irqchip { uint32_t chip_id; ...; };
+struct kvm_pit_state2 { uint32_t flags; ...; };
+struct kvm_clock_data { uint64_t clock; uint32_t flags; ...; };
+struct pv_vcpu_state {
+    struct kvm_mp_state mp_state; struct kvm_regs regs; struct kvm_sregs sregs;
+    struct kvm_xcrs xcrs; struct kvm_debugregs debugregs; struct kvm_lapic_state lapic;
+    struct kvm_vcpu_events events; struct kvm_xsave *xsave; uint32_t xsave_size;
+    struct kvm_msrs *msrs; uint32_t failed; uint32_t msrs_done;
+};
+int pv_get_vcpu_state(int vcpu_fd, struct pv_vcpu_state *s);
+int pv_set_vcpu_state(int vcpu_fd, struct kvm_run *run, const struct pv_vcpu_state *s,
+                      int complete_pending);
+struct pv_ram_region { uint8_t *ram; uint8_t *written; uint64_t npages; };
+struct pv_log_slot { uint32_t slot; uint32_t region; uint64_t first_page; uint64_t npages;
+                     uint64_t *bitmap; };
+int pv_harvest_dirty(int vm_fd, const struct pv_log_slot *slots, uint32_t nslots,
+                     const struct pv_ram_region *regions);
+int64_t pv_reset_memory(int vm_fd, const struct pv_log_slot *slots, uint32_t nslots,
+                        const struct pv_ram_region *regions, uint8_t *const *saved,
+                        uint32_t nregions);
+uint64_t pv_copy_differing(uint8_t *dst, const uint8_t *src, uint64_t npages);
+uint64_t pv_copy_nonzero(uint8_t *dst, const uint8_t *src, uint64_t npages);
+int pv_page_is_zero(const uint8_t *page);
+int pv_mmap_file_private(void *addr, size_t size, int fd, uint64_t offset);
 """
 
 ffibuilder = FFI()

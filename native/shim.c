@@ -269,3 +269,171 @@ void pv_mb(void)
 {
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
+
+/* --- snapshots --------------------------------------------------------------------------- */
+
+#define PV_PAGE 4096u
+
+static int vcpu_step(int fd, unsigned long request, void *arg, uint32_t step,
+                     struct pv_vcpu_state *s)
+{
+    if (ioctl(fd, request, arg) < 0) {
+        s->failed = step;
+        return -errno;
+    }
+    return 0;
+}
+
+int pv_get_vcpu_state(int fd, struct pv_vcpu_state *s)
+{
+    int r;
+    s->failed = 0;
+    if ((r = vcpu_step(fd, KVM_GET_MP_STATE, &s->mp_state, PV_STEP_MP_STATE, s)) ||
+        (r = vcpu_step(fd, KVM_GET_REGS, &s->regs, PV_STEP_REGS, s)) ||
+        (r = vcpu_step(fd, KVM_GET_SREGS, &s->sregs, PV_STEP_SREGS, s)) ||
+        (r = vcpu_step(fd, s->xsave_size > sizeof(struct kvm_xsave) ? KVM_GET_XSAVE2 : KVM_GET_XSAVE,
+                       s->xsave, PV_STEP_XSAVE, s)) ||
+        (r = vcpu_step(fd, KVM_GET_XCRS, &s->xcrs, PV_STEP_XCRS, s)) ||
+        (r = vcpu_step(fd, KVM_GET_DEBUGREGS, &s->debugregs, PV_STEP_DEBUGREGS, s)) ||
+        (r = vcpu_step(fd, KVM_GET_LAPIC, &s->lapic, PV_STEP_LAPIC, s)))
+        return r;
+    int n = ioctl(fd, KVM_GET_MSRS, s->msrs);
+    if (n < 0 || (uint32_t)n != s->msrs->nmsrs) {
+        s->failed = PV_STEP_MSRS;
+        s->msrs_done = n < 0 ? 0 : (uint32_t)n;
+        return n < 0 ? -errno : -EINVAL;
+    }
+    if ((r = vcpu_step(fd, KVM_GET_VCPU_EVENTS, &s->events, PV_STEP_EVENTS, s)))
+        return r;
+    /* Hand the pending NMI and the SIPI vector back too (as QEMU does). */
+    s->events.flags |= KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SIPI_VECTOR;
+    return 0;
+}
+
+int pv_set_vcpu_state(int fd, struct kvm_run *run, const struct pv_vcpu_state *cs,
+                      int complete_pending)
+{
+    struct pv_vcpu_state *s = (struct pv_vcpu_state *)cs;   /* only failed/msrs_done change */
+    int r;
+    s->failed = 0;
+    if (complete_pending) {
+        uint8_t before = run->immediate_exit;
+        run->immediate_exit = 1;
+        r = ioctl(fd, KVM_RUN, 0);
+        int err = errno;
+        run->immediate_exit = before;
+        if (r == 0 || err != EINTR) {   /* it ran: that must not happen with immediate_exit */
+            s->failed = PV_STEP_COMPLETE;
+            return r == 0 ? -EBUSY : -err;
+        }
+    }
+    if ((r = vcpu_step(fd, KVM_SET_MP_STATE, &s->mp_state, PV_STEP_MP_STATE, s)) ||
+        (r = vcpu_step(fd, KVM_SET_REGS, &s->regs, PV_STEP_REGS, s)) ||
+        (r = vcpu_step(fd, KVM_SET_SREGS, &s->sregs, PV_STEP_SREGS, s)) ||
+        (r = vcpu_step(fd, KVM_SET_XSAVE, s->xsave, PV_STEP_XSAVE, s)) ||
+        (r = vcpu_step(fd, KVM_SET_XCRS, &s->xcrs, PV_STEP_XCRS, s)) ||
+        (r = vcpu_step(fd, KVM_SET_DEBUGREGS, &s->debugregs, PV_STEP_DEBUGREGS, s)) ||
+        (r = vcpu_step(fd, KVM_SET_LAPIC, &s->lapic, PV_STEP_LAPIC, s)))
+        return r;
+    int n = ioctl(fd, KVM_SET_MSRS, s->msrs);
+    if (n < 0 || (uint32_t)n != s->msrs->nmsrs) {
+        s->failed = PV_STEP_MSRS;
+        s->msrs_done = n < 0 ? 0 : (uint32_t)n;
+        return n < 0 ? -errno : -EINVAL;
+    }
+    return vcpu_step(fd, KVM_SET_VCPU_EVENTS, &s->events, PV_STEP_EVENTS, s);
+}
+
+int pv_harvest_dirty(int vm_fd, const struct pv_log_slot *slots, uint32_t nslots,
+                     const struct pv_ram_region *regions)
+{
+    for (uint32_t i = 0; i < nslots; i++) {
+        const struct pv_log_slot *sl = &slots[i];
+        struct kvm_dirty_log log;
+        memset(&log, 0, sizeof(log));
+        log.slot = sl->slot;
+        log.dirty_bitmap = sl->bitmap;
+        if (ioctl(vm_fd, KVM_GET_DIRTY_LOG, &log) < 0)
+            return -errno;
+        uint8_t *written = regions[sl->region].written + sl->first_page;
+        uint64_t words = (sl->npages + 63) / 64;
+        for (uint64_t w = 0; w < words; w++) {
+            uint64_t bits = sl->bitmap[w];
+            while (bits) {
+                unsigned b = (unsigned)__builtin_ctzll(bits);
+                bits &= bits - 1;
+                written[w * 64 + b] = 1;
+            }
+        }
+    }
+    return 0;
+}
+
+int64_t pv_reset_memory(int vm_fd, const struct pv_log_slot *slots, uint32_t nslots,
+                        const struct pv_ram_region *regions, uint8_t *const *saved,
+                        uint32_t nregions)
+{
+    int r = pv_harvest_dirty(vm_fd, slots, nslots, regions);
+    if (r < 0)
+        return r;
+    int64_t copied = 0;
+    for (uint32_t i = 0; i < nregions; i++) {
+        const struct pv_ram_region *rg = &regions[i];
+        uint8_t *written = rg->written;
+        uint64_t n = rg->npages, p = 0;
+        while (p < n) {
+            /* Skip eight clean pages at a time: the map is mostly zero. */
+            if (p + 8 <= n && ((uint64_t)(uintptr_t)(written + p) & 7) == 0
+                && *(uint64_t *)(written + p) == 0) {
+                p += 8;
+                continue;
+            }
+            if (written[p]) {
+                memcpy(rg->ram + p * PV_PAGE, saved[i] + p * PV_PAGE, PV_PAGE);
+                written[p] = 0;
+                copied++;
+            }
+            p++;
+        }
+    }
+    return copied;
+}
+
+uint64_t pv_copy_differing(uint8_t *dst, const uint8_t *src, uint64_t npages)
+{
+    uint64_t copied = 0;
+    for (uint64_t p = 0; p < npages; p++) {
+        if (memcmp(dst + p * PV_PAGE, src + p * PV_PAGE, PV_PAGE)) {
+            memcpy(dst + p * PV_PAGE, src + p * PV_PAGE, PV_PAGE);
+            copied++;
+        }
+    }
+    return copied;
+}
+
+int pv_page_is_zero(const uint8_t *page)
+{
+    const uint64_t *w = (const uint64_t *)page;
+    for (unsigned i = 0; i < PV_PAGE / 8; i++)
+        if (w[i])
+            return 0;
+    return 1;
+}
+
+uint64_t pv_copy_nonzero(uint8_t *dst, const uint8_t *src, uint64_t npages)
+{
+    uint64_t copied = 0;
+    for (uint64_t p = 0; p < npages; p++) {
+        if (!pv_page_is_zero(src + p * PV_PAGE)) {
+            memcpy(dst + p * PV_PAGE, src + p * PV_PAGE, PV_PAGE);
+            copied++;
+        }
+    }
+    return copied;
+}
+
+int pv_mmap_file_private(void *addr, size_t size, int fd, uint64_t offset)
+{
+    void *p = mmap(addr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd, (off_t)offset);
+    return p == MAP_FAILED ? -errno : 0;
+}

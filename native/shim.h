@@ -115,4 +115,76 @@ int pv_fallocate(int fd, int mode, uint64_t offset, uint64_t length);
  * to the ring and the load of the other side's index, as vhost and QEMU have. */
 void pv_mb(void);
 
+/* --- snapshots (pyvisor/snapshot) -------------------------------------------------------
+ * The state of one vCPU as a snapshot keeps it, set back in the order Firecracker documents
+ * (MP_STATE, REGS, SREGS, XSAVE, XCRS, DEBUGREGS, LAPIC, MSRS, VCPU_EVENTS; CPUID is set
+ * once, before any of them, when a vCPU is created for a restore). One crossing each way. */
+struct pv_vcpu_state {
+    struct kvm_mp_state mp_state;
+    struct kvm_regs regs;
+    struct kvm_sregs sregs;
+    struct kvm_xcrs xcrs;
+    struct kvm_debugregs debugregs;
+    struct kvm_lapic_state lapic;
+    struct kvm_vcpu_events events;
+    struct kvm_xsave *xsave;     /* xsave_size bytes: KVM_CAP_XSAVE2's size, at least 4096 */
+    uint32_t xsave_size;
+    struct kvm_msrs *msrs;       /* the indices to save, TSC before TSC_DEADLINE */
+    uint32_t failed;             /* which PV_STEP_* failed (0: none) */
+    uint32_t msrs_done;          /* KVM_GET/SET_MSRS's count when it fell short */
+};
+#define PV_STEP_MP_STATE 1
+#define PV_STEP_REGS 2
+#define PV_STEP_SREGS 3
+#define PV_STEP_XSAVE 4
+#define PV_STEP_XCRS 5
+#define PV_STEP_DEBUGREGS 6
+#define PV_STEP_LAPIC 7
+#define PV_STEP_MSRS 8
+#define PV_STEP_EVENTS 9
+#define PV_STEP_COMPLETE 10      /* the KVM_RUN that completes a pending port/MMIO exit */
+
+/* 0, or -errno with s->failed naming the ioctl. */
+int pv_get_vcpu_state(int vcpu_fd, struct pv_vcpu_state *s);
+/* With complete_pending, a KVM_RUN with immediate_exit first finishes the exit the vCPU
+ * is in (a restore from a hook on that vCPU's thread): nothing of it leaks into the
+ * restored state. */
+int pv_set_vcpu_state(int vcpu_fd, struct kvm_run *run, const struct pv_vcpu_state *s,
+                      int complete_pending);
+
+/* Guest RAM as the dirty tracking sees it: per RAM region, the host mapping and one byte
+ * per page that is set when pyvisor itself writes the page (KVM's log never shows those);
+ * per KVM slot with KVM_MEM_LOG_DIRTY_PAGES, where its pages sit in a region. */
+struct pv_ram_region {
+    uint8_t *ram;
+    uint8_t *written;
+    uint64_t npages;
+};
+struct pv_log_slot {
+    uint32_t slot;
+    uint32_t region;
+    uint64_t first_page;         /* the slot's first page, as a page index into the region */
+    uint64_t npages;
+    uint64_t *bitmap;            /* scratch for KVM_GET_DIRTY_LOG: (npages + 63) / 64 words */
+};
+/* KVM_GET_DIRTY_LOG on every slot (which also clears it), merged into the regions'
+ * written maps. 0 or -errno. */
+int pv_harvest_dirty(int vm_fd, const struct pv_log_slot *slots, uint32_t nslots,
+                     const struct pv_ram_region *regions);
+/* The reset hot path: harvest, then copy every marked page back from saved[region] and
+ * clear the marks. The number of pages copied, or -errno. */
+int64_t pv_reset_memory(int vm_fd, const struct pv_log_slot *slots, uint32_t nslots,
+                        const struct pv_ram_region *regions, uint8_t *const *saved,
+                        uint32_t nregions);
+/* Copy npages pages from src to dst where they differ (memcmp first: untouched pages of
+ * either side stay unallocated); the number copied. */
+uint64_t pv_copy_differing(uint8_t *dst, const uint8_t *src, uint64_t npages);
+/* Copy the pages of src that are not all zero into dst (a fresh, zero mapping, so the copy
+ * costs host memory only for them); the number copied. */
+uint64_t pv_copy_nonzero(uint8_t *dst, const uint8_t *src, uint64_t npages);
+/* Whether a page is all zero (the file format writes only the others). */
+int pv_page_is_zero(const uint8_t *page);
+/* mmap(MAP_PRIVATE | MAP_FIXED) of a file range over addr: guest RAM loaded lazily. */
+int pv_mmap_file_private(void *addr, size_t size, int fd, uint64_t offset);
+
 #endif

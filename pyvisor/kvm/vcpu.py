@@ -137,8 +137,52 @@ class Vcpu:
             dst.eax, dst.ebx, dst.ecx, dst.edx = e.eax, e.ebx, e.ecx, e.edx
         ioctl(self.fd, lib.KVM_SET_CPUID2, cpuid, "KVM_SET_CPUID2")
 
+    def get_cpuid(self) -> list[CpuidEntry]:
+        """KVM_GET_CPUID2: what this vCPU's guest sees (as KVM_SET_CPUID2 left it)."""
+        cpuid = ffi.new("struct kvm_cpuid2 *", {"nent": _MAX_CPUID_ENTRIES,
+                                                "entries": _MAX_CPUID_ENTRIES})
+        ioctl(self.fd, lib.KVM_GET_CPUID2, cpuid, "KVM_GET_CPUID2")
+        return [CpuidEntry(e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx)
+                for e in cpuid.entries[0:cpuid.nent]]
+
+    # --- the whole state (snapshots) ---------------------------------------------------
+    def get_state(self, state) -> None:
+        """Fill a `struct pv_vcpu_state` (its xsave buffer and MSR indices set up by the
+        caller) in one crossing."""
+        ret = lib.pv_get_vcpu_state(self.fd, state)
+        if ret < 0:
+            raise KvmError(_state_step(state, "GET"), -ret)
+
+    def set_state(self, state, complete_pending: bool = False) -> None:
+        """Set a `struct pv_vcpu_state` back, in Firecracker's order, in one crossing; with
+        complete_pending, first finish the exit this vCPU is in (from its own thread)."""
+        ret = lib.pv_set_vcpu_state(self.fd, self.kvm_run, state, int(complete_pending))
+        if ret < 0:
+            raise KvmError(_state_step(state, "SET"), -ret)
+        if complete_pending:
+            self.exit.read_pending = 0
+
     def close(self) -> None:
         if self.fd >= 0:
             lib.pv_munmap(self.kvm_run, self._run_size)
             os.close(self.fd)
             self.fd = -1
+
+
+_MAX_CPUID_ENTRIES = 256
+_STEP_NAMES = {lib.PV_STEP_MP_STATE: "MP_STATE", lib.PV_STEP_REGS: "REGS",
+               lib.PV_STEP_SREGS: "SREGS", lib.PV_STEP_XSAVE: "XSAVE", lib.PV_STEP_XCRS: "XCRS",
+               lib.PV_STEP_DEBUGREGS: "DEBUGREGS", lib.PV_STEP_LAPIC: "LAPIC",
+               lib.PV_STEP_MSRS: "MSRS", lib.PV_STEP_EVENTS: "VCPU_EVENTS"}
+
+
+def _state_step(state, direction: str) -> str:
+    """The ioctl a pv_*_vcpu_state call stopped at, for the error message."""
+    if state.failed == lib.PV_STEP_COMPLETE:
+        return "KVM_RUN (completing the pending exit before a restore)"
+    name = f"KVM_{direction}_{_STEP_NAMES.get(state.failed, '?')}"
+    if state.failed == lib.PV_STEP_MSRS:
+        done = state.msrs_done
+        index = state.msrs.entries[done].index if done < state.msrs.nmsrs else 0
+        name += f" ({done} of {state.msrs.nmsrs}: MSR {index:#x} refused)"
+    return name

@@ -106,6 +106,39 @@ class Vm:
                 entry.u.msi.data = route.data
         ioctl(self.fd, lib.KVM_SET_GSI_ROUTING, table, "KVM_SET_GSI_ROUTING")
 
+    # --- in-kernel device state (snapshots) -------------------------------------------
+    def get_irqchip(self, chip_id: int) -> bytes:
+        """KVM_GET_IRQCHIP: the PIC master, PIC slave or IOAPIC (KVM_IRQCHIP_*), raw."""
+        chip = ffi.new("struct kvm_irqchip *", {"chip_id": chip_id})
+        ioctl(self.fd, lib.KVM_GET_IRQCHIP, chip, "KVM_GET_IRQCHIP")
+        return bytes(ffi.buffer(chip))
+
+    def set_irqchip(self, state: bytes) -> None:
+        chip = ffi.new("struct kvm_irqchip *")
+        ffi.buffer(chip)[:] = state
+        ioctl(self.fd, lib.KVM_SET_IRQCHIP, chip, "KVM_SET_IRQCHIP")
+
+    def get_pit2(self) -> bytes:
+        pit = ffi.new("struct kvm_pit_state2 *")
+        ioctl(self.fd, lib.KVM_GET_PIT2, pit, "KVM_GET_PIT2")
+        return bytes(ffi.buffer(pit))
+
+    def set_pit2(self, state: bytes) -> None:
+        pit = ffi.new("struct kvm_pit_state2 *")
+        ffi.buffer(pit)[:] = state
+        ioctl(self.fd, lib.KVM_SET_PIT2, pit, "KVM_SET_PIT2")
+
+    def get_clock(self) -> int:
+        """KVM_GET_CLOCK: kvm-clock's current value in nanoseconds."""
+        clock = ffi.new("struct kvm_clock_data *")
+        ioctl(self.fd, lib.KVM_GET_CLOCK, clock, "KVM_GET_CLOCK")
+        return clock.clock
+
+    def set_clock(self, value: int) -> None:
+        """KVM_SET_CLOCK: kvm-clock continues from value (ns) for every vCPU."""
+        clock = ffi.new("struct kvm_clock_data *", {"clock": value})
+        ioctl(self.fd, lib.KVM_SET_CLOCK, clock, "KVM_SET_CLOCK")
+
     def create_vcpu(self, index: int) -> Vcpu:
         fd = ioctl_int(self.fd, lib.KVM_CREATE_VCPU, index, "KVM_CREATE_VCPU")
         vcpu = Vcpu(fd, index, self._run_size)

@@ -50,6 +50,7 @@ from .native_ports import fill_port_table
 from .outcome import TIMEOUT_STATUS, Outcome
 from ..output_sink import FdSink
 from .run_control import KICK_SIGNAL, RunControl
+from ..snapshot.engine import Snapshot, Snapshotter
 from .stats import MachineStats, collect_stats
 from .vcpu_runner import EXIT_NAMES, Routing, VcpuRunner
 
@@ -157,6 +158,7 @@ class Machine:
             configure_lapic(vcpu)
         enter_kernel(self.vm.vcpus[0], self.boot)
         self._build_control()
+        self._snapshots: Snapshotter | None = None
 
     def _build_devices(self) -> None:
         console = self.config.console
@@ -511,6 +513,25 @@ class Machine:
     def stats(self) -> MachineStats:
         """Exits by reason, port and MMIO region; time in KVM_RUN and in pyvisor."""
         return collect_stats(self.vm.vcpus, self._runners, self.mmio_bus.registrations())
+
+    # --- snapshots (pyvisor.snapshot) ------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        """The whole machine as it is now, in memory (paused, or from a hook with one
+        vCPU); many may be held at once."""
+        return self._snapshotter().capture()
+
+    def restore(self, snap: Snapshot) -> None:
+        """Back to snap, in place (only pages written since are copied); stays paused."""
+        self._snapshotter().restore(snap)
+
+    def _snapshotter(self) -> Snapshotter:
+        if self._snapshots is None:
+            self._snapshots = Snapshotter(self.kvm, self.vm, self.memory, self.slots,
+                                          self.pio_bus, self.mmio_bus, state=lambda: self.state,
+                                          accessible=self._accessible,
+                                          current_vcpu=self._control.current_vcpu,
+                                          settle_pause=self._control.pause)
+        return self._snapshots
 
     # --- cleanup --------------------------------------------------------------------------
     def close(self) -> None:

@@ -8,6 +8,12 @@ Mappings are owned by ``ffi.gc`` pointers and are unmapped when the last referen
 ``close()`` drops this object's references (unmapping at once in the normal case), while a
 view returned by ``buffer()`` that a device still holds keeps its mapping alive rather than
 turning into a dangling pointer.
+
+Every page pyvisor writes is marked in a map of one byte per page (``written_map``): KVM's
+dirty log only sees the guest's own writes, and a snapshot restore must also put back what
+the devices wrote (virtio rings, disk reads, rng bytes). ``buffer()`` hands out writable
+views, so it marks its whole range when it is called; a view kept for longer (a virtqueue's
+used ring) is the holder's to declare again (see pyvisor.snapshot).
 """
 
 import os
@@ -22,6 +28,8 @@ from pyvisor.units import format_size
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
+PAGE_SHIFT = 12
+PAGE = 1 << PAGE_SHIFT
 FILL_CHUNK = 1 << 20
 _ZEROS = bytes(FILL_CHUNK)
 _MEMINFO_RE = re.compile(r"^(MemTotal|SwapTotal):\s+(\d+)\s+kB$", re.MULTILINE)
@@ -66,28 +74,54 @@ class GuestMemory:
         check_host_can_back(layout.ram_size, _read_meminfo())
         self.layout = layout
         self._ptrs = [_map_region(region.size) for region in layout.regions]
-        # (start, end, view) tuples: the fast path of every access only walks this.
+        self._written = [ffi.new("uint8_t[]", region.size // PAGE) for region in layout.regions]
+        # (start, end, view, written) tuples: the fast path of every access only walks this.
         self._slots = tuple(
-            (region.gpa, region.end, memoryview(ffi.buffer(ptr, region.size)))
-            for region, ptr in zip(layout.regions, self._ptrs))
+            (region.gpa, region.end, memoryview(ffi.buffer(ptr, region.size)),
+             memoryview(ffi.buffer(written)))
+            for region, ptr, written in zip(layout.regions, self._ptrs, self._written))
 
     @property
     def regions(self) -> list[tuple[int, int, int]]:
         """(gpa, size, host_addr) per RAM region, for KVM_SET_USER_MEMORY_REGION."""
         return [(start, end - start, int(ffi.cast("uintptr_t", ptr)))
-                for (start, end, _), ptr in zip(self._slots, self._ptrs)]
+                for (start, end, _, _), ptr in zip(self._slots, self._ptrs)]
+
+    @property
+    def written_maps(self) -> list:
+        """Per RAM region, the cffi uint8_t array marking the pages pyvisor wrote."""
+        return list(self._written)
 
     def _locate(self, gpa: int, size: int) -> tuple[memoryview, int]:
-        for start, end, view in self._slots:
+        for start, end, view, _ in self._slots:
             if start <= gpa and gpa + size <= end and size >= 0:
                 return view, gpa - start
         raise GuestMemoryError(
             f"guest-physical access {gpa:#x} (+{size} bytes) is outside guest RAM")
 
+    def _locate_write(self, gpa: int, size: int) -> tuple[memoryview, int]:
+        """_locate, marking the pages as written by pyvisor."""
+        for start, end, view, written in self._slots:
+            if start <= gpa and gpa + size <= end and size >= 0:
+                off = gpa - start
+                if size:
+                    first, last = off >> PAGE_SHIFT, (off + size - 1) >> PAGE_SHIFT
+                    if first == last:
+                        written[first] = 1
+                    else:
+                        written[first:last + 1] = b"\1" * (last + 1 - first)
+                return view, off
+        raise GuestMemoryError(
+            f"guest-physical access {gpa:#x} (+{size} bytes) is outside guest RAM")
+
+    def mark_written(self, gpa: int, size: int) -> None:
+        """Mark pages as written by pyvisor (a long-lived view written through later)."""
+        self._locate_write(gpa, size)
+
     def contains(self, gpa: int, size: int) -> bool:
         """Whether [gpa, gpa + size) lies entirely inside one RAM region."""
         return any(start <= gpa and gpa + size <= end and size >= 0
-                   for start, end, _ in self._slots)
+                   for start, end, _, _ in self._slots)
 
     def read(self, gpa: int, size: int) -> bytes:
         view, off = self._locate(gpa, size)
@@ -96,7 +130,7 @@ class GuestMemory:
     def write(self, gpa: int, data: bytes | bytearray | memoryview) -> None:
         if not isinstance(data, (bytes, bytearray)):
             data = memoryview(data).cast("B")
-        view, off = self._locate(gpa, len(data))
+        view, off = self._locate_write(gpa, len(data))
         view[off:off + len(data)] = data
 
     def fill(self, gpa: int, size: int, byte: int = 0) -> None:
@@ -110,11 +144,13 @@ class GuestMemory:
             chunk = view[start:min(start + FILL_CHUNK, off + size)]
             if byte == 0 and chunk.tobytes() == _ZEROS[:len(chunk)]:
                 continue
+            self._locate_write(gpa + start - off, len(chunk))
             chunk[:] = pattern[:len(chunk)]
 
     def buffer(self, gpa: int, size: int) -> memoryview:
-        """A writable zero-copy view onto guest RAM (for device data paths)."""
-        view, off = self._locate(gpa, size)
+        """A writable zero-copy view onto guest RAM (for device data paths); its pages
+        count as written by pyvisor from now on."""
+        view, off = self._locate_write(gpa, size)
         return view[off:off + size]
 
     def read_u8(self, gpa: int) -> int:
@@ -134,26 +170,27 @@ class GuestMemory:
         return _U64.unpack_from(view, off)[0]
 
     def write_u8(self, gpa: int, value: int) -> None:
-        view, off = self._locate(gpa, 1)
+        view, off = self._locate_write(gpa, 1)
         view[off] = value
 
     def write_u16(self, gpa: int, value: int) -> None:
-        view, off = self._locate(gpa, 2)
+        view, off = self._locate_write(gpa, 2)
         _U16.pack_into(view, off, value)
 
     def write_u32(self, gpa: int, value: int) -> None:
-        view, off = self._locate(gpa, 4)
+        view, off = self._locate_write(gpa, 4)
         _U32.pack_into(view, off, value)
 
     def write_u64(self, gpa: int, value: int) -> None:
-        view, off = self._locate(gpa, 8)
+        view, off = self._locate_write(gpa, 8)
         _U64.pack_into(view, off, value)
 
     def close(self) -> None:
         """Forget the mappings; they are unmapped once no buffer() view references them."""
         slots, self._slots, self._ptrs = self._slots, (), []
-        for _, _, view in slots:
+        for _, _, view, written in slots:
             view.release()
+            written.release()
 
     def __enter__(self) -> "GuestMemory":
         return self

@@ -39,6 +39,8 @@ import threading
 import time
 from typing import Callable
 
+from ..state import capture, restore_fields
+
 _log = logging.getLogger("pyvisor.devices")
 
 PM_BASE = 0x600
@@ -145,6 +147,20 @@ class AcpiPm:
     def timer_ticks(self) -> int:
         """The free-running tick count (not truncated to 24 bits)."""
         return (self._clock() - self._origin) * PM_TIMER_HZ // _NS_PER_S
+
+    # --- snapshots --------------------------------------------------------------------
+    _STATE = ("_sts", "_en", "_cnt", "_tmr_epoch")
+
+    def snapshot_state(self) -> dict:
+        """PM1 status, enable and control. The PM timer is host time, as the wall clock:
+        it is not rewound by a restore."""
+        with self._lock:
+            return capture(self, self._STATE)
+
+    def restore_state(self, state: dict) -> None:
+        with self._lock:
+            restore_fields(self, state, self._STATE, "ACPI PM")
+            self._update_sci()         # the line changes only if the bits say so
 
     # --- guest side -------------------------------------------------------------------
 

@@ -14,6 +14,8 @@ class DebugConsole:
     """Register on the PioBus at DEBUGCON_PORT, length 1. `output` gets each byte written,
     on the writing vCPU's thread."""
 
+    stateless = True   # snapshots: nothing to keep
+
     def __init__(self, output: Callable[[bytes], None]) -> None:
         self._output = output
 

@@ -11,6 +11,8 @@ class ExitDevice:
     """Register on the PioBus at EXIT_PORT, length 1. A write of v (size 1, 2 or 4) calls
     `request_exit((v << 1) | 1)`; the status is odd, so a guest can never fake a clean 0."""
 
+    stateless = True   # snapshots: nothing to keep
+
     def __init__(self, request_exit: Callable[[int], None]) -> None:
         self._request_exit = request_exit
 

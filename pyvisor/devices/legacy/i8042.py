@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from ..state import capture, restore_fields
+
 DATA_PORT = 0x60
 COMMAND_PORT = 0x64   # status on read
 
@@ -76,6 +78,11 @@ class I8042Port:
     def pio_write(self, offset: int, size: int, value: int) -> None:
         self._write(value & 0xFF)
 
+    @property
+    def state_owner(self) -> "I8042":
+        """The controller whose state a snapshot keeps (both ports are views of it)."""
+        return self._read.__self__
+
 
 class I8042:
     """Register `data_port` at DATA_PORT and `command_port` at COMMAND_PORT, length 1 each,
@@ -97,6 +104,15 @@ class I8042:
         self._obf = False
         self._last_was_command = False
         self._param_for = 0       # command waiting for a byte at DATA_PORT, or 0
+
+    _STATE = ("_ctr", "_outport", "_output", "_obf", "_last_was_command", "_param_for")
+
+    def snapshot_state(self) -> dict:
+        """The command byte, output port, output buffer and a command awaiting its byte."""
+        return capture(self, self._STATE)
+
+    def restore_state(self, state: dict) -> None:
+        restore_fields(self, state, self._STATE, "i8042")
 
     def read_status(self) -> int:
         status = STATUS_UNLOCKED | (self._ctr & CTR_SYS)

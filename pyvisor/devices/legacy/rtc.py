@@ -23,6 +23,8 @@ import threading
 import time
 from typing import Callable
 
+from ..state import DeviceStateError, capture, restore_fields
+
 RTC_INDEX_PORT = 0x70   # index; bit 7 masks NMI
 RTC_DATA_PORT = 0x71
 PORT_COUNT = 2
@@ -171,6 +173,32 @@ class CmosRtc:
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
+
+    # --- snapshots ------------------------------------------------------------------------
+    _STATE = ("_cmos", "_index", "_nmi_masked", "_offset", "_flags")
+
+    def snapshot_state(self) -> dict:
+        """CMOS bytes, the index, register C and the guest's offset from host time (so a
+        restored guest's wall clock runs on from the host's: it jumps forward by the time
+        the snapshot lay unused)."""
+        with self._cond:
+            self._advance(self._clock())
+            state = capture(self, self._STATE)
+            state["frozen"] = None if self._frozen is None else sorted(self._frozen.items())
+            return state
+
+    def restore_state(self, state: dict) -> None:
+        frozen = state.get("frozen")
+        try:
+            frozen = None if frozen is None else {int(k): int(v) for k, v in frozen}
+        except (TypeError, ValueError):
+            raise DeviceStateError("CMOS RTC: the saved time registers are malformed") from None
+        with self._cond:
+            restore_fields(self, state, self._STATE, "CMOS RTC")
+            self._frozen = frozen
+            self._last = self._clock()
+            self._update_irq()         # the line changes only if the flags say so
+            self._reschedule()
 
     # --- guest side -----------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from typing import Callable
+from ..state import DeviceStateError, capture, restore_fields
 
 COM1_BASE = 0x3F8
 COM1_IRQ = 4
@@ -132,6 +133,27 @@ class Uart16550:
         """Back to the power-on register state, dropping queued input and the INTR line."""
         with self._lock:
             self._power_on()
+            self._update_irq()
+
+    # --- snapshots ------------------------------------------------------------------------
+    _STATE = ("_rbr", "_ier", "_fcr", "_rx_trigger", "_lcr", "_mcr", "_scr", "_dll", "_dlm",
+              "_overrun", "_thr_pending", "_msr_delta")
+
+    def snapshot_state(self) -> dict:
+        """The registers, the receive FIFO and the INTR line."""
+        with self._lock:
+            state = capture(self, self._STATE)
+            state["rx"] = bytes(self._rx)
+            return state
+
+    def restore_state(self, state: dict) -> None:
+        with self._lock:
+            restore_fields(self, state, self._STATE, "serial")
+            if not isinstance(state.get("rx"), bytes):
+                raise DeviceStateError("serial: the saved state has no receive FIFO")
+            self._rx = deque(state["rx"][-self._rx_limit:])
+            # The shortcuts and the line as published stay what KVM and the shim have
+            # now: only a difference goes out.
             self._update_irq()
 
     def receive(self, data: bytes) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Callable, Literal, NamedTuple
 
+from ..state import DeviceStateError
+
 CONFIG_SPACE_SIZE = 256
 
 VENDOR_ID = 0x00
@@ -188,6 +190,27 @@ class PciConfigSpace:
         self._last_capability = offset
         self._free = (end + 3) & ~3
         return offset
+
+    # --- snapshots ------------------------------------------------------------------------
+
+    def snapshot_state(self) -> dict:
+        """The 256 bytes (BAR addresses and decoding follow from them)."""
+        return {"data": bytes(self._data)}
+
+    def restore_state(self, state: dict) -> None:
+        """Put the bytes back; only those the guest can write may differ (a saved state
+        never changes what the device is). Moved BARs are reported to on_bar_change."""
+        data = state.get("data")
+        if not isinstance(data, bytes) or len(data) != CONFIG_SPACE_SIZE:
+            raise DeviceStateError("PCI configuration space: the saved bytes do not fit")
+        if data == self._data:
+            return
+        for a, (old, new) in enumerate(zip(self._data, data)):
+            if old != new and not (self._wmask[a] | self._w1cmask[a]):
+                raise DeviceStateError(f"PCI configuration space: saved read-only byte "
+                                       f"{a:#04x} differs ({new:#04x}, not {old:#04x})")
+        self._data[:] = data
+        self._refresh_bars()
 
     # --- internals ------------------------------------------------------------------------
 

@@ -18,3 +18,9 @@ class PciFunction:
 
     def config_write(self, offset: int, size: int, value: int) -> None:
         self.config.write(offset, size, value)
+
+    def snapshot_state(self) -> dict:
+        return {"config": self.config.snapshot_state()}
+
+    def restore_state(self, state: dict) -> None:
+        self.config.restore_state(state.get("config") or {})

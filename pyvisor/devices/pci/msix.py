@@ -12,6 +12,7 @@ import struct
 import threading
 from typing import Protocol
 
+from ..state import DeviceStateError
 from .config_space import PciConfigSpace
 
 CAP_ID_MSIX = 0x11
@@ -105,6 +106,28 @@ class Msix:
     def pba_read(self, offset: int, size: int) -> int:
         with self._lock:
             return (self._pending >> (8 * offset)) & ((1 << 8 * size) - 1)
+
+    # --- snapshots --------------------------------------------------------------------------
+    def snapshot_state(self) -> dict:
+        """The vector table, the pending bits, enable and function mask."""
+        with self._lock:
+            return {"table": bytes(self._table), "pending": self._pending,
+                    "enabled": self._enabled, "function_masked": self._function_masked}
+
+    def restore_state(self, state: dict) -> None:
+        """Put the table back and route each vector's GSI to its message again."""
+        table, pending = state.get("table"), state.get("pending")
+        if not isinstance(table, bytes) or len(table) != self.table_size or \
+                not isinstance(pending, int) or not 0 <= pending < 1 << self.vectors:
+            raise DeviceStateError("MSI-X: the saved table does not fit")
+        with self._lock:
+            self._table[:] = table
+            self._pending = pending
+            self._enabled = bool(state.get("enabled"))
+            self._function_masked = bool(state.get("function_masked"))
+            for vector, gsi in enumerate(self._gsis):
+                lo, hi, data, _ctrl = _ENTRY.unpack_from(self._table, vector * ENTRY_SIZE)
+                self._router.set_msi(gsi, hi << 32 | lo, data)
 
     # --- internals (lock held) ------------------------------------------------------------
     def _masked(self, vector: int) -> bool:

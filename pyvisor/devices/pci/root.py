@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 
+from ..state import DeviceStateError
 from .function import PciFunction
 from .host_bridge import PciHostBridge
 
@@ -52,6 +53,22 @@ class PciRoot:
 
     def find(self, bus: int, slot: int, fn: int) -> PciFunction | None:
         return self._functions.get((slot, fn)) if bus == 0 else None
+
+    def snapshot_state(self) -> dict:
+        """CONFIG_ADDRESS; the functions keep their own state (state_children)."""
+        with self._lock:
+            return {"address": self._address}
+
+    def restore_state(self, state: dict) -> None:
+        address = state.get("address")
+        if not isinstance(address, int) or not 0 <= address <= 0xFFFFFFFF:
+            raise DeviceStateError("PCI root: the saved CONFIG_ADDRESS is malformed")
+        with self._lock:
+            self._address = address
+
+    def state_children(self) -> dict[str, PciFunction]:
+        return {f"pci 00:{slot:02x}.{fn}": function
+                for (slot, fn), function in sorted(self._functions.items())}
 
     def pio_read(self, offset: int, size: int) -> int:
         ones = (1 << 8 * size) - 1

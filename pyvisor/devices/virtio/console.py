@@ -16,6 +16,7 @@ from collections import deque
 from typing import Callable
 
 from ..._native import lib
+from ..state import DeviceStateError
 from .device import VirtioDevice
 from .queue import QueueError, Virtqueue
 
@@ -49,6 +50,18 @@ class VirtioConsole(VirtioDevice):
                 self._backlog.append(data)
                 self._backlog_size += len(data)
             self.serve(RECEIVE, lambda index, queue: self._deliver())
+
+    def device_state(self) -> dict:
+        """Host input not yet delivered to the guest."""
+        return {"backlog": b"".join(self._backlog)}
+
+    def restore_device_state(self, state: dict) -> None:
+        backlog = state.get("backlog", b"")
+        if not isinstance(backlog, bytes):
+            raise DeviceStateError(f"{self.name}: the saved input backlog is malformed")
+        backlog = backlog[:BACKLOG_LIMIT]
+        self._backlog = deque([backlog] if backlog else [])
+        self._backlog_size = len(backlog)
 
     def handle_queue(self, index: int, queue: Virtqueue) -> None:
         if index == RECEIVE:

@@ -15,6 +15,7 @@ from typing import Callable
 from ..._native import lib
 from ...memory.guest_memory import GuestMemory
 from ..ratelimit import RateLimitedLog
+from ..state import DeviceStateError, capture, restore_fields
 from .queue import QueueError, Virtqueue
 
 log = logging.getLogger("pyvisor.virtio")
@@ -153,6 +154,46 @@ class VirtioDevice:
 
     def write_config(self, offset: int, size: int, value: int) -> None:
         """Configuration space is read-only unless a device says otherwise."""
+
+    # --- snapshots (callers hold the lock) --------------------------------------------------
+    _STATE = ("driver_features", "status", "config_generation", "config_msix_vector")
+
+    def snapshot_state(self) -> dict:
+        """Status, features, configuration space and the queues; a device adds what it
+        holds itself (device_state)."""
+        state = capture(self, self._STATE)
+        state["config"] = bytes(self.config)
+        state["queues"] = [q.snapshot_state() for q in self.queues]
+        state["device"] = self.device_state()
+        return state
+
+    def restore_state(self, state: dict) -> None:
+        restore_fields(self, state, self._STATE, self.name)
+        config, queues = state.get("config"), state.get("queues")
+        if not isinstance(config, bytes) or len(config) != len(self.config) or \
+                not isinstance(queues, list) or len(queues) != len(self.queues):
+            raise DeviceStateError(f"{self.name}: the saved configuration or queues do not fit")
+        self.config[:] = config
+        for queue, saved in zip(self.queues, queues):
+            queue.restore_state(saved, self.memory)
+        self.restore_device_state(state.get("device") or {})
+
+    def device_state(self) -> dict:
+        """What this kind of device holds beyond the common state (none by default)."""
+        return {}
+
+    def restore_device_state(self, state: dict) -> None:
+        """Put device_state() back."""
+
+    def guest_areas(self) -> list[tuple[int, int]]:
+        """Guest RAM this device writes through views it keeps: the used rings."""
+        return [area for q in self.queues if (area := q.used_area()) is not None]
+
+    def settle(self) -> None:
+        """Serve every queue now (lock held), so a snapshot holds no request half-seen:
+        a kick the I/O thread has taken but not yet served is served here."""
+        for index in range(len(self.queues)):
+            self.notify(index)
 
     # --- device side ----------------------------------------------------------------------
     def handle_queue(self, index: int, queue: Virtqueue) -> None:

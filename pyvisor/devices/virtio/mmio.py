@@ -14,6 +14,7 @@ import threading
 from ..._native import lib
 from ..bus import MmioBus
 from ..io_loop import IoLoop
+from ..state import DeviceStateError
 from .device import QUEUE_INTERRUPT, VirtioDevice
 from .transport import AREA_REGISTERS, TransportState
 
@@ -99,6 +100,34 @@ class VirtioMmio:
                 if t.write(_REGISTERS[offset], value):       # a reset
                     with self._status_lock:
                         self._interrupt_status = 0
+
+    # --- snapshots ------------------------------------------------------------------------
+    @property
+    def state_lock(self):
+        """Held across a whole snapshot or restore: the I/O thread serves nothing meanwhile."""
+        return self.device.lock
+
+    def settle(self) -> None:
+        with self.device.lock:
+            self._state.settle(self._kick_fds)
+
+    def guest_areas(self) -> list[tuple[int, int]]:
+        return self.device.guest_areas()
+
+    def snapshot_state(self) -> dict:
+        """InterruptStatus, the transport selectors and the device with its queues."""
+        with self.device.lock, self._status_lock:
+            return {"interrupt_status": self._interrupt_status,
+                    "transport": self._state.snapshot_state()}
+
+    def restore_state(self, state: dict) -> None:
+        status = state.get("interrupt_status")
+        if not isinstance(status, int) or not 0 <= status <= 0xFFFFFFFF:
+            raise DeviceStateError(f"{self.name}: the saved interrupt status is malformed")
+        with self.device.lock:
+            self._state.restore_state(state.get("transport") or {}, self._kick_fds)
+            with self._status_lock:
+                self._interrupt_status = status
 
     def _interrupt(self, kind: str, vector: int) -> None:
         with self._status_lock:

@@ -20,6 +20,7 @@ from typing import Callable
 
 from ..._native import lib
 from ...errors import ConfigError
+from ..state import DeviceStateError
 from .device import VirtioDevice
 from .queue import Chain, QueueError, Virtqueue
 
@@ -123,6 +124,20 @@ class VirtioNet(VirtioDevice):
     def on_reset(self) -> None:
         self._set_watch(False)
         self._pending = None
+
+    def device_state(self) -> dict:
+        """Nothing of its own, unless a frame from the tap is waiting for a buffer: that
+        frame lives only here, so a snapshot would lose it."""
+        if self._pending is not None:
+            raise DeviceStateError(f"{self.name}: a {len(self._pending)}-byte frame from the "
+                                   f"tap waits for a receive buffer; it cannot be snapshotted "
+                                   f"(let the guest post buffers, or snapshot later)")
+        return {}
+
+    def restore_device_state(self, state: dict) -> None:
+        """Read the tap again when the restored driver has a receive queue running."""
+        self._pending = None
+        self._set_watch(bool(self.running) and self.queues[RX].ready)
 
     def _set_watch(self, on: bool) -> None:
         if on != self._watching:

@@ -28,6 +28,7 @@ from ..pci.config_space import (BAR0, COMMAND, COMMAND_INTX_DISABLE, COMMAND_MEM
                                 PciConfigSpace)
 from ..pci.function import PciFunction
 from ..pci.msix import Msix
+from ..state import DeviceStateError
 from .device import QUEUE_INTERRUPT, VirtioDevice
 from .transport import AREA_REGISTERS, TransportState
 
@@ -248,6 +249,39 @@ class VirtioPci(PciFunction):
                     with self._isr_lock:
                         self._isr = 0
                         self._irq_line(self._intx_gsi, False)
+
+    # --- snapshots ------------------------------------------------------------------------
+    @property
+    def state_lock(self):
+        """Held across a whole snapshot or restore: the I/O thread serves nothing meanwhile."""
+        return self.device.lock
+
+    def settle(self) -> None:
+        with self.device.lock:
+            self._state.settle(self._kick_fds)
+
+    def guest_areas(self) -> list[tuple[int, int]]:
+        return self.device.guest_areas()
+
+    def snapshot_state(self) -> dict:
+        """Configuration space (BAR placement), MSI-X, the ISR, the transport selectors
+        and the device with its queues."""
+        with self.device.lock, self._isr_lock:
+            return {**super().snapshot_state(), "msix": self.msix.snapshot_state(),
+                    "isr": self._isr, "transport": self._state.snapshot_state()}
+
+    def restore_state(self, state: dict) -> None:
+        isr = state.get("isr")
+        if not isinstance(isr, int) or not 0 <= isr <= 0xFF:
+            raise DeviceStateError(f"{self.name}: the saved ISR is malformed")
+        with self.device.lock:
+            super().restore_state(state)           # the BAR moves with it, if it moved
+            self.msix.restore_state(state.get("msix") or {})
+            self._state.restore_state(state.get("transport") or {}, self._kick_fds)
+            with self._isr_lock:
+                self._isr = isr
+                self._irq_line(self._intx_gsi, bool(isr) and
+                               not self.config.command & COMMAND_INTX_DISABLE)
 
     # --- interrupts -----------------------------------------------------------------------
     def _interrupt(self, kind: str, vector: int) -> None:

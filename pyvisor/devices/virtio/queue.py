@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from ..._native import lib
 from ...errors import GuestMemoryError
 from ...memory.guest_memory import GuestMemory
+from ..state import DeviceStateError, capture, restore_fields
 
 DESC = struct.Struct("<QIHH")          # addr, len, flags, next
 USED_ELEM = struct.Struct("<II")       # id, len
@@ -130,6 +131,34 @@ class Virtqueue:
     @property
     def ready(self) -> bool:
         return self._mem is not None
+
+    # --- snapshots ------------------------------------------------------------------------
+    _STATE = ("size", "desc_addr", "driver_addr", "device_addr", "enabled", "msix_vector",
+              "last_avail", "used_idx", "_signalled_used", "_event_idx", "_indirect")
+
+    def snapshot_state(self) -> dict:
+        """Size, areas, vector, the device's ring indices, and whether it is in use."""
+        state = capture(self, self._STATE)
+        state["ready"] = self.ready
+        return state
+
+    def restore_state(self, state: dict, mem: GuestMemory) -> None:
+        """Back to a saved state; a queue that was in use is activated on its areas again."""
+        self.reset()
+        restore_fields(self, state, self._STATE, "virtqueue")
+        if not all(0 <= getattr(self, n) <= 0xFFFF
+                   for n in ("size", "last_avail", "used_idx", "_signalled_used")):
+            raise DeviceStateError("virtqueue: a saved index is out of range")
+        if state.get("ready"):
+            try:
+                self.activate(mem, event_idx=self._event_idx, indirect=self._indirect)
+            except QueueError as e:
+                raise DeviceStateError(f"virtqueue: {e}") from None
+
+    def used_area(self) -> tuple[int, int] | None:
+        """The used ring while the queue is in use: the device writes it at any time
+        through the view it holds (so snapshots count it as always written)."""
+        return (self.device_addr, 6 + 8 * self.size) if self.ready else None
 
     # --- consuming ------------------------------------------------------------------------
     def pop(self) -> Chain | None:

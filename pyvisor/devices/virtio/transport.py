@@ -3,8 +3,11 @@ feature windows, queue selection and the queue fields, which the two only lay ou
 differently (virtio 1.2, 4.1.4.3 and 4.2.2)."""
 from __future__ import annotations
 
+import os
+
 from ..._native import lib
 from .device import VirtioDevice
+from ..state import capture, restore_fields
 from .queue import Virtqueue
 
 # Queue area fields, by the name Virtqueue uses; as registers, (field, bit shift) pairs.
@@ -25,6 +28,25 @@ class TransportState:
 
     def reset(self) -> None:
         self.device_feature_select = self.driver_feature_select = self.queue_select = 0
+
+    # --- snapshots (what both transports keep of a device) -------------------------------
+    _SELECTORS = ("device_feature_select", "driver_feature_select", "queue_select")
+
+    def snapshot_state(self) -> dict:
+        """The selectors and the device (device.lock held by the caller)."""
+        return {**capture(self, self._SELECTORS), "device": self.device.snapshot_state()}
+
+    def restore_state(self, state: dict, kick_fds: list[int]) -> None:
+        """Back to a saved state; kicks that came after the snapshot are dropped (the
+        driver state they belong to is gone)."""
+        restore_fields(self, state, self._SELECTORS, self.device.name)
+        self.device.restore_state(state.get("device") or {})
+        drain_eventfds(kick_fds)
+
+    def settle(self, kick_fds: list[int]) -> None:
+        """Take pending kicks and serve every queue (before a snapshot)."""
+        drain_eventfds(kick_fds)
+        self.device.settle()
 
     @property
     def device_features_word(self) -> int:
@@ -113,3 +135,12 @@ class TransportState:
             self.reset()
             return True
         return False
+
+
+def drain_eventfds(fds: list[int]) -> None:
+    """Reset eventfd counters without acting on them."""
+    for fd in fds:
+        try:
+            os.eventfd_read(fd)
+        except BlockingIOError:
+            pass

@@ -1,0 +1,42 @@
+/* snap_target: something to snapshot and restore (tests/kernels/test_snapshot.py,
+ * bench/snapshot.py).
+ *
+ * Command line: pages=N (0..64, default 8) pages dirtied per round, rounds=R (default 20).
+ * Before its first round it writes 1 to port 0x85 (where a script snapshots it). Each
+ * round r: counter++, write counter+i*r into the first word of each of N pages, fold
+ * everything into a checksum, print "round <counter> sum <checksum>", and write counter to
+ * port 0x84 (where a reset loop restores the snapshot). After R rounds: "done <counter>
+ * <checksum>" and exit status 3 (isa-debug-exit). The printing goes through COM1, so a
+ * restore that lost any UART, memory or register state shows up in the text. */
+#include "runtime.h"
+
+#define READY_PORT 0x85
+#define ROUND_PORT 0x84
+#define MAX_PAGES 64
+
+volatile u64 counter;
+static volatile u64 area[MAX_PAGES][512] __attribute__((aligned(4096)));
+
+static inline void outl(u16 port, u32 v) { __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port)); }
+
+void kmain(void)
+{
+    u64 pages = cmdline_get_u64("pages", 8);
+    u64 rounds = cmdline_get_u64("rounds", 20);
+    if (pages > MAX_PAGES)
+        pages = MAX_PAGES;
+    printf("snap target: %lu pages, %lu rounds\n", pages, rounds);
+    outb(READY_PORT, 1);
+    u64 sum = 0;
+    for (u64 r = 1; r <= rounds; r++) {
+        counter++;
+        for (u64 i = 0; i < pages; i++) {
+            area[i][0] = counter + i * r;
+            sum = sum * 31 + area[i][0];
+        }
+        printf("round %lu sum %lx\n", counter, sum);
+        outl(ROUND_PORT, (u32)counter);
+    }
+    printf("done %lu %lx\n", counter, sum);
+    vm_exit(3);
+}

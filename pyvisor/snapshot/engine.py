@@ -1,0 +1,155 @@
+"""Taking a snapshot of a machine and restoring it in place.
+
+A snapshot is taken with every vCPU out of KVM_RUN (the machine paused, or from a hook on
+the only vCPU's thread) and every device's lock held, after the devices have finished what
+the guest asked of them (`settle`). Restoring puts back, in this order: the in-kernel
+interrupt controllers, PIT and kvm-clock; the devices (which then drive their interrupt
+lines afresh); guest RAM (only the pages changed since); each vCPU (in C, one crossing).
+The machine stays paused. What is not part of a snapshot: disk contents (a restore does
+not undo writes to a disk image), the ACPI PM timer (host time), the tap's wire.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..devices.state import DeviceStateError
+from ..errors import PyvisorError
+from ..kvm.system import Kvm
+from ..kvm.vm import Vm
+from ..memory.guest_memory import GuestMemory
+from ..memory.slots import MemorySlots
+from ..devices.bus import MmioBus, PioBus
+from .devices import guest_areas, hold, walk
+from .errors import SnapshotError
+from .memory import DirtyTracker, MemoryImage
+from .vcpu_state import KVM_PV_MSRS, MTRR_MSRS, VcpuState, probe_msrs, xsave_size
+from .vm_state import VmState
+
+
+@dataclass(eq=False)
+class Snapshot:
+    """The whole machine at one instant. `memory` is None for a snapshot that was only
+    written to a file."""
+    vcpus: list[VcpuState]
+    vm: VmState
+    devices: dict[str, dict]
+    memory: MemoryImage | None
+    owner: Any = field(default=None, repr=False)
+
+    @property
+    def pages(self) -> int:
+        """Guest pages the snapshot holds (the ones that are not all zero)."""
+        return self.memory.pages if self.memory is not None else 0
+
+
+class Snapshotter:
+    """One per machine, made at its first snapshot (which turns dirty logging on)."""
+
+    def __init__(self, kvm: Kvm, vm: Vm, memory: GuestMemory, slots: MemorySlots,
+                 pio_bus: PioBus, mmio_bus: MmioBus, *, state: Callable[[], str],
+                 accessible: Callable[[int], bool],
+                 current_vcpu: Callable[[], int | None], settle_pause: Callable[[], None]) -> None:
+        self._kvm, self._vm, self._memory, self._slots = kvm, vm, memory, slots
+        self._pio_bus, self._mmio_bus = pio_bus, mmio_bus
+        self._state, self._accessible, self._current_vcpu = state, accessible, current_vcpu
+        self._settle_pause = settle_pause
+        self._tracker: DirtyTracker | None = None
+        self._msrs: list[int] | None = None
+        self._xsave = xsave_size(kvm)
+        self._walked: tuple[tuple, dict[str, Any]] | None = None
+
+    # --- preconditions ----------------------------------------------------------------------
+    def _stopped_vcpus(self, doing: str) -> int | None:
+        """Check every vCPU is out of KVM_RUN; the index of the calling vCPU, if any."""
+        state = self._state()
+        if state == "stopped":
+            raise SnapshotError(f"cannot {doing}: the machine has stopped")
+        me = self._current_vcpu()
+        if state == "paused" and me is None:
+            self._settle_pause()    # a pause a hook asked for: wait until it holds
+        busy = [v.index for v in self._vm.vcpus if v.index != me and not self._accessible(v.index)]
+        if busy:
+            raise SnapshotError(f"cannot {doing} while vCPU {busy[0]} runs: pause the machine "
+                                f"first")
+        return me
+
+    def devices(self) -> dict[str, Any]:
+        """The device walk, redone only when the bus registrations change."""
+        key = tuple((r.base, id(r.device)) for r in self._pio_bus.registrations()) + \
+            tuple((r.base, id(r.device)) for r in self._mmio_bus.registrations())
+        if self._walked is None or self._walked[0] != key:
+            self._walked = (key, walk(self._pio_bus, self._mmio_bus))
+        return self._walked[1]
+
+    def _msr_list(self) -> list[int]:
+        if self._msrs is None:
+            candidates = self._kvm.msr_index_list() + list(KVM_PV_MSRS) + list(MTRR_MSRS)
+            self._msrs = probe_msrs(self._vm.vcpus[0], candidates)
+        return self._msrs
+
+    def new_state(self, index: int) -> VcpuState:
+        return VcpuState(index, self._msr_list(), self._xsave,
+                         self._vm.vcpus[index].get_cpuid())
+
+    # --- taking ---------------------------------------------------------------------------
+    def capture(self, with_memory: bool = True) -> Snapshot:
+        """The whole machine now; with_memory False leaves guest RAM out (a file save
+        writes it straight from the guest's mappings)."""
+        self._stopped_vcpus("take a snapshot")
+        devices = self.devices()
+        if with_memory and self._tracker is None:
+            self._tracker = DirtyTracker(self._vm, self._memory, self._slots)
+        with hold(devices):
+            try:
+                for device in devices.values():
+                    if hasattr(device, "settle"):
+                        device.settle()
+                device_states = {name: d.snapshot_state() for name, d in devices.items()}
+            except DeviceStateError as e:
+                raise SnapshotError(f"cannot take a snapshot: {e}") from None
+            vcpus = []
+            for vcpu in self._vm.vcpus:
+                state = self.new_state(vcpu.index)
+                state.capture(vcpu)
+                vcpus.append(state)
+            vm = VmState.capture(self._vm)
+            image = self._tracker.capture(guest_areas(devices)) if with_memory else None
+        return Snapshot(vcpus, vm, device_states, image, owner=self)
+
+    # --- restoring in place ---------------------------------------------------------------
+    def restore(self, snap: Snapshot) -> int:
+        """Back to snap (the machine stays paused); the number of pages copied."""
+        if snap.owner is not self or snap.memory is None:
+            raise SnapshotError("this snapshot was taken of another machine (restore a file "
+                                "with Machine.restore_from)")
+        me = self._stopped_vcpus("restore a snapshot")
+        devices = self.devices()
+        if devices.keys() != snap.devices.keys():
+            raise SnapshotError("cannot restore: the machine's devices changed since the "
+                                "snapshot")
+        with hold(devices):
+            snap.vm.apply(self._vm)
+            try:
+                for name, device in devices.items():
+                    device.restore_state(snap.devices[name])
+            except DeviceStateError as e:
+                raise SnapshotError(f"cannot restore the snapshot: {e}") from None
+            copied = self._tracker.reset(snap.memory, guest_areas(devices))
+            for vcpu, state in zip(self._vm.vcpus, snap.vcpus):
+                state.apply(vcpu, complete_pending=vcpu.index == me)
+        return copied
+
+    def restore_devices(self, states: dict[str, dict]) -> None:
+        """Device states from a file, into a machine built for them."""
+        devices = self.devices()
+        if devices.keys() != states.keys():
+            missing = sorted(set(states) ^ set(devices))
+            raise SnapshotError(f"the snapshot's devices do not match this machine's "
+                                f"({', '.join(missing)})")
+        with hold(devices):
+            try:
+                for name, device in devices.items():
+                    device.restore_state(states[name])
+            except (DeviceStateError, PyvisorError) as e:
+                raise SnapshotError(f"cannot restore the snapshot: {e}") from None
