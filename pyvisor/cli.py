@@ -20,6 +20,7 @@ from .kvm.system import KVM_DEVICE, REQUIRED_CAPS, Kvm
 from .loader.kernel import BOOT_PROTOCOLS
 from .machine.config import DEFAULT_MEM, MachineConfig, parse_timeout
 from .machine.machine import Machine
+from .snapshot.command import restore as restore_command
 
 # Reported for the record; pyvisor runs without them.
 OPTIONAL_CAPS = {
@@ -188,6 +189,7 @@ def check(device: str) -> int:
 
 
 cli.add_command(serve)
+cli.add_command(restore_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -50,6 +50,7 @@ from .native_ports import fill_port_table
 from .outcome import TIMEOUT_STATUS, Outcome
 from ..output_sink import FdSink
 from .run_control import KICK_SIGNAL, RunControl
+from ..snapshot import file as snapshot_file
 from ..snapshot.engine import Snapshot, Snapshotter
 from .stats import MachineStats, collect_stats
 from .vcpu_runner import EXIT_NAMES, Routing, VcpuRunner
@@ -523,6 +524,16 @@ class Machine:
     def restore(self, snap: Snapshot) -> None:
         """Back to snap, in place (only pages written since are copied); stays paused."""
         self._snapshotter().restore(snap)
+
+    def save(self, path: str) -> int:
+        """Write the machine (paused) to a snapshot file; returns its size in bytes."""
+        return snapshot_file.save(self, path)
+
+    @classmethod
+    def restore_from(cls, path: str, **options) -> "Machine":
+        """A new machine from a snapshot file, ready to start where the saved one paused
+        (options: console, capture_output, console_limit, kvm_path, force)."""
+        return snapshot_file.restore(cls, path, **options)
 
     def _snapshotter(self) -> Snapshotter:
         if self._snapshots is None:

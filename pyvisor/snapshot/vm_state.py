@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .._native import lib
+from .._native import ffi, lib
 from ..kvm.vm import Vm
 from .errors import SnapshotError
 
@@ -33,7 +33,13 @@ class VmState:
     @classmethod
     def from_record(cls, record: dict) -> "VmState":
         try:
-            return cls(tuple(bytes(c) for c in record["irqchips"]), bytes(record["pit"]),
-                       int(record["clock"]))
+            state = cls(tuple(bytes(c) for c in record["irqchips"]), bytes(record["pit"]),
+                        int(record["clock"]))
         except (KeyError, TypeError, ValueError) as e:
             raise SnapshotError(f"the snapshot's VM state is malformed ({e})") from None
+        chip, pit = ffi.sizeof("struct kvm_irqchip"), ffi.sizeof("struct kvm_pit_state2")
+        if len(state.irqchips) != len(CHIPS) or any(len(c) != chip for c in state.irqchips) \
+                or len(state.pit) != pit or not 0 <= state.clock < 1 << 64:
+            raise SnapshotError("the snapshot's interrupt controller or PIT state does not fit "
+                                "this build of pyvisor")
+        return state
