@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup guests run run-linux test test-nested nested-soak bench bench-linux bench-virtio fuzz check clean
+.PHONY: setup guests run run-linux test test-nested nested-soak bench bench-linux bench-virtio bench-snapshot fuzz check clean
 
 $(STAMP): pyproject.toml setup.py native/build_native.py native/shim.c native/shim.h
 	@command -v gcc >/dev/null || { echo "pyvisor: gcc is needed (apt-get install gcc)"; exit 1; }
@@ -51,6 +51,10 @@ bench: setup guests
 BENCH_ARGS ?=
 bench-linux: setup
 	$(PY) bench/linux_boot.py $(BENCH_ARGS)
+
+# In-place snapshot reset against a C reset loop, and snapshot file save/restore figures.
+bench-snapshot: setup guests
+	$(PY) bench/snapshot.py $(BENCH_ARGS)
 
 # virtio-blk MB/s and IOPS against QEMU's virtio-blk-pci, in the nested test host.
 bench-virtio: setup
