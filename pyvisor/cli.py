@@ -49,11 +49,13 @@ def cli(verbose: int) -> None:
 @click.option("--append", "-a", "cmdline", default="", metavar="STR",
               help="Kernel command line.")
 @click.option("--initrd", "-i", default=None, metavar="FILE",
-              help="Initial ramdisk (e.g. a gzipped cpio initramfs).")
+              help="Initial ramdisk (e.g. a gzipped cpio initramfs); for a Multiboot "
+                   "kernel, modules as QEMU takes them: \"mod1 args,mod2\".")
 @click.option("--boot", "boot_protocol", default="auto", show_default=True,
               type=click.Choice(BOOT_PROTOCOLS),
-              help="Boot protocol: the Linux 64-bit entry, or PVH for an ELF with a Xen PVH "
-                   "note; auto uses the 64-bit entry.")
+              help="Boot protocol: the Linux 64-bit entry, PVH for an ELF with a Xen PVH "
+                   "note, or Multiboot 1/2; auto uses Multiboot for an image with a "
+                   "Multiboot header and no Linux setup header, else the 64-bit entry.")
 @click.option("--disk", "disks", multiple=True, metavar="PATH[,ro][,serial=ID]",
               help="A raw disk image as virtio-blk (repeatable: vda, vdb, ...).")
 @click.option("--net", "nets", multiple=True, metavar="tap=NAME[,mac=MAC]",

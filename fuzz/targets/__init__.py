@@ -15,7 +15,7 @@ from types import ModuleType
 
 TARGETS = ("virtqueue", "virtio_blk", "virtio_net", "virtio_rng", "virtio_console",
            "virtio_pci", "virtio_mmio", "pci_config", "elf_loader", "bzimage_loader",
-           "pvh_loader")
+           "pvh_loader", "multiboot_loader")
 
 
 def load(name: str) -> ModuleType:

@@ -10,8 +10,13 @@ Formats and boot protocols:
   (the path every tiny kernel uses, and one a Debian vmlinux supports too), or "pvh" at its
   XEN_ELFNOTE_PHYS32_ENTRY when the caller asks with ``boot_protocol="pvh"``.
 
-``boot_protocol="auto"`` is "linux64" for both formats; "linux64" and "pvh" force one and
-fail (KernelError, one line) when the image cannot be entered that way.
+- a Multiboot 1 or 2 kernel (an ELF32/ELF64 or a flat image with a Multiboot header, and
+  no Linux setup header): "multiboot", in 32-bit protected mode, EBX = the boot
+  information (multiboot.py); ``initrd`` is then QEMU's module list "mod1 args,mod2".
+
+``boot_protocol="auto"`` is "multiboot" for an image with a Multiboot header and no setup
+header, else "linux64"; "linux64", "pvh" and "multiboot" force one and fail (KernelError,
+one line) when the image cannot be entered that way.
 """
 from __future__ import annotations
 
@@ -24,10 +29,11 @@ from pyvisor.loader.bzimage import (DEFAULT_INITRD_ADDR_MAX, LoadedBzImage, chec
 from pyvisor.loader.elf import load_elf_data
 from pyvisor.loader.image_file import read_image
 from pyvisor.loader.initrd import place_initrd
+from pyvisor.loader.multiboot import MultibootKernel, detect, load_multiboot
 from pyvisor.memory.guest_memory import GuestMemory
 from pyvisor.x86.boot_layout import CMDLINE_MAX
 
-BOOT_PROTOCOLS = ("auto", "linux64", "pvh")
+BOOT_PROTOCOLS = ("auto", "linux64", "pvh", "multiboot")
 
 
 def detect_format(data: bytes) -> str | None:
@@ -43,13 +49,15 @@ def detect_format(data: bytes) -> str | None:
 class BootImage:
     """A kernel in guest memory and how to enter it.
 
-    protocol: "linux64" (64-bit long mode at ``entry``, RSI = zero page) or "pvh"
-      (32-bit protected mode at ``entry``, EBX = hvm_start_info).
+    protocol: "linux64" (64-bit long mode at ``entry``, RSI = zero page), "pvh"
+      (32-bit protected mode at ``entry``, EBX = hvm_start_info) or "multiboot" (32-bit
+      protected mode, EAX = the magic, EBX = the boot information).
     setup_header: a bzImage's raw setup header for the zero page, else None.
     initrd: (gpa, size) of the placed initrd, or None.
     cmdline_max: the longest command line (without its NUL) this kernel accepts.
     low, high: the guest-physical range the kernel occupies (a bzImage: its init_size).
     bzimage: the LoadedBzImage for bzimage.fill_zero_page, else None.
+    multiboot: the MultibootKernel (its modules, where its boot information goes), else None.
     """
 
     format: str
@@ -61,6 +69,7 @@ class BootImage:
     low: int
     high: int
     bzimage: LoadedBzImage | None = None
+    multiboot: MultibootKernel | None = None
 
 
 def load_kernel(path: str | os.PathLike, mem: GuestMemory, *, cmdline: bytes = b"",
@@ -77,6 +86,14 @@ def load_kernel(path: str | os.PathLike, mem: GuestMemory, *, cmdline: bytes = b
                           f"(expected one of {', '.join(BOOT_PROTOCOLS)})")
     data = read_image(path, f"kernel {name!r}", mem.layout.ram_size)
     kind = detect_format(data)
+    if boot_protocol == "multiboot" and kind == "bzimage":
+        raise KernelError(f"kernel {name!r}: Multiboot needs a Multiboot kernel, not a bzImage")
+    if boot_protocol == "multiboot" or (boot_protocol == "auto" and kind != "bzimage"
+                                        and detect(data) is not None):
+        mb = load_multiboot(data, name, mem, None if initrd is None else os.fspath(initrd))
+        return BootImage(format="multiboot", protocol="multiboot", entry=mb.entry,
+                         setup_header=None, initrd=None, cmdline_max=CMDLINE_MAX - 1,
+                         low=mb.low, high=mb.high, multiboot=mb)
     if kind is None:
         empty = " (the file is empty)" if not data else ""
         raise KernelError(f"kernel {name!r}: not a bzImage or ELF kernel{empty}")

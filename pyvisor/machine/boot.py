@@ -2,10 +2,12 @@
 and initrd, the command line, the ACPI tables, the boot GDT and page tables, and the boot
 protocol's own structure (the Linux zero page or the PVH start info); then the entry state.
 
-The two protocols differ only in that structure and in the CPU mode at entry:
+The protocols differ only in that structure and in the CPU mode at entry:
 
 - "linux64": long mode with the identity map, RSI = the zero page (boot.rst, 64-bit);
-- "pvh": 32-bit protected mode with paging off, EBX = hvm_start_info.
+- "pvh": 32-bit protected mode with paging off, EBX = hvm_start_info;
+- "multiboot": the same 32-bit state, EAX = the Multiboot magic, EBX = the boot
+  information, whose command line starts with the kernel's file name (as QEMU's).
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from ..acpi import build_acpi
 from ..kvm.vcpu import Vcpu
 from ..loader.bzimage import fill_zero_page
 from ..loader.kernel import BootImage, load_kernel
+from ..loader.multiboot import kernel_cmdline, write_boot_info
+from ..loader.multiboot2 import RSDP_V2_SIZE
 from ..memory.guest_memory import GuestMemory
 from ..memory.layout import MemoryLayout
 from ..x86.boot_layout import CMDLINE_ADDR, ZERO_PAGE_ADDR
@@ -37,7 +41,7 @@ class BootPlan:
     gdt_base: int
     gdt_limit: int
     cr3: int
-    boot_info: int       # the zero page or the hvm_start_info
+    boot_info: int       # the zero page, the hvm_start_info or the Multiboot information
 
 
 def prepare_boot(cfg: MachineConfig, memory: GuestMemory, layout: MemoryLayout,
@@ -46,7 +50,8 @@ def prepare_boot(cfg: MachineConfig, memory: GuestMemory, layout: MemoryLayout,
     mmio = mmio_placements(cfg)
     params = " ".join(f"virtio_mmio.device={length:#x}@{base:#x}:{gsi}"
                       for base, length, gsi in mmio)
-    cmdline = " ".join(filter(None, (cfg.cmdline, params))).encode() + b"\0"
+    text = " ".join(filter(None, (cfg.cmdline, params)))
+    cmdline = text.encode() + b"\0"
     image = load_kernel(cfg.kernel, memory, cmdline=cmdline, initrd=cfg.initrd,
                         boot_protocol=cfg.boot_protocol)
     memory.write(CMDLINE_ADDR, cmdline)
@@ -55,6 +60,9 @@ def prepare_boot(cfg: MachineConfig, memory: GuestMemory, layout: MemoryLayout,
     cr3 = build_identity_map(memory, layout.top, cpuid_has_1g_pages(supported_cpuid))
     if image.protocol == "pvh":
         boot_info = build_start_info(memory, layout.e820(), CMDLINE_ADDR, image.initrd, rsdp)
+    elif image.multiboot is not None:
+        boot_info = write_boot_info(memory, image.multiboot, kernel_cmdline(cfg.kernel, text),
+                                    layout.e820(), memory.read(rsdp, RSDP_V2_SIZE))
     else:
         zero_page = ZeroPage()
         if image.bzimage is not None:
@@ -75,6 +83,9 @@ def enter_kernel(bsp: Vcpu, plan: BootPlan) -> None:
     if plan.image.protocol == "pvh":
         enter_protected_mode(bsp, plan.gdt_base, plan.gdt_limit, plan.image.entry,
                              plan.boot_info)
+    elif plan.image.multiboot is not None:
+        enter_protected_mode(bsp, plan.gdt_base, plan.gdt_limit, plan.image.entry,
+                             plan.boot_info, eax=plan.image.multiboot.magic)
     else:
         enter_long_mode(bsp, plan.cr3, plan.gdt_base, plan.gdt_limit, plan.image.entry,
                         plan.boot_info)

@@ -78,8 +78,9 @@ def build_start_info(mem: GuestMemory, e820: Iterable[_E820Like], cmdline_gpa: i
 
 
 def enter_protected_mode(vcpu: Vcpu, gdt_base: int, gdt_limit: int, entry: int,
-                         ebx: int) -> None:
-    """The PVH entry state: 32-bit protected mode, paging off, flat segments.
+                         ebx: int, eax: int = 0) -> None:
+    """The PVH entry state: 32-bit protected mode, paging off, flat segments. Multiboot 1
+    and 2 ask for the very same state, with EAX their magic (``eax``).
 
     CS = 0x08 (flat 32-bit code), DS = ES = FS = GS = SS = 0x18 (flat data), TR = 0x20 from
     the boot GDT; CR0 = PE | ET, CR4 = 0, EFER = 0, RFLAGS = 0x2 (IF, TF, VM clear), EBX =
@@ -89,4 +90,4 @@ def enter_protected_mode(vcpu: Vcpu, gdt_base: int, gdt_limit: int, entry: int,
     set its own.
     """
     enter_boot_state(vcpu, CODE32_SELECTOR, gdt_base, gdt_limit, cr0=CR0_PE | CR0_ET,
-                     cr3=0, cr4=0, efer=0, entry=entry, rbx=ebx)
+                     cr3=0, cr4=0, efer=0, entry=entry, rbx=ebx, rax=eax)

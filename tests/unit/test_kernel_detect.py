@@ -125,8 +125,8 @@ def test_bzimage_forced_linux64(tmp_path, mem):
 
 
 def test_unknown_protocol(tmp_path, mem):
-    with pytest.raises(ConfigError, match="unknown boot protocol 'multiboot'"):
-        load_kernel(write(tmp_path, elf()), mem, boot_protocol="multiboot")
+    with pytest.raises(ConfigError, match="unknown boot protocol 'floppy'"):
+        load_kernel(write(tmp_path, elf()), mem, boot_protocol="floppy")
 
 
 @pytest.mark.parametrize("data", [b"", b"#!/bin/sh\necho hi\n", bytes(8192)])
