@@ -118,7 +118,7 @@ struct kvm_sregs {
     struct kvm_segment cs, ds, es, fs, gs, ss, tr, ldt;
     struct kvm_dtable gdt, idt;
     uint64_t cr0, cr2, cr3, cr4, cr8, efer, apic_base;
-    uint64_t interrupt_bitmap[4]; ...;
+    unsigned long long interrupt_bitmap[4]; ...;   /* __u64 is unsigned long long */
 };
 struct kvm_fpu {
     uint8_t fpr[8][16]; uint16_t fcw; uint16_t fsw; uint8_t ftwx; uint16_t last_opcode;
@@ -143,7 +143,7 @@ struct kvm_vcpu_events {
     ...;   /* 6.0 added triple_fault; 5.15 (Ubuntu 22.04) headers must build too */
 };
 struct kvm_mp_state { uint32_t mp_state; };
-struct kvm_guest_debug_arch { uint64_t debugreg[8]; };
+struct kvm_guest_debug_arch { unsigned long long debugreg[8]; };
 struct kvm_guest_debug { uint32_t control; struct kvm_guest_debug_arch arch; ...; };
 struct kvm_pit_config { uint32_t flags; ...; };
 struct kvm_irq_level { uint32_t irq; uint32_t level; ...; };

@@ -35,7 +35,8 @@ from ..devices.virtio.console import VirtioConsole
 from ..devices.pci.root import PORT_COUNT as PCI_PORT_COUNT
 from ..errors import ConfigError, KvmUnavailableError, PyvisorError
 from ..kvm.backend import detect_backend
-from ..kvm.system import Kvm
+from ..kvm.system import REQUIRED_CAPS, Kvm
+from ..sandbox import seccomp
 from ..memory.guest_memory import GuestMemory
 from ..memory.layout import MemoryLayout
 from ..memory.slots import MemorySlots
@@ -64,15 +65,6 @@ IDENTITY_MAP_ADDR = 0xFFFBC000
 # How often a waiting caller looks at signals that arrived (handlers only set a flag).
 _WAIT_SLICE = 0.05
 
-REQUIRED_CAPS = {
-    "KVM_CAP_USER_MEMORY": lib.KVM_CAP_USER_MEMORY,
-    "KVM_CAP_IRQCHIP": lib.KVM_CAP_IRQCHIP,
-    "KVM_CAP_PIT2": lib.KVM_CAP_PIT2,
-    "KVM_CAP_EXT_CPUID": lib.KVM_CAP_EXT_CPUID,
-    "KVM_CAP_MP_STATE": lib.KVM_CAP_MP_STATE,
-    "KVM_CAP_IMMEDIATE_EXIT": lib.KVM_CAP_IMMEDIATE_EXIT,
-    "KVM_CAP_SET_TSS_ADDR": lib.KVM_CAP_SET_TSS_ADDR,
-}
 
 _kick_installed = False
 
@@ -311,6 +303,8 @@ class Machine:
             raise PyvisorError("this machine has already run; build a new one")
         self._started = True
         _install_kick_handler()
+        if self.config.seccomp:
+            seccomp.install()   # everything the machine opens is open by now
         if paused:
             self._control.pausing = True
         if self.config.console in ("stdio", "virtio"):
