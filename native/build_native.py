@@ -349,6 +349,7 @@ uint64_t pv_copy_differing(uint8_t *dst, const uint8_t *src, uint64_t npages);
 uint64_t pv_copy_nonzero(uint8_t *dst, const uint8_t *src, uint64_t npages);
 int pv_page_is_zero(const uint8_t *page);
 int pv_mmap_file_private(void *addr, size_t size, int fd, uint64_t offset);
+uint64_t pv_scan_nonzero(const uint8_t *base, uint64_t npages, uint8_t *map);
 """
 
 ffibuilder = FFI()

@@ -129,6 +129,7 @@ static int uart_fast_path(struct pv_uart *u, struct kvm_run *run)
     return 1;
 }
 
+
 static void count_mmio(struct pv_stats *st, uint64_t gpa)
 {
     uint64_t key = (gpa >> 12) + 1;
@@ -436,4 +437,14 @@ int pv_mmap_file_private(void *addr, size_t size, int fd, uint64_t offset)
 {
     void *p = mmap(addr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd, (off_t)offset);
     return p == MAP_FAILED ? -errno : 0;
+}
+
+uint64_t pv_scan_nonzero(const uint8_t *base, uint64_t npages, uint8_t *map)
+{
+    uint64_t count = 0;
+    for (uint64_t p = 0; p < npages; p++) {
+        map[p] = !pv_page_is_zero(base + p * PV_PAGE);
+        count += map[p];
+    }
+    return count;
 }

@@ -186,5 +186,7 @@ uint64_t pv_copy_nonzero(uint8_t *dst, const uint8_t *src, uint64_t npages);
 int pv_page_is_zero(const uint8_t *page);
 /* mmap(MAP_PRIVATE | MAP_FIXED) of a file range over addr: guest RAM loaded lazily. */
 int pv_mmap_file_private(void *addr, size_t size, int fd, uint64_t offset);
+/* Mark in map (one byte per page) which of npages pages are not all zero; their count. */
+uint64_t pv_scan_nonzero(const uint8_t *base, uint64_t npages, uint8_t *map);
 
 #endif

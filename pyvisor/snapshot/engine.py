@@ -75,9 +75,9 @@ class Snapshotter:
         return me
 
     def devices(self) -> dict[str, Any]:
-        """The device walk, redone only when the bus registrations change."""
-        key = tuple((r.base, id(r.device)) for r in self._pio_bus.registrations()) + \
-            tuple((r.base, id(r.device)) for r in self._mmio_bus.registrations())
+        """The device walk, redone only when the MMIO registrations change (BARs move,
+        watched pages come and go; the port devices are fixed once the machine is built)."""
+        key = tuple((r.base, id(r.device)) for r in self._mmio_bus.registrations())
         if self._walked is None or self._walked[0] != key:
             self._walked = (key, walk(self._pio_bus, self._mmio_bus))
         return self._walked[1]

@@ -95,18 +95,19 @@ def _check_disks(disks: list[dict], force: bool) -> None:
 
 def _runs(host: int, npages: int) -> list[tuple[int, int]]:
     """(first page, page count) of the pages that are not all zero, bridging short gaps."""
-    base = ffi.cast("uint8_t *", host)
-    nonzero = [p for p in range(npages) if not lib.pv_page_is_zero(base + p * PAGE)]
+    marks = bytearray(npages)
+    lib.pv_scan_nonzero(ffi.cast("uint8_t *", host), npages, ffi.from_buffer(marks))
     gap = RUN_GAP
     while True:
-        runs: list[list[int]] = []
-        for p in nonzero:
-            if runs and p - (runs[-1][0] + runs[-1][1]) <= gap:
-                runs[-1][1] = p + 1 - runs[-1][0]
-            else:
-                runs.append([p, 1])
+        runs, pos, zeros = [], 0, bytes(gap + 1)
+        while (start := marks.find(1, pos)) >= 0:
+            stop = marks.find(zeros, start)            # gap + 1 zero pages end a run
+            stop = npages if stop < 0 else stop
+            stop = marks.rfind(1, start, stop) + 1
+            runs.append((start, stop - start))
+            pos = stop
         if len(runs) <= MAX_RUNS:
-            return [(a, n) for a, n in runs]
+            return runs
         gap *= 2
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .._native import ffi, lib
+from ..kvm.ioctl import ioctl
 from ..kvm.vm import Vm
 from .errors import SnapshotError
 
@@ -17,15 +18,24 @@ class VmState:
     pit: bytes
     clock: int
 
+    def __post_init__(self) -> None:
+        # The ioctl arguments, built once: a reset loop sets them over and over.
+        self._chips = [ffi.new("struct kvm_irqchip *") for _ in self.irqchips]
+        for struct, raw in zip(self._chips, self.irqchips):
+            ffi.buffer(struct)[:] = raw
+        self._pit = ffi.new("struct kvm_pit_state2 *")
+        ffi.buffer(self._pit)[:] = self.pit
+        self._clock = ffi.new("struct kvm_clock_data *", {"clock": self.clock})
+
     @classmethod
     def capture(cls, vm: Vm) -> "VmState":
         return cls(tuple(vm.get_irqchip(chip) for chip in CHIPS), vm.get_pit2(), vm.get_clock())
 
     def apply(self, vm: Vm) -> None:
-        for chip in self.irqchips:
-            vm.set_irqchip(chip)
-        vm.set_pit2(self.pit)
-        vm.set_clock(self.clock)
+        for chip in self._chips:
+            ioctl(vm.fd, lib.KVM_SET_IRQCHIP, chip, "KVM_SET_IRQCHIP")
+        ioctl(vm.fd, lib.KVM_SET_PIT2, self._pit, "KVM_SET_PIT2")
+        ioctl(vm.fd, lib.KVM_SET_CLOCK, self._clock, "KVM_SET_CLOCK")
 
     def to_record(self) -> dict:
         return {"irqchips": list(self.irqchips), "pit": self.pit, "clock": self.clock}
@@ -33,13 +43,13 @@ class VmState:
     @classmethod
     def from_record(cls, record: dict) -> "VmState":
         try:
-            state = cls(tuple(bytes(c) for c in record["irqchips"]), bytes(record["pit"]),
-                        int(record["clock"]))
+            chips, pit = tuple(bytes(c) for c in record["irqchips"]), bytes(record["pit"])
+            clock = int(record["clock"])
         except (KeyError, TypeError, ValueError) as e:
             raise SnapshotError(f"the snapshot's VM state is malformed ({e})") from None
-        chip, pit = ffi.sizeof("struct kvm_irqchip"), ffi.sizeof("struct kvm_pit_state2")
-        if len(state.irqchips) != len(CHIPS) or any(len(c) != chip for c in state.irqchips) \
-                or len(state.pit) != pit or not 0 <= state.clock < 1 << 64:
+        chip_size, pit_size = ffi.sizeof("struct kvm_irqchip"), ffi.sizeof("struct kvm_pit_state2")
+        if len(chips) != len(CHIPS) or any(len(c) != chip_size for c in chips) \
+                or len(pit) != pit_size or not 0 <= clock < 1 << 64:
             raise SnapshotError("the snapshot's interrupt controller or PIT state does not fit "
                                 "this build of pyvisor")
-        return state
+        return cls(chips, pit, clock)
