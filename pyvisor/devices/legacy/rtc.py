@@ -194,11 +194,13 @@ class CmosRtc:
         except (TypeError, ValueError):
             raise DeviceStateError("CMOS RTC: the saved time registers are malformed") from None
         with self._cond:
+            plan = (self._cmos[REG_A], self._cmos[REG_B], self._flags, self._frozen is None)
             restore_fields(self, state, self._STATE, "CMOS RTC")
             self._frozen = frozen
             self._last = self._clock()
             self._update_irq()         # the line changes only if the flags say so
-            self._reschedule()
+            if plan != (self._cmos[REG_A], self._cmos[REG_B], self._flags, frozen is None):
+                self._reschedule()     # the timer thread's plan changed
 
     # --- guest side -----------------------------------------------------------------------
 
