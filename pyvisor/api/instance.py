@@ -7,6 +7,7 @@ refuses, with the same message) and starts a Machine. The bodies arrive already 
 by schema.check; one lock serializes changes, since requests come from many threads."""
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,7 @@ class Instance:
         self._drives: dict[str, dict[str, Any]] = {}
         self._nets: dict[str, dict[str, Any]] = {}
         self._entropy: dict[str, Any] | None = None
+        self._configured = False      # a pre-boot resource was set: no snapshot load then
 
     # --- what GET returns -------------------------------------------------------------
     @property
@@ -81,19 +83,23 @@ class Instance:
         if self.machine is not None:
             raise ApiError(NOT_AFTER_START)
 
+    def _configure(self) -> None:
+        self._before_start()
+        self._configured = True
+
     def set_boot_source(self, body: dict[str, Any]) -> None:
         with self._lock:
-            self._before_start()
+            self._configure()
             self._boot = body
 
     def set_machine_config(self, body: dict[str, Any]) -> None:
         with self._lock:
-            self._before_start()
+            self._configure()
             self._machine_config = {"smt": False, **body}
 
     def update_machine_config(self, body: dict[str, Any]) -> None:
         with self._lock:
-            self._before_start()
+            self._configure()
             self._machine_config = {**self._machine_config, **body}
 
     def set_drive(self, drive_id: str, body: dict[str, Any]) -> None:
@@ -102,7 +108,7 @@ class Instance:
             raise ApiError(f"drive {drive_id}: missing field path_on_host (pyvisor has no "
                            f"vhost-user block devices)")
         with self._lock:
-            self._before_start()
+            self._configure()
             if body["is_root_device"] and any(d["is_root_device"] for i, d in
                                               self._drives.items() if i != drive_id):
                 raise ApiError("A root block device already exists!")
@@ -112,12 +118,12 @@ class Instance:
         body = {"iface_id": iface_id, **body}
         _net_spec(body, 0)          # a bad name or MAC is refused now, not at InstanceStart
         with self._lock:
-            self._before_start()
+            self._configure()
             self._nets[iface_id] = body
 
     def set_entropy(self, body: dict[str, Any]) -> None:
         with self._lock:
-            self._before_start()
+            self._configure()
             self._entropy = body
 
     # --- start ------------------------------------------------------------------------
@@ -163,6 +169,50 @@ class Instance:
             self.machine = machine
         self.started.set()
 
+    def load_snapshot(self, body: dict[str, Any]) -> None:
+        """PUT /snapshot/load: a machine from a snapshot file, instead of InstanceStart;
+        paused unless resume_vm."""
+        snapshot_path = body["snapshot_path"]
+        memory = [body["mem_backend"]["backend_path"]] if "mem_backend" in body else []
+        memory += [body["mem_file_path"]] if "mem_file_path" in body else []
+        if len(memory) != 1:
+            raise ApiError("Load snapshot error: give exactly one of mem_backend and "
+                           "mem_file_path.")
+        with self._lock:
+            self._before_start()
+            if self._configured:
+                raise ApiError("Loading a microVM snapshot not allowed after configuring "
+                               "boot-specific resources.")
+            _check_same_file(snapshot_path, memory[0])
+            try:
+                machine = Machine.restore_from(snapshot_path, console=self.host.console,
+                                               kvm_path=self.host.kvm_path)
+            except PyvisorError as e:
+                raise ApiError(f"Load snapshot error: {e}") from None
+            try:
+                machine.start(paused=not body.get("resume_vm", False))
+            except BaseException:
+                machine.close()
+                raise
+            self._describe(machine.config)
+            self.machine = machine
+        self.started.set()
+
+    def _describe(self, cfg: MachineConfig) -> None:
+        """What GET /vm/config says of a machine loaded from a snapshot."""
+        self._boot = {"kernel_image_path": cfg.kernel, "boot_args": cfg.cmdline,
+                      **({"initrd_path": cfg.initrd} if cfg.initrd else {})}
+        self._machine_config = {"vcpu_count": cfg.cpus, "mem_size_mib": cfg.mem >> 20,
+                                "smt": False}
+        root = "root=/dev/vda" in cfg.cmdline.split()
+        self._drives = {d.serial or f"drive{i}": {
+            "drive_id": d.serial or f"drive{i}", "path_on_host": d.path,
+            "is_root_device": root and i == 0, "is_read_only": d.readonly}
+            for i, d in enumerate(cfg.disks)}
+        self._nets = {f"net{i}": {"iface_id": f"net{i}", "host_dev_name": n.tap,
+                                  "guest_mac": n.mac.hex(":")} for i, n in enumerate(cfg.nets)}
+        self._entropy = {} if cfg.rng else None
+
     # --- running ----------------------------------------------------------------------
     def _running(self) -> Machine:
         machine = self.machine
@@ -199,6 +249,33 @@ class Instance:
             self._drives[drive_id] = {**self._drives[drive_id],
                                       "path_on_host": body["path_on_host"]}
 
+    def create_snapshot(self, body: dict[str, Any]) -> None:
+        """PUT /snapshot/create: the paused machine to snapshot_path. pyvisor keeps guest
+        memory inside that one file; mem_file_path becomes a second name (a hard link)
+        for it, so a Firecracker client's later load names the same file twice."""
+        machine = self._running()
+        if machine.state != "paused":
+            raise ApiError('Create snapshot error: the microVM must be paused first '
+                           '(PATCH /vm {"state": "Paused"}).')
+        snapshot_path, memory_path = body["snapshot_path"], body["mem_file_path"]
+        try:
+            machine.save(snapshot_path)
+        except PyvisorError as e:
+            raise ApiError(f"Create snapshot error: {e}") from None
+        if os.path.abspath(memory_path) == os.path.abspath(snapshot_path):
+            return
+        staged = f"{memory_path}.tmp{os.getpid()}"
+        try:
+            os.link(snapshot_path, staged)
+            os.replace(staged, memory_path)
+        except OSError as e:
+            if os.path.lexists(staged):
+                os.unlink(staged)
+            raise ApiError(f"Create snapshot error: cannot make {memory_path} a name for "
+                           f"{snapshot_path} ({e.strerror}): pyvisor keeps guest memory in "
+                           f"the snapshot file, so mem_file_path must be on its file "
+                           f"system") from None
+
     def stats(self) -> dict[str, Any]:
         stats = self._started_machine().stats
         return {"exits": stats.exits, "ports": {f"{p:#x}": n for p, n in stats.ports.items()},
@@ -223,3 +300,15 @@ def _net_spec(iface: dict[str, Any], index: int) -> NetSpec:
         return NetSpec.parse(spec, index)
     except PyvisorError as e:
         raise ApiError(f"network interface {iface['iface_id']}: {e}") from None
+
+
+def _check_same_file(snapshot_path: str, memory_path: str) -> None:
+    """A load names the memory file its create named: the snapshot file itself."""
+    try:
+        same = os.path.samefile(snapshot_path, memory_path)
+    except OSError as e:
+        raise ApiError(f"Load snapshot error: {e.filename}: {e.strerror}") from None
+    if not same:
+        raise ApiError(f"Load snapshot error: {memory_path} is not the memory of "
+                       f"{snapshot_path}: pyvisor keeps guest memory in the snapshot file "
+                       f"(PUT /snapshot/create makes mem_file_path a second name for it)")

@@ -72,12 +72,15 @@ def _action(inst: Instance, _p: dict, body: Any) -> None:
                        f"(GET /pyvisor/stats returns its exit statistics)")
 
 
-def _snapshot(inst: Instance, _p: dict, body: Any, fields: dict, what: str) -> None:
-    body = schema.check(body, fields, what)
+def _snapshot_create(inst: Instance, _p: dict, body: Any) -> None:
+    inst.create_snapshot(schema.check(body, schema.SNAPSHOT_CREATE, "snapshot/create"))
+
+
+def _snapshot_load(inst: Instance, _p: dict, body: Any) -> None:
+    body = schema.check(body, schema.SNAPSHOT_LOAD, "snapshot/load")
     if "mem_backend" in body:
-        schema.check(body["mem_backend"], schema.MEMORY_BACKEND, f"{what}: mem_backend")
-    raise ApiError(f"{what}: pyvisor cannot take or load snapshots yet "
-                   f"(Machine.save and Machine.restore_from are not there)")
+        schema.check(body["mem_backend"], schema.MEMORY_BACKEND, "snapshot/load: mem_backend")
+    inst.load_snapshot(body)
 
 
 _ROUTES: list[tuple[str, re.Pattern[str], Handler, int]] = [
@@ -96,10 +99,8 @@ _ROUTES: list[tuple[str, re.Pattern[str], Handler, int]] = [
         ("PUT", r"/entropy", _entropy, NO_CONTENT),
         ("PUT", r"/actions", _action, NO_CONTENT),
         ("PATCH", r"/vm", _vm, NO_CONTENT),
-        ("PUT", r"/snapshot/create",
-         lambda i, p, b: _snapshot(i, p, b, schema.SNAPSHOT_CREATE, "snapshot/create"), NO_CONTENT),
-        ("PUT", r"/snapshot/load",
-         lambda i, p, b: _snapshot(i, p, b, schema.SNAPSHOT_LOAD, "snapshot/load"), NO_CONTENT),
+        ("PUT", r"/snapshot/create", _snapshot_create, NO_CONTENT),
+        ("PUT", r"/snapshot/load", _snapshot_load, NO_CONTENT),
         ("GET", r"/pyvisor/stats", _get(Instance.stats), OK),
         ("GET", r"/pyvisor/console", _get(Instance.console), OK),
     ]

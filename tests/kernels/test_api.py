@@ -185,10 +185,10 @@ def test_getting_started_with_curl(served, disk, tmp_path):
     assert curl(s.sock, "PATCH", "/vm", {"state": "Paused"}) == (204, "")
     code, text = curl(s.sock, "GET", "/")
     assert code == 200 and json.loads(text)["state"] == "Paused"
-    code, text = curl(s.sock, "PUT", "/snapshot/create", {
+    assert curl(s.sock, "PUT", "/snapshot/create", {
         "snapshot_path": str(tmp_path / "snap"), "mem_file_path": str(tmp_path / "mem"),
-        "snapshot_type": "Full"})
-    assert code == 400 and "pyvisor cannot take or load snapshots" in json.loads(text)["fault_message"]
+        "snapshot_type": "Full"}) == (204, "")
+    assert os.path.samefile(tmp_path / "snap", tmp_path / "mem")   # memory is in the one file
     assert curl(s.sock, "PATCH", "/vm", {"state": "Resumed"}) == (204, "")
     assert curl(s.sock, "PUT", "/actions", {"action_type": "SendCtrlAltDel"}) == (204, "")
     code, text = curl(s.sock, "GET", "/vm/config")
@@ -416,3 +416,44 @@ def test_sigterm_ends_pyvisor_before_and_after_the_start(served):
     assert running.wait() == 128 + 15
     assert b"terminated by SIGTERM" in running.proc.stderr.read()
     assert not os.path.exists(running.sock)
+
+
+def test_snapshot_create_and_load_in_a_new_pyvisor(served, tmp_path, disk):
+    snap, mem = str(tmp_path / "vm.snap"), str(tmp_path / "vm.mem")
+    first = served()
+    api = first.api
+    api("PUT", "/boot-source", {"kernel_image_path": guest("shell"),
+                                "boot_args": "mode=interactive"})
+    api("PUT", "/drives/rootfs", {"drive_id": "rootfs", "path_on_host": disk,
+                                  "is_root_device": True, "is_read_only": True})
+    api("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 32})
+    api("PUT", "/actions", {"action_type": "InstanceStart"})
+    api.wait_console(PROMPT)
+    create = {"snapshot_path": snap, "mem_file_path": mem, "snapshot_type": "Full"}
+    assert api("PUT", "/snapshot/create", create) == (400, {
+        "fault_message": 'Create snapshot error: the microVM must be paused first '
+                         '(PATCH /vm {"state": "Paused"}).'})
+    api("PATCH", "/vm", {"state": "Paused"})
+    assert api("PUT", "/snapshot/create", create) == (204, None)
+    assert os.path.samefile(snap, mem)
+    api("PATCH", "/vm", {"state": "Resumed"})
+    first.type("exit 1\r")
+    assert first.wait() == 1
+
+    second = served()
+    load = {"snapshot_path": snap, "mem_backend": {"backend_path": mem, "backend_type": "File"},
+            "resume_vm": False}
+    assert second.api("PUT", "/snapshot/load", load) == (204, None)
+    assert second.api("GET", "/")[1]["state"] == "Paused"
+    config = second.api("GET", "/vm/config")[1]
+    assert config["machine-config"] == {"vcpu_count": 1, "mem_size_mib": 32, "smt": False}
+    assert config["drives"] == [{"drive_id": "rootfs", "path_on_host": disk,
+                                 "is_root_device": True, "is_read_only": True}]
+    assert second.api("PUT", "/snapshot/load", load)[1] == {
+        "fault_message": "The requested operation is not supported after starting the microVM."}
+    assert second.api("PATCH", "/vm", {"state": "Resumed"}) == (204, None)
+    # The restored shell answers: it was waiting at its prompt.
+    second.type("echo restored\r")
+    second.api.wait_console("restored\r\n")
+    second.type("exit 3\r")
+    assert second.wait() == 3

@@ -166,15 +166,43 @@ def test_refusals(api, method, path, body, message):
     assert fault(api(method, path, body)) == message
 
 
-def test_snapshots_are_refused_until_pyvisor_has_them(api):
-    """Checked as bodies first, then refused as a whole, naming what is missing."""
+def test_snapshot_requests_checked_before_any_machine(api, tmp_path):
     assert fault(api("PUT", "/snapshot/create", {"snapshot_path": "s"})) == \
         "snapshot/create: missing field mem_file_path"
+    assert fault(api("PUT", "/snapshot/create", {"snapshot_path": "s", "mem_file_path": "m",
+                                                 "snapshot_type": "Diff"})) == \
+        "snapshot/create: snapshot_type: 'Diff' is not one of Full"
+    assert fault(api("PUT", "/snapshot/create", {"snapshot_path": "s", "mem_file_path": "m"})) \
+        == "The requested operation is not supported before starting the microVM."
     assert fault(api("PUT", "/snapshot/load", {"snapshot_path": "s", "mem_backend":
                                                {"backend_path": "m", "backend_type": "Uffd"}})) \
         == "snapshot/load: mem_backend: backend_type: 'Uffd' is not one of File"
-    assert "pyvisor cannot take or load snapshots" in fault(api(
-        "PUT", "/snapshot/create", {"snapshot_path": "s", "mem_file_path": "m"}))
+    assert fault(api("PUT", "/snapshot/load", {"snapshot_path": "s", "track_dirty_pages": True,
+                                               "mem_file_path": "m"})) == \
+        "snapshot/load: pyvisor does not support track_dirty_pages"
+    assert fault(api("PUT", "/snapshot/load", {"snapshot_path": "s"})) == \
+        "Load snapshot error: give exactly one of mem_backend and mem_file_path."
+    assert fault(api("PUT", "/snapshot/load", {"snapshot_path": "s", "mem_file_path": "m",
+                                               "mem_backend": {"backend_path": "m",
+                                                               "backend_type": "File"}})) == \
+        "Load snapshot error: give exactly one of mem_backend and mem_file_path."
+    missing = str(tmp_path / "nope.snap")
+    assert fault(api("PUT", "/snapshot/load", {"snapshot_path": missing,
+                                               "mem_file_path": missing})) == \
+        f"Load snapshot error: {missing}: No such file or directory"
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"x")
+    b.write_bytes(b"x")
+    assert "is not the memory of" in fault(api("PUT", "/snapshot/load", {
+        "snapshot_path": str(a), "mem_backend": {"backend_path": str(b), "backend_type": "File"}}))
+    assert fault(api("PUT", "/snapshot/load", {"snapshot_path": str(a), "mem_file_path": str(a)})) \
+        == f"Load snapshot error: {a} is not a pyvisor snapshot"
+
+
+def test_no_snapshot_load_after_configuring(api, tmp_path):
+    api("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 32})
+    assert fault(api("PUT", "/snapshot/load", {"snapshot_path": "s", "mem_file_path": "s"})) == \
+        "Loading a microVM snapshot not allowed after configuring boot-specific resources."
 
 
 @pytest.mark.parametrize("raw, message", [
