@@ -63,3 +63,18 @@ def test_the_whole_machine_api(pyvisor_vm):
     assert vm.wait(timeout=30).status == exit_status(5)
     assert exits == [5]
     assert vm.stats.ports[EXIT_PORT] == 1
+
+
+def test_back_to_the_prompt_with_a_snapshot(pyvisor_vm):
+    """Log in once, then run each case from that same state."""
+    vm = pyvisor_vm(KERNEL, mem="32M")
+    login(vm)
+    vm.pause()
+    at_prompt = vm.snapshot()
+    for a, b in ((1, 2), (40, 2), (-5, 5)):
+        vm.restore(at_prompt)
+        vm.resume()
+        vm.send(f"add {a} {b}\r")
+        assert vm.expect(r"\n(-?\d+)\r\n").group(1) == str(a + b)
+        vm.expect(r"# ")
+        vm.pause()

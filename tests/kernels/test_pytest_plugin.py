@@ -29,7 +29,7 @@ def run(pytester: pytest.Pytester, source: str, *args: str) -> pytest.RunResult:
 def test_the_example_suite_passes(pytester, mini):
     shutil.copytree(EXAMPLE, pytester.path / "example")
     result = pytester.runpytest("-p", "no:cacheprovider", "example")
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=5)
 
 
 def test_shell_guest_expect_send_and_wait(pytester):
