@@ -89,6 +89,8 @@ class Machine:
     `stats`. Every call is safe from any thread; hooks run on the vCPU threads.
     """
 
+    _restoring = False   # set by a restore from a snapshot file: memory and state come from it
+
     def __init__(self, config: MachineConfig | None = None, **options):
         self.config = config or MachineConfig.build(**options)
         self.outcome: Outcome | None = None
@@ -139,8 +141,9 @@ class Machine:
         self.vm.create_pit2()
 
         supported_cpuid = self.kvm.supported_cpuid()
-        self.boot = prepare_boot(cfg, self.memory, self.layout, supported_cpuid)
-        self.kernel = self.boot.image
+        if not self._restoring:
+            self.boot = prepare_boot(cfg, self.memory, self.layout, supported_cpuid)
+            self.kernel = self.boot.image
 
         self._build_devices()
 
@@ -149,7 +152,8 @@ class Machine:
             vcpu = self.vm.create_vcpu(index)
             configure_cpu(vcpu, supported_cpuid, cfg.cpus, supported_msrs)
             configure_lapic(vcpu)
-        enter_kernel(self.vm.vcpus[0], self.boot)
+        if not self._restoring:
+            enter_kernel(self.vm.vcpus[0], self.boot)
         self._build_control()
         self._snapshots: Snapshotter | None = None
 

@@ -210,7 +210,9 @@ def restore(cls, path: str, *, force: bool = False, **options: Any):
         except (KeyError, TypeError, ValueError) as e:
             raise SnapshotError(f"{path} is corrupt (state: {e!r})") from None
         _check_disks(disks, force)
-        machine = cls(config)
+        machine = cls.__new__(cls)
+        machine._restoring = True            # built without loading the kernel
+        machine.__init__(config)
         try:
             here = host_identity(machine.kvm)
             if here != host:

@@ -153,3 +153,20 @@ def test_a_changed_disk_is_refused_unless_forced(tmp_path):
     assert "changed since it was saved" in refused(path)
     result = pyvisor("restore", path, "--console", "stdio", "--timeout", "60", "--force")
     assert result.returncode == 0 and b"write ok" in result.stdout, result.stdout + result.stderr
+
+
+def test_the_kernel_file_is_not_needed_to_restore(tmp_path):
+    kernel = tmp_path / "snap_target.elf"
+    kernel.write_bytes(open(guest("snap_target"), "rb").read())
+    path = str(tmp_path / "vm.snap")
+    with Machine(kernel=str(kernel), mem="64M", cmdline="pages=8 rounds=4") as m:
+        paused = threading.Event()
+        m.on_pio(ROUND_PORT, callback=lambda c, p, s, value, w: (
+            value == 2 and (m.pause(), paused.set()), True)[1])
+        m.start()
+        assert paused.wait(30)
+        m.save(path)
+    kernel.unlink()
+    with Machine.restore_from(path) as m:
+        assert m.run(timeout=60).status == 3
+        assert [line.split()[1] for line in rounds_of(m.console_text)] == ["3", "4", "4"]
