@@ -8,6 +8,7 @@ import struct
 import pytest
 
 from pyvisor._native import lib
+from pyvisor.devices.state import DeviceStateError
 from pyvisor.devices.virtio import net
 from pyvisor.devices.virtio.device import NEEDS_RESET
 from pyvisor.devices.virtio.net import HEADER_SIZE, RX, TX, NetSpec, VirtioNet
@@ -219,3 +220,18 @@ def test_transmit_chain_longer_than_a_frame_is_dropped_unread(dev, tap):
     with pytest.raises(BlockingIOError):
         tap.far.recv(1 << 17)
     assert not dev.status & NEEDS_RESET
+
+
+def test_a_waiting_frame_refuses_a_snapshot_and_a_restore_sets_the_tap_up_again(dev, tap):
+    rx, _, _ = start(dev, bit("GUEST_CSUM"))
+    tap.send(header() + b"waits")                  # no receive buffer: the frame waits
+    with pytest.raises(DeviceStateError, match="frame from the tap waits"):
+        dev.snapshot_state()
+    rx.add([Buf(rx.alloc(256), 256, True)])
+    dev.notify(RX)
+    state = dev.snapshot_state()
+    tap.offloads.clear()
+    dev.set_status(0)
+    assert dev.fd not in tap.watched
+    dev.restore_state(state)                      # running again, as the snapshot was
+    assert dev.fd in tap.watched and tap.offloads == [lib.TUN_F_CSUM]

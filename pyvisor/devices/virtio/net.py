@@ -135,9 +135,13 @@ class VirtioNet(VirtioDevice):
         return {}
 
     def restore_device_state(self, state: dict) -> None:
-        """Read the tap again when the restored driver has a receive queue running."""
+        """A running driver's offloads go to the tap again (a restore from a file has a
+        new one) and the tap is read again; otherwise it is not read."""
         self._pending = None
-        self._set_watch(bool(self.running) and self.queues[RX].ready)
+        if self.running:
+            self.on_activate()
+        else:
+            self._set_watch(False)
 
     def _set_watch(self, on: bool) -> None:
         if on != self._watching:
