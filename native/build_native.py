@@ -352,16 +352,23 @@ int pv_mmap_file_private(void *addr, size_t size, int fd, uint64_t offset);
 uint64_t pv_scan_nonzero(const uint8_t *base, uint64_t npages, uint8_t *map);
 """
 
+# QEMU's fw_cfg interface (linux/qemu_fw_cfg.h): item selectors and sizes.
+FW_CFG_CONSTANTS = """
+FW_CFG_SIGNATURE FW_CFG_ID FW_CFG_UUID FW_CFG_RAM_SIZE FW_CFG_NB_CPUS FW_CFG_MAX_CPUS
+FW_CFG_FILE_DIR FW_CFG_FILE_FIRST FW_CFG_MAX_FILE_PATH FW_CFG_VERSION FW_CFG_CTL_SIZE
+""".split()
+
 ffibuilder = FFI()
-ffibuilder.cdef(CDEF + "".join(f"#define {name} ...\n"
-                               for name in KVM_CONSTANTS + BOOT_CONSTANTS + VIRTIO_CONSTANTS))
+ffibuilder.cdef(CDEF + "static char *const FW_CFG_ACPI_DEVICE_ID;\n"
+                + "".join(f"#define {name} ...\n" for name in
+                          KVM_CONSTANTS + BOOT_CONSTANTS + VIRTIO_CONSTANTS + FW_CFG_CONSTANTS))
 ffibuilder.set_source(
     "pyvisor._native",
     '#include "shim.h"\n#include <asm/e820.h>\n'
     + "".join(f"#include <linux/{h}.h>\n" for h in (
         "virtio_config", "virtio_ring", "virtio_ids", "virtio_pci", "virtio_blk",
         "virtio_console", "virtio_net", "falloc", "if_tun", "virtio_mmio",
-        "seccomp", "filter", "audit", "unistd", "sched", "prctl")),
+        "seccomp", "filter", "audit", "unistd", "sched", "prctl", "qemu_fw_cfg")),
     sources=["native/shim.c"],
     include_dirs=["native"],
     extra_compile_args=["-O2", "-Wall"],

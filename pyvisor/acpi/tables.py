@@ -18,6 +18,7 @@ from pyvisor.acpi.platform import (INTI_ACTIVE_HIGH, INTI_CONFORMS, INTI_LEVEL,
 from pyvisor.devices.legacy.acpi_pm import (PM1_CNT, PM1_CNT_LEN, PM1_EVT_LEN, PM1_STS,
                                             PM_BASE, PM_TMR, PM_TMR_LEN, RESET, RESET_VALUE,
                                             SCI_IRQ, SLP_TYP_S5)
+from pyvisor.devices.legacy.fw_cfg import FW_CFG_ACPI_HID, FW_CFG_PORT, FW_CFG_PORTS
 
 OEM_ID = b"PYVISR"
 OEM_TABLE_ID = b"PYVISOR "
@@ -261,6 +262,18 @@ def _rtc() -> bytes:
     )
 
 
+def _fw_cfg() -> bytes:
+    """QEMU's fw_cfg device as QEMU's DSDT lists it (_STA 0x0B: present, enabled, not
+    shown in the UI), for drivers such as Linux's qemu_fw_cfg that find it through ACPI."""
+    return aml.device(
+        "FWCF",
+        aml.name("_HID", aml.string(FW_CFG_ACPI_HID)),
+        aml.name("_STA", aml.integer(0x0B)),
+        aml.name("_CRS", aml.resource_template(
+            aml.io_port(FW_CFG_PORT, FW_CFG_PORT, 1, FW_CFG_PORTS))),
+    )
+
+
 def _cpu(index: int) -> bytes:
     return aml.device(
         f"C{index:03X}",
@@ -281,12 +294,12 @@ def _virtio_mmio(index: int, base: int, length: int, gsi: int) -> bytes:
 
 
 def dsdt_aml(cpus: int, virtio_mmio: Sequence[tuple[int, int, int]] = ()) -> bytes:
-    """The DSDT's AML: \\_S5, \\_SB.PCI0 (host bridge, windows, _PRT), \\_SB.RTC, one
-    ACPI0007 processor device per CPU (\\_SB.C000.., _UID = MADT processor UID) and one
-    device per virtio-mmio transport, given as (base, length, gsi)."""
+    """The DSDT's AML: \\_S5, \\_SB.PCI0 (host bridge, windows, _PRT), \\_SB.RTC,
+    \\_SB.FWCF (fw_cfg), one ACPI0007 processor device per CPU (\\_SB.C000.., _UID = MADT
+    processor UID) and one device per virtio-mmio transport, given as (base, length, gsi)."""
     return (aml.name("_S5", aml.package(*(aml.integer(v) for v in (SLP_TYP_S5, SLP_TYP_S5,
                                                                    0, 0))))
-            + aml.scope("\\_SB", _pci0(), _rtc(), *(_cpu(i) for i in range(cpus)),
+            + aml.scope("\\_SB", _pci0(), _rtc(), _fw_cfg(), *(_cpu(i) for i in range(cpus)),
                         *(_virtio_mmio(i, *dev) for i, dev in enumerate(virtio_mmio))))
 
 

@@ -25,6 +25,7 @@ from ..devices.bus import MmioBus, PioBus
 from ..devices.legacy.acpi_pm import PM_BASE, PM_LENGTH, PM_TMR, SCI_IRQ, AcpiPm
 from ..devices.legacy.debugcon import DEBUGCON_PORT, DebugConsole
 from ..devices.legacy.exit_device import EXIT_PORT, ExitDevice
+from ..devices.legacy.fw_cfg import FW_CFG_PORT, FW_CFG_PORTS, FwCfg, build_items
 from ..devices.legacy.i8042 import COMMAND_PORT, DATA_PORT, I8042
 from ..devices.legacy.rtc import RTC_INDEX_PORT, RTC_IRQ, CmosRtc
 from ..devices.legacy.rtc import PORT_COUNT as RTC_PORT_COUNT
@@ -188,6 +189,9 @@ class Machine:
         bus.register(RTC_INDEX_PORT, RTC_PORT_COUNT, self.rtc, "CMOS RTC")
         bus.register(PM_BASE, PM_LENGTH, self.acpi_pm, "ACPI PM block")
         bus.register(CONFIG_ADDRESS_PORT, PCI_PORT_COUNT, self.pci, "PCI configuration")
+        bus.register(FW_CFG_PORT, FW_CFG_PORTS,
+                     FwCfg(build_items(self.config.mem, self.config.cpus, self.layout.e820())),
+                     "fw_cfg")
         self.io_loop = IoLoop()
         self.pci_functions = attach_virtio_devices(self.config, self)
         self._console_input = next(
