@@ -185,3 +185,23 @@ def test_a_client_that_floods_while_the_guest_runs_is_dropped(stub):
     except ConnectionResetError:
         pass                                       # closed with our packets unread
     assert machine.state == "running"
+
+
+def test_unix_socket_is_ours_only_and_a_stale_one_is_replaced(tmp_path):
+    path = tmp_path / "gdb.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()                                  # a file left by an earlier run
+    with serve(FakeMachine(), f"unix:{path}"):
+        assert path.stat().st_mode & 0o777 == 0o600
+        with pytest.raises(ConfigError, match="another program listens there"):
+            serve(FakeMachine(), f"unix:{path}")
+        assert path.exists()
+
+
+def test_unix_path_errors_are_one_line(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        serve(FakeMachine(), f"unix:{tmp_path}/{'x' * 200}")
+    assert "cannot listen" in str(e.value) and "None" not in str(e.value)
+    with pytest.raises(ConfigError, match="cannot listen"):
+        serve(FakeMachine(), f"unix:{tmp_path}/missing/dir/gdb.sock")

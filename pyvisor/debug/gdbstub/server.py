@@ -73,13 +73,7 @@ def parse_address(spec: str) -> Address:
 
 def _listen(address: Address) -> socket.socket:
     if address.family == "unix":
-        try:
-            if stat.S_ISSOCK(os.lstat(address.path).st_mode):
-                os.unlink(address.path)     # a socket left by an earlier run
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            raise ConfigError(f"--gdb {address}: {e.strerror}") from None
+        _remove_stale_socket(address)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         target: object = address.path
     else:
@@ -89,12 +83,40 @@ def _listen(address: Address) -> socket.socket:
         target = (address.host, address.port)
     try:
         sock.bind(target)
+        if address.family == "unix":
+            os.chmod(address.path, 0o600)   # gdb drives the guest: only our user may connect
         sock.listen(1)
     except OSError as e:
         sock.close()
-        raise ConfigError(f"--gdb {address}: cannot listen: {e.strerror}") from None
+        raise ConfigError(f"--gdb {address}: cannot listen: {e.strerror or e}") from None
     sock.set_inheritable(False)
     return sock
+
+
+def _remove_stale_socket(address: Address) -> None:
+    """A socket file nobody listens on is left by an earlier run (the seccomp filter
+    forbids unlink, so pyvisor cannot remove its own at exit): replace it. One that
+    answers belongs to a live program, and anything else is not ours to remove."""
+    try:
+        if not stat.S_ISSOCK(os.lstat(address.path).st_mode):
+            return                  # bind fails on it with a clear error
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise ConfigError(f"--gdb {address}: {e.strerror}") from None
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(address.path)
+        except ConnectionRefusedError:
+            pass
+        except OSError as e:
+            raise ConfigError(f"--gdb {address}: {e.strerror or e}") from None
+        else:
+            raise ConfigError(f"--gdb {address}: another program listens there")
+    try:
+        os.unlink(address.path)
+    except OSError as e:
+        raise ConfigError(f"--gdb {address}: cannot remove the old socket: {e.strerror}") from None
 
 
 class GdbServer:
@@ -144,7 +166,7 @@ class GdbServer:
             try:
                 os.unlink(self.address.path)
             except OSError:
-                pass
+                pass                # the seccomp filter forbids it: the next run replaces it
 
     def __enter__(self) -> "GdbServer":
         return self
