@@ -3,7 +3,8 @@
 Clients are untrusted in the way a guest is: each costs a bounded amount (at most
 MAX_CLIENTS connections at once, request line and headers bounded by http.server, a body
 of at most MAX_BODY bytes, a socket timeout so a client that stops mid-request is dropped,
-and REQUEST_SECONDS for a whole request to arrive, so one that trickles in is dropped too)
+REQUEST_SECONDS for a whole request to arrive once it has begun, so one that trickles in is
+dropped too, and IDLE_SECONDS for a kept-alive connection to wait for its next request)
 and nothing a client does reaches the guest until its request is complete and valid.
 """
 from __future__ import annotations
@@ -30,7 +31,8 @@ MAX_BODY = 51200          # Firecracker's default --http-api-max-payload-size
 MAX_CLIENTS = 32
 CLIENT_TIMEOUT = 10.0     # seconds a client may take between bytes
 _SUN_PATH_MAX = 107       # sockaddr_un.sun_path, less its NUL
-REQUEST_SECONDS = 10.0    # ... and for a whole request, from its first byte being awaited
+REQUEST_SECONDS = 10.0    # ... and for a whole request, from its first byte
+IDLE_SECONDS = 60.0       # a kept-alive connection between requests
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -41,6 +43,16 @@ class _Handler(BaseHTTPRequestHandler):
     server: "_UnixHttpServer"
 
     def handle_one_request(self) -> None:
+        try:
+            self.connection.settimeout(IDLE_SECONDS)
+            if not self.rfile.peek(1):          # the client closed the connection
+                self.close_connection = True
+                return
+        except TimeoutError:
+            self.close_connection = True
+            return
+        finally:
+            self.connection.settimeout(CLIENT_TIMEOUT)
         self._deadline = threading.Timer(REQUEST_SECONDS, self._drop)
         self._deadline.daemon = True
         self._deadline.start()

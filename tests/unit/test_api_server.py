@@ -137,3 +137,16 @@ def test_clients_beyond_the_limit_are_turned_away(sock_path, monkeypatch):
         with connect(sock_path) as c:
             c.sendall(b"GET / HTTP/1.1\r\n\r\n")
             assert read_response(c)[0] == 200
+
+
+def test_idle_keep_alive_connections_close_after_idle_seconds(sock_path, monkeypatch):
+    monkeypatch.setattr(server_module, "IDLE_SECONDS", 0.5)
+    monkeypatch.setattr(server_module, "REQUEST_SECONDS", 0.3)
+    with ApiServer(sock_path, Router(Instance())), connect(sock_path) as c:
+        # Longer than a request may take, shorter than the idle limit: still served.
+        time.sleep(0.4)
+        c.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        assert read_response(c)[0] == 200
+        start = time.monotonic()
+        assert c.recv(100) == b""              # then, idle, it is closed
+        assert 0.3 < time.monotonic() - start < 3
