@@ -87,7 +87,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._fault("Chunked request bodies are not supported: send Content-Length.")
             return None
         text = self.headers.get("Content-Length", "0")
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit()):
             self._fault(f"Invalid Content-Length {text!r}.")
             return None
         length = int(text)

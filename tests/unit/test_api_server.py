@@ -150,3 +150,12 @@ def test_idle_keep_alive_connections_close_after_idle_seconds(sock_path, monkeyp
         start = time.monotonic()
         assert c.recv(100) == b""              # then, idle, it is closed
         assert 0.3 < time.monotonic() - start < 3
+
+
+@pytest.mark.parametrize("value", [b"-1", b"1e3", b"\xb2", b" "])
+def test_a_content_length_that_is_not_a_number(serving, sock_path, value):
+    with connect(sock_path) as c:
+        c.sendall(b"PUT /boot-source HTTP/1.1\r\nContent-Length: " + value + b"\r\n\r\n{}")
+        status, headers, body = read_response(c)
+        assert status == 400 and headers["connection"] == "close"
+        assert json.loads(body)["fault_message"].startswith("Invalid Content-Length")
