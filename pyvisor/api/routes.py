@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any, Callable
 
@@ -14,6 +15,9 @@ from .instance import Instance
 
 OK = 200
 NO_CONTENT = 204
+INTERNAL_ERROR = 500
+
+log = logging.getLogger("pyvisor.api")
 
 # Firecracker paths pyvisor has no device or feature for: refused by name, not as unknown.
 _UNSUPPORTED = re.compile(r"/(balloon(/.*)?|cpu-config|logger|metrics|mmds(/config)?|vsock|"
@@ -119,6 +123,9 @@ class Router:
             return self._dispatch(method, path.split("?", 1)[0], body)
         except ApiError as e:
             return e.status, e.body
+        except Exception as e:   # a bug of pyvisor's: the client still gets an answer
+            log.exception("api: %s %s failed", method, path)
+            return INTERNAL_ERROR, {"fault_message": f"Internal error: {e!r}"}
 
     def _dispatch(self, method: str, path: str, raw: bytes) -> tuple[int, Any]:
         known_path = False

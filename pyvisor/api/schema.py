@@ -148,6 +148,13 @@ def _check_type(value: Any, f: Field, what: str) -> None:
     if not isinstance(value, python) or (python is int and isinstance(value, bool)):
         raise ApiError(f"{what}: expected {'an' if f.kind[0] in 'aeiou' else 'a'} "
                        f"{f.kind}, got {_json_type(value)}")
+    if isinstance(value, str):
+        if "\0" in value:
+            raise ApiError(f"{what}: contains a NUL character")
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ApiError(f"{what}: contains a lone surrogate (not valid Unicode)") from None
     if f.choices and value not in f.choices:
         raise ApiError(f"{what}: {value!r} is not one of {', '.join(f.choices)}")
     if f.minimum is not None and value < f.minimum:

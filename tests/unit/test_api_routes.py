@@ -131,6 +131,10 @@ def test_the_machine_config_becomes_pyvisors_own():
     ("PUT", "/network-interfaces/eth0", {"iface_id": "eth0"},
      "network-interface: missing field host_dev_name"),
     ("PUT", "/entropy", {"rate_limiter": {}}, "entropy: pyvisor does not support rate_limiter"),
+    ("PUT", "/boot-source", {"kernel_image_path": "k\0.elf"},
+     "boot-source: kernel_image_path: contains a NUL character"),
+    ("PUT", "/boot-source", {"kernel_image_path": "k\ud800.elf"},
+     "boot-source: kernel_image_path: contains a lone surrogate (not valid Unicode)"),
     ("PUT", "/network-interfaces/eth0", {"iface_id": "eth0", "host_dev_name": "tap0",
                                          "guest_mac": "01:00:5e:00:00:01"},
      "network interface eth0: invalid --net 'tap=tap0,mac=01:00:5e:00:00:01': "
@@ -272,3 +276,11 @@ def test_config_file_errors(tmp_path, content, message):
 def test_config_file_missing(tmp_path):
     with pytest.raises(ConfigError, match="No such file"):
         load_config_file(Instance(), str(tmp_path / "nope.json"))
+
+
+def test_a_failure_inside_pyvisor_is_a_500_with_a_message():
+    instance = Instance()
+    instance._machine_config = None          # a stand-in for a bug
+    status, body = Router(instance).handle("GET", "/machine-config", b"")
+    assert status == 500
+    assert body["fault_message"].startswith("Internal error: TypeError(")
