@@ -113,6 +113,7 @@ class MachineConfig:
     nets: tuple[NetSpec, ...] = ()
     virtio_transport: str = "pci"
     seccomp: bool = False   # install the process-wide seccomp filter once the machine is built
+    testdev: bool = False   # QEMU's pc-testdev (devices/legacy/pc_testdev.py)
 
     @classmethod
     def build(cls, kernel: str, mem: str | int = DEFAULT_MEM, cpus: int = 1, cmdline: str = "",
@@ -120,7 +121,8 @@ class MachineConfig:
               console_limit: int = DEFAULT_CONSOLE_LIMIT, kvm_path: str = "/dev/kvm", initrd: str | None = None,
               boot_protocol: str = "auto", disks: Sequence[str | DiskSpec] = (),
               rng: bool = False, nets: Sequence[str | NetSpec] = (),
-              virtio_transport: str = "pci", seccomp: bool = False) -> "MachineConfig":
+              virtio_transport: str = "pci", seccomp: bool = False,
+              testdev: bool = False) -> "MachineConfig":
         mem_bytes = parse_size(mem) if isinstance(mem, str) else int(mem)
         if mem_bytes <= 0:
             raise ConfigError(f"invalid memory size {mem!r}: must be greater than zero")
@@ -155,4 +157,5 @@ class MachineConfig:
                    nets=tuple(n if isinstance(n, NetSpec)
                               else NetSpec.parse(check_utf8(n, "--net"), i)
                               for i, n in enumerate(nets)),
-                   virtio_transport=virtio_transport, seccomp=bool(seccomp))
+                   virtio_transport=virtio_transport, seccomp=bool(seccomp),
+                   testdev=bool(testdev))

@@ -26,6 +26,7 @@ from ..devices.legacy.acpi_pm import PM_BASE, PM_LENGTH, PM_TMR, SCI_IRQ, AcpiPm
 from ..devices.legacy.debugcon import DEBUGCON_PORT, DebugConsole
 from ..devices.legacy.exit_device import EXIT_PORT, ExitDevice
 from ..devices.legacy.fw_cfg import FW_CFG_PORT, FW_CFG_PORTS, FwCfg, build_items
+from ..devices.legacy import pc_testdev
 from ..devices.legacy.i8042 import COMMAND_PORT, DATA_PORT, I8042
 from ..devices.legacy.rtc import RTC_INDEX_PORT, RTC_IRQ, CmosRtc
 from ..devices.legacy.rtc import PORT_COUNT as RTC_PORT_COUNT
@@ -182,7 +183,8 @@ class Machine:
         self.pci = PciRoot()
         bus = self.pio_bus
         bus.register(COM1_BASE, PORT_COUNT, self.uart, "serial (COM1)")
-        bus.register(DEBUGCON_PORT, 1, DebugConsole(self.console_pipe.write), "debug console")
+        if not self.config.testdev:    # pc-testdev's byte view covers 0xE8-0xEB, as in QEMU
+            bus.register(DEBUGCON_PORT, 1, DebugConsole(self.console_pipe.write), "debug console")
         bus.register(EXIT_PORT, 1, ExitDevice(self._exit_requested), "exit device")
         bus.register(DATA_PORT, 1, i8042.data_port, "i8042 data")
         bus.register(COMMAND_PORT, 1, i8042.command_port, "i8042 command/status")
@@ -192,6 +194,13 @@ class Machine:
         bus.register(FW_CFG_PORT, FW_CFG_PORTS,
                      FwCfg(build_items(self.config.mem, self.config.cpus, self.layout.e820())),
                      "fw_cfg")
+        if self.config.testdev:
+            testdev = pc_testdev.PcTestdev(pc_testdev.PageFlusher(self.memory.regions).flush)
+            bus.register(pc_testdev.SCRATCH_PORT, pc_testdev.PORTS, testdev, "pc-testdev")
+            bus.register(pc_testdev.IRQ_PORT, pc_testdev.IRQ_LINES,
+                         pc_testdev.IrqLines(vm.irq_line), "pc-testdev IRQ lines")
+            self.mmio_bus.register(pc_testdev.IOMEM_BASE, pc_testdev.IOMEM_SIZE, testdev,
+                                   "pc-testdev memory")
         self.io_loop = IoLoop()
         self.pci_functions = attach_virtio_devices(self.config, self)
         self._console_input = next(
@@ -228,7 +237,8 @@ class Machine:
         mmio = self._mmio_hooks or self.mmio_bus
         uart_hooked = self._pio_hooks.covers(COM1_BASE, COM1_BASE + PORT_COUNT - 1)
         fill_port_table(self.console_pipe.ports, self.pio_bus, self._pio_hooks,
-                        DEBUGCON_PORT, PM_BASE + PM_TMR, self.acpi_pm.timer_origin_ns)
+                        None if self.config.testdev else DEBUGCON_PORT, PM_BASE + PM_TMR,
+                        self.acpi_pm.timer_origin_ns)
         self._routing = Routing(pio.read, pio.write, mmio.read, mmio.write,
                                 ffi.NULL if uart_hooked else self.console_pipe.native)
 

@@ -10,14 +10,16 @@ from ..devices.bus import PIO_SPACE, PioBus
 from .hooks import RangeHooks
 
 
-def fill_port_table(ports, bus: PioBus, hooks: RangeHooks, console_port: int,
+def fill_port_table(ports, bus: PioBus, hooks: RangeHooks, console_port: int | None,
                     pm_timer_port: int, pm_timer_origin_ns: int) -> None:
+    """console_port: the debug console's port, or None when the machine has none."""
     read = bytearray([lib.PV_PORT_NONE]) * PIO_SPACE
     write = bytearray([lib.PV_PORT_NONE]) * PIO_SPACE
     for r in bus.registrations():
         read[r.base:r.base + r.length] = bytes([lib.PV_PORT_PYTHON]) * r.length
         write[r.base:r.base + r.length] = bytes([lib.PV_PORT_PYTHON]) * r.length
-    write[console_port] = lib.PV_PORT_CONSOLE
+    if console_port is not None:
+        write[console_port] = lib.PV_PORT_CONSOLE
     read[pm_timer_port] = lib.PV_PORT_PM_TIMER
     for hook in hooks.ranges():
         length = hook.last - hook.first + 1
