@@ -65,6 +65,9 @@ def cli(verbose: int) -> None:
               help="virtio-pci devices behind the PCI host bridge, or virtio-mmio windows "
                    "(listed in ACPI and as virtio_mmio.device= on the command line).")
 @click.option("--rng", is_flag=True, help="A virtio-rng device fed by the host's getrandom.")
+@click.option("--hpet", is_flag=True,
+              help="An HPET at 0xFED00000 with its ACPI table (100 MHz counter, 3 timers, "
+                   "legacy replacement routing).")
 @click.option("--testdev", is_flag=True,
               help="QEMU's pc-testdev: scratch ports 0xE0/0xE8, flush page 0xE4, IRQ lines "
                    "0x2000-0x2017, scratch memory at 0xFF000000 (for test kernels).")
@@ -96,7 +99,7 @@ def cli(verbose: int) -> None:
 @click.option("--gdb-wait", is_flag=True,
               help="With --gdb: the guest waits at its first instruction for gdb.")
 def run(kernel: str, mem: str, cpus: int, cmdline: str, initrd: str | None,
-        boot_protocol: str, disks: tuple[str, ...], nets: tuple[str, ...], virtio_transport: str, rng: bool, testdev: bool, on_reboot: str, console: str, timeout: float | None,
+        boot_protocol: str, disks: tuple[str, ...], nets: tuple[str, ...], virtio_transport: str, rng: bool, hpet: bool, testdev: bool, on_reboot: str, console: str, timeout: float | None,
         seccomp: str | None,
         kvm_device: str, gdb: str | None, gdb_wait: bool, api_sock: str | None,
         config_file: str | None) -> int:
@@ -122,7 +125,8 @@ def run(kernel: str, mem: str, cpus: int, cmdline: str, initrd: str | None,
                                  kvm_path=kvm_device, initrd=initrd,
                                  boot_protocol=boot_protocol, disks=disks, nets=nets,
                                  rng=rng, virtio_transport=virtio_transport,
-                                 seccomp=_seccomp_wanted(seccomp, on_reboot), testdev=testdev)
+                                 seccomp=_seccomp_wanted(seccomp, on_reboot), testdev=testdev,
+                                 hpet=hpet)
     timeout = parse_timeout(timeout)
     if gdb_wait and gdb is None:
         raise click.UsageError("--gdb-wait needs --gdb")

@@ -2,8 +2,8 @@
 back (RSDP -> XSDT -> tables, as acpidump would) with every length and checksum checked.
 
     0xE0000  RSDP (36 bytes; 16-byte aligned, inside Linux's legacy 0xE0000-0xFFFFF scan)
-    0xE0040  XSDT -> FADT, MADT
-    then     FACS (64-byte aligned), FADT, MADT, DSDT, each 16-byte aligned
+    0xE0040  XSDT -> FADT, MADT (and HPET, when the machine has one)
+    then     FACS (64-byte aligned), FADT, MADT, DSDT, HPET, each 16-byte aligned
 
 The area [ACPI_AREA_START, ACPI_AREA_END) is reserved in the e820 map (memory/layout.py).
 """
@@ -37,22 +37,25 @@ def _align(addr: int, alignment: int) -> int:
 
 
 def layout_tables(cpus: int, *, irq0_override: bool = False, rsdp_addr: int = RSDP_ADDR,
-                  virtio_mmio: Sequence[tuple[int, int, int]] = ()) -> list[tuple[int, bytes]]:
+                  virtio_mmio: Sequence[tuple[int, int, int]] = (),
+                  hpet: bool = False) -> list[tuple[int, bytes]]:
     """(address, bytes) of every table, RSDP first, without touching memory."""
     placed: list[tuple[int, bytes]] = []
     # Sizes of the XSDT and the others do not depend on addresses, so place by size first.
-    dsdt = tables.dsdt(cpus, virtio_mmio)
+    dsdt = tables.dsdt(cpus, virtio_mmio, hpet)
+    hpet_table = tables.hpet() if hpet else b""
     madt = tables.madt(cpus, irq0_override=irq0_override)
     xsdt_addr = _align(rsdp_addr + tables.RSDP_SIZE, 64)
-    xsdt_size = tables.HEADER_SIZE + 8 * 2
+    xsdt_size = tables.HEADER_SIZE + 8 * (2 + hpet)
     facs_addr = _align(xsdt_addr + xsdt_size, 64)
     fadt_addr = _align(facs_addr + tables.FACS_SIZE, 16)
     madt_addr = _align(fadt_addr + tables.FADT_SIZE, 16)
     dsdt_addr = _align(madt_addr + len(madt), 16)
-    end = dsdt_addr + len(dsdt)
+    hpet_addr = _align(dsdt_addr + len(dsdt), 16)
+    end = hpet_addr + len(hpet_table)
     if end > ACPI_AREA_END:
         raise ValueError(f"ACPI tables end at {end:#x}, beyond the BIOS area")
-    xsdt = tables.xsdt([fadt_addr, madt_addr])
+    xsdt = tables.xsdt([fadt_addr, madt_addr] + [hpet_addr] * hpet)
     assert len(xsdt) == xsdt_size
     placed.append((rsdp_addr, tables.rsdp(xsdt_addr)))
     placed.append((xsdt_addr, xsdt))
@@ -60,19 +63,21 @@ def layout_tables(cpus: int, *, irq0_override: bool = False, rsdp_addr: int = RS
     placed.append((fadt_addr, tables.fadt(dsdt_addr, facs_addr)))
     placed.append((madt_addr, madt))
     placed.append((dsdt_addr, dsdt))
+    if hpet:
+        placed.append((hpet_addr, hpet_table))
     return placed
 
 
 def build_acpi(mem: _Writable, cpus: int, *, irq0_override: bool = False,
                rsdp_addr: int = RSDP_ADDR,
-               virtio_mmio: Sequence[tuple[int, int, int]] = ()) -> int:
+               virtio_mmio: Sequence[tuple[int, int, int]] = (), hpet: bool = False) -> int:
     """Write the ACPI tables for a machine with `cpus` vCPUs into guest memory and return
     the RSDP's address (for boot_params.acpi_rsdp_addr / PVH rsdp_paddr). The rest of the
     area up to ACPI_AREA_END is zeroed first. irq0_override: see platform.py."""
     if not ACPI_AREA_START <= rsdp_addr < ACPI_AREA_END or rsdp_addr % 16:
         raise ValueError(f"RSDP address {rsdp_addr:#x} must be 16-byte aligned in the BIOS area")
     placed = layout_tables(cpus, irq0_override=irq0_override, rsdp_addr=rsdp_addr,
-                           virtio_mmio=virtio_mmio)
+                           virtio_mmio=virtio_mmio, hpet=hpet)
     mem.write(ACPI_AREA_START, bytes(ACPI_AREA_END - ACPI_AREA_START))
     for addr, data in placed:
         mem.write(addr, data)

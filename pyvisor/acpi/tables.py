@@ -19,6 +19,7 @@ from pyvisor.devices.legacy.acpi_pm import (PM1_CNT, PM1_CNT_LEN, PM1_EVT_LEN, P
                                             PM_BASE, PM_TMR, PM_TMR_LEN, RESET, RESET_VALUE,
                                             SCI_IRQ, SLP_TYP_S5)
 from pyvisor.devices.legacy.fw_cfg import FW_CFG_ACPI_HID, FW_CFG_PORT, FW_CFG_PORTS
+from pyvisor.devices.legacy.hpet import HPET_BASE, HPET_SIZE, capabilities
 
 OEM_ID = b"PYVISR"
 OEM_TABLE_ID = b"PYVISOR "
@@ -36,6 +37,7 @@ FADT_REVISION = 6
 FADT_MINOR_REVISION = 0
 MADT_REVISION = 4
 DSDT_REVISION = 2
+HPET_REVISION = 1
 
 # FADT field offsets (ACPI 6.0, table 5-33).
 FADT_FIRMWARE_CTRL = 36
@@ -143,6 +145,14 @@ def rsdp(xsdt_addr: int, rsdt_addr: int = 0) -> bytes:
     data[8] = checksum(data[:RSDP_V1_SIZE])
     data[32] = checksum(data)
     return bytes(data)
+
+
+def hpet() -> bytes:
+    """The HPET description table (IA-PC HPET 1.0a, section 3.2.4): the event timer block
+    ID (the capabilities register's low half), the block's base as a system-memory GAS,
+    HPET number 0, no minimum periodic tick, no page protection."""
+    return sdt(b"HPET", HPET_REVISION, struct.pack("<IBBBBQBHB", capabilities() & 0xFFFFFFFF,
+                                                   0, 64, 0, 0, HPET_BASE, 0, 0, 0))
 
 
 def xsdt(entries: list[int]) -> bytes:
@@ -274,6 +284,16 @@ def _fw_cfg() -> bytes:
     )
 
 
+def _hpet() -> bytes:
+    """The HPET as QEMU's DSDT lists it (PNP0103), for drivers that look there."""
+    return aml.device(
+        "HPET",
+        aml.name("_HID", aml.eisaid("PNP0103")),
+        aml.name("_UID", aml.integer(0)),
+        aml.name("_CRS", aml.resource_template(aml.memory32_fixed(HPET_BASE, HPET_SIZE))),
+    )
+
+
 def _cpu(index: int) -> bytes:
     return aml.device(
         f"C{index:03X}",
@@ -293,15 +313,19 @@ def _virtio_mmio(index: int, base: int, length: int, gsi: int) -> bytes:
     )
 
 
-def dsdt_aml(cpus: int, virtio_mmio: Sequence[tuple[int, int, int]] = ()) -> bytes:
+def dsdt_aml(cpus: int, virtio_mmio: Sequence[tuple[int, int, int]] = (),
+             hpet: bool = False) -> bytes:
     """The DSDT's AML: \\_S5, \\_SB.PCI0 (host bridge, windows, _PRT), \\_SB.RTC,
     \\_SB.FWCF (fw_cfg), one ACPI0007 processor device per CPU (\\_SB.C000.., _UID = MADT
-    processor UID) and one device per virtio-mmio transport, given as (base, length, gsi)."""
+    processor UID), one device per virtio-mmio transport, given as (base, length, gsi),
+    and with ``hpet`` \\_SB.HPET."""
     return (aml.name("_S5", aml.package(*(aml.integer(v) for v in (SLP_TYP_S5, SLP_TYP_S5,
                                                                    0, 0))))
             + aml.scope("\\_SB", _pci0(), _rtc(), _fw_cfg(), *(_cpu(i) for i in range(cpus)),
-                        *(_virtio_mmio(i, *dev) for i, dev in enumerate(virtio_mmio))))
+                        *(_virtio_mmio(i, *dev) for i, dev in enumerate(virtio_mmio)),
+                        *((_hpet(),) if hpet else ())))
 
 
-def dsdt(cpus: int, virtio_mmio: Sequence[tuple[int, int, int]] = ()) -> bytes:
-    return sdt(b"DSDT", DSDT_REVISION, dsdt_aml(cpus, virtio_mmio))
+def dsdt(cpus: int, virtio_mmio: Sequence[tuple[int, int, int]] = (),
+         hpet: bool = False) -> bytes:
+    return sdt(b"DSDT", DSDT_REVISION, dsdt_aml(cpus, virtio_mmio, hpet))

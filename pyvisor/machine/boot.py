@@ -55,7 +55,7 @@ def prepare_boot(cfg: MachineConfig, memory: GuestMemory, layout: MemoryLayout,
     image = load_kernel(cfg.kernel, memory, cmdline=cmdline, initrd=cfg.initrd,
                         boot_protocol=cfg.boot_protocol)
     memory.write(CMDLINE_ADDR, cmdline)
-    rsdp = build_acpi(memory, cfg.cpus, virtio_mmio=mmio)
+    rsdp = build_acpi(memory, cfg.cpus, virtio_mmio=mmio, hpet=cfg.hpet)
     gdt_base, gdt_limit = write_gdt(memory)
     cr3 = build_identity_map(memory, layout.top, cpuid_has_1g_pages(supported_cpuid))
     if image.protocol == "pvh":

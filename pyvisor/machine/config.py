@@ -114,6 +114,7 @@ class MachineConfig:
     virtio_transport: str = "pci"
     seccomp: bool = False   # install the process-wide seccomp filter once the machine is built
     testdev: bool = False   # QEMU's pc-testdev (devices/legacy/pc_testdev.py)
+    hpet: bool = False      # the HPET and its ACPI table (devices/legacy/hpet.py)
 
     @classmethod
     def build(cls, kernel: str, mem: str | int = DEFAULT_MEM, cpus: int = 1, cmdline: str = "",
@@ -122,7 +123,7 @@ class MachineConfig:
               boot_protocol: str = "auto", disks: Sequence[str | DiskSpec] = (),
               rng: bool = False, nets: Sequence[str | NetSpec] = (),
               virtio_transport: str = "pci", seccomp: bool = False,
-              testdev: bool = False) -> "MachineConfig":
+              testdev: bool = False, hpet: bool = False) -> "MachineConfig":
         mem_bytes = parse_size(mem) if isinstance(mem, str) else int(mem)
         if mem_bytes <= 0:
             raise ConfigError(f"invalid memory size {mem!r}: must be greater than zero")
@@ -158,4 +159,4 @@ class MachineConfig:
                               else NetSpec.parse(check_utf8(n, "--net"), i)
                               for i, n in enumerate(nets)),
                    virtio_transport=virtio_transport, seccomp=bool(seccomp),
-                   testdev=bool(testdev))
+                   testdev=bool(testdev), hpet=bool(hpet))

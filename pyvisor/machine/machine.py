@@ -27,6 +27,7 @@ from ..devices.legacy.debugcon import DEBUGCON_PORT, DebugConsole
 from ..devices.legacy.exit_device import EXIT_PORT, ExitDevice
 from ..devices.legacy.fw_cfg import FW_CFG_PORT, FW_CFG_PORTS, FwCfg, build_items
 from ..devices.legacy import pc_testdev
+from ..devices.legacy.hpet import HPET_BASE, HPET_SIZE, Hpet
 from ..devices.legacy.i8042 import COMMAND_PORT, DATA_PORT, I8042
 from ..devices.legacy.rtc import RTC_INDEX_PORT, RTC_IRQ, CmosRtc
 from ..devices.legacy.rtc import PORT_COUNT as RTC_PORT_COUNT
@@ -111,6 +112,7 @@ class Machine:
         self.vm = None
         self.memory: GuestMemory | None = None
         self.rtc: CmosRtc | None = None
+        self.hpet: Hpet | None = None
         self.console_pipe: ConsolePipe | None = None
         self.io_loop: IoLoop | None = None
         self.pci_functions: list = []
@@ -201,6 +203,9 @@ class Machine:
                          pc_testdev.IrqLines(vm.irq_line), "pc-testdev IRQ lines")
             self.mmio_bus.register(pc_testdev.IOMEM_BASE, pc_testdev.IOMEM_SIZE, testdev,
                                    "pc-testdev memory")
+        if self.config.hpet:
+            self.hpet = Hpet(vm.irq_line)
+            self.mmio_bus.register(HPET_BASE, HPET_SIZE, self.hpet, "HPET")
         self.io_loop = IoLoop()
         self.pci_functions = attach_virtio_devices(self.config, self)
         self._console_input = next(
@@ -566,6 +571,8 @@ class Machine:
             self._teardown()
         if self.rtc is not None:
             self.rtc.close()
+        if self.hpet is not None:
+            self.hpet.close()
         if self.console_pipe is not None:
             self.console_pipe.close()
         if self.io_loop is not None:
