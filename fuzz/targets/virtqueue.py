@@ -9,9 +9,10 @@ from __future__ import annotations
 from pyvisor.devices.virtio.queue import MAX_CHAIN, QueueError, Virtqueue
 
 from ..devices import InvariantError, Seed
-from ..guest import (GUEST_RAM, RING_OPS, Rings, clear_scratch, guest_memory,
-                     ring_addresses)
-from ..stream import Reader
+from ..guest import (ADDR_DATA, ADDR_INDIRECT, GUEST_RAM, LEN_HUGE_TABLE, LEN_SMALL,
+                     OP_INDIRECT_RUN, RING_OPS, Rings, clear_scratch, guest_memory,
+                     ring_addresses, seed_desc)
+from ..stream import Reader, Writer
 
 ERRORS = (QueueError,)
 MAX_SIZE = 256
@@ -23,7 +24,13 @@ def _area(r: Reader, addr: int) -> int:
     """Where the input puts one ring area: the usual place, misaligned, across the end of
     RAM, or anywhere."""
     sel = r.u8() % 8
-    return (addr, addr, addr, addr, addr + 1, GUEST_RAM - r.u16(), r.u64(), addr + 2)[sel]
+    if sel == 4:
+        return addr + 1
+    if sel == 5:
+        return GUEST_RAM - r.u16()
+    if sel == 6:
+        return r.u64()
+    return addr + 2 if sel == 7 else addr
 
 
 def make():
@@ -73,6 +80,12 @@ def seeds() -> list[bytes]:
         Seed(header=header).chain(0, 0, [(0, 16, False), (0x100, 64, True)]).publish(0, 0),
         Seed(header=header).chain(0, 0, [(0, 16, False)], then=0).publish(0, 0),   # a loop
     ]
+    # issue 8: a 2-entry cycle in an indirect table declared 8M entries (128 MiB) long
+    bodies.append(Seed(header=header).desc(0, 0, ADDR_INDIRECT, 0, LEN_HUGE_TABLE, 23, 4)
+                  .publish(0, 0))
+    cycle = Writer().u8(OP_INDIRECT_RUN).u8(0).u16(0).u16(2).u8(1)
+    seed_desc(cycle, ADDR_DATA, 0, LEN_SMALL, 16, 0)
+    bodies[-1].w.raw(cycle.data())
     out = []
     for body in bodies:
         data = body.data_bytes()
