@@ -344,9 +344,10 @@ class Machine:
             thread.start()
 
     def pause(self) -> None:
-        """Stop every vCPU at an instruction boundary (idempotent). Called from a hook, it
-        takes effect on that hook's vCPU as soon as the hook returns."""
-        if self.state == "running":
+        """Stop every vCPU at an instruction boundary and return once they all are
+        (idempotent: a pause a hook or a breakpoint asked for is waited for too). Called
+        from a hook, it takes effect on that hook's vCPU as soon as the hook returns."""
+        if self.state in ("running", "paused"):
             self._control.pause()
 
     def resume(self) -> None:
