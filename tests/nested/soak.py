@@ -81,8 +81,8 @@ def session(host: NestedHost, commands: dict[str, str], tally: Tally, number: st
             tally.l2.setdefault(name, []).append(b.result.duration)
         if "verbose" in booted and (found := RUN_INIT.search(booted["verbose"].output)):
             tally.l2_init.append(float(found.group(1)))
-    except NestedHostWedged as exc:
-        outcome, detail = "wedged", " " + str(exc).splitlines()[0]
+    except NestedHostWedged as exc:   # the whole report: L1's stacks and registers
+        outcome, detail = "wedged", "\n  " + str(exc).replace("\n", "\n  ")
     except NestedHostError as exc:
         outcome, detail = "failed", " " + str(exc)[:1500]
     wall = time.monotonic() - start
