@@ -50,7 +50,7 @@ def test_backports_entry_is_deb822() -> None:
 
 def test_unknown_choice_is_one_clear_line(monkeypatch) -> None:
     monkeypatch.setenv("PYVISOR_NESTED_QEMU", "9.1")
-    with pytest.raises(PrepareError, match=r"^PYVISOR_NESTED_QEMU=9.1: expected 7.2, 10 "):
+    with pytest.raises(PrepareError, match=r"^L1 QEMU '9.1' \(PYVISOR_NESTED_QEMU or --qemu\): expected 7.2, 10 "):
         l1_qemu()
 
 

@@ -66,10 +66,10 @@ def l1_qemu(choice: str | None = None, cache: Path | None = None) -> L1Qemu:
         return backports_qemu(cache or debian.cache_dir())
     if "/" in choice:
         if not os.access(choice, os.X_OK):
-            raise PrepareError(f"PYVISOR_NESTED_QEMU={choice}: not an executable file")
+            raise PrepareError(f"L1 QEMU {choice}: not an executable file")
         return L1Qemu(choice)
-    raise PrepareError(f"PYVISOR_NESTED_QEMU={choice}: expected 7.2, 10 or a path to "
-                       f"qemu-system-x86_64")
+    raise PrepareError(f"L1 QEMU {choice!r} (PYVISOR_NESTED_QEMU or --qemu): expected 7.2, "
+                       f"10 or a path to qemu-system-x86_64")
 
 
 def _unpacked(root: Path) -> L1Qemu:
