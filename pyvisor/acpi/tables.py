@@ -17,7 +17,7 @@ from pyvisor.acpi.platform import (INTI_ACTIVE_HIGH, INTI_CONFORMS, INTI_LEVEL,
                                    PCI_SLOTS, pci_intx_gsi)
 from pyvisor.devices.legacy.acpi_pm import (PM1_CNT, PM1_CNT_LEN, PM1_EVT_LEN, PM1_STS,
                                             PM_BASE, PM_TMR, PM_TMR_LEN, RESET, RESET_VALUE,
-                                            SCI_IRQ, SLP_TYP_S5)
+                                            SCI_IRQ, SLP_TYP_S3, SLP_TYP_S5)
 from pyvisor.devices.legacy.fw_cfg import FW_CFG_ACPI_HID, FW_CFG_PORT, FW_CFG_PORTS
 from pyvisor.devices.legacy.hpet import HPET_BASE, HPET_SIZE, capabilities
 
@@ -315,11 +315,13 @@ def _virtio_mmio(index: int, base: int, length: int, gsi: int) -> bytes:
 
 def dsdt_aml(cpus: int, virtio_mmio: Sequence[tuple[int, int, int]] = (),
              hpet: bool = False) -> bytes:
-    """The DSDT's AML: \\_S5, \\_SB.PCI0 (host bridge, windows, _PRT), \\_SB.RTC,
+    """The DSDT's AML: \\_S3 (suspend to RAM, machine/sleep.py), \\_S5, \\_SB.PCI0 (host bridge, windows, _PRT), \\_SB.RTC,
     \\_SB.FWCF (fw_cfg), one ACPI0007 processor device per CPU (\\_SB.C000.., _UID = MADT
     processor UID), one device per virtio-mmio transport, given as (base, length, gsi),
     and with ``hpet`` \\_SB.HPET."""
-    return (aml.name("_S5", aml.package(*(aml.integer(v) for v in (SLP_TYP_S5, SLP_TYP_S5,
+    return (aml.name("_S3", aml.package(*(aml.integer(v) for v in (SLP_TYP_S3, SLP_TYP_S3,
+                                                                   0, 0))))
+            + aml.name("_S5", aml.package(*(aml.integer(v) for v in (SLP_TYP_S5, SLP_TYP_S5,
                                                                    0, 0))))
             + aml.scope("\\_SB", _pci0(), _rtc(), _fw_cfg(), *(_cpu(i) for i in range(cpus)),
                         *(_virtio_mmio(i, *dev) for i, dev in enumerate(virtio_mmio)),

@@ -49,6 +49,15 @@ class _StructView:
         setattr(self._struct, name, value)
         self._store(self._struct)
 
+    def update(self, **values: Any) -> None:
+        """Set several registers and write the struct back once, for changes KVM refuses
+        one field at a time (leaving long mode changes CR0, CR4 and EFER together)."""
+        for name, value in values.items():
+            if name not in self._fields:
+                raise AttributeError(f"no register {name!r}")
+            setattr(self._struct, name, value)
+        self._store(self._struct)
+
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self._fields}
 
@@ -151,6 +160,16 @@ class Cpu:
 
     def _set_sregs(self, struct: Any) -> None:
         self._vcpu_checked().set_sregs(struct)
+
+    @property
+    def mp_state(self) -> int:
+        """KVM's multiprocessing state (lib.KVM_MP_STATE_*): runnable, halted, or waiting
+        for INIT or SIPI."""
+        return self._vcpu_checked().get_mp_state()
+
+    @mp_state.setter
+    def mp_state(self, value: int) -> None:
+        self._vcpu_checked().set_mp_state(value)
 
     @property
     def fpu(self) -> Any:

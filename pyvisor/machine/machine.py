@@ -28,6 +28,7 @@ from ..devices.legacy.exit_device import EXIT_PORT, ExitDevice
 from ..devices.legacy.fw_cfg import FW_CFG_PORT, FW_CFG_PORTS, FwCfg, build_items
 from ..devices.legacy import pc_testdev
 from ..devices.legacy.hpet import HPET_BASE, HPET_SIZE, Hpet
+from .sleep import Sleep
 from ..devices.legacy.i8042 import COMMAND_PORT, DATA_PORT, I8042
 from ..devices.legacy.rtc import RTC_INDEX_PORT, RTC_IRQ, CmosRtc
 from ..devices.legacy.rtc import PORT_COUNT as RTC_PORT_COUNT
@@ -113,6 +114,7 @@ class Machine:
         self.memory: GuestMemory | None = None
         self.rtc: CmosRtc | None = None
         self.hpet: Hpet | None = None
+        self.sleep = Sleep(self)           # ACPI S3
         self.console_pipe: ConsolePipe | None = None
         self.io_loop: IoLoop | None = None
         self.pci_functions: list = []
@@ -178,10 +180,17 @@ class Machine:
                               output=self.console_pipe.write,
                               fast_path=self.console_pipe.set_fast_path)
         i8042 = I8042(request_reset=self._reset_requested)
-        self.rtc = CmosRtc(irq=lambda level: vm.irq_line(RTC_IRQ, level))
+        def rtc_irq(level: bool) -> None:
+            vm.irq_line(RTC_IRQ, level)
+            if level:
+                self.sleep.wake("RTC alarm")
+
+        self.rtc = CmosRtc(irq=rtc_irq)
         self.acpi_pm = AcpiPm(request_poweroff=self._poweroff_requested,
                               request_reset=self._reset_requested,
-                              sci=lambda level: vm.irq_line(SCI_IRQ, level))
+                              sci=lambda level: vm.irq_line(SCI_IRQ, level),
+                              request_suspend=self.sleep.suspend,
+                              power_button=lambda: self.sleep.wake("power button"))
         self.pci = PciRoot()
         bus = self.pio_bus
         bus.register(COM1_BASE, PORT_COUNT, self.uart, "serial (COM1)")
@@ -566,6 +575,7 @@ class Machine:
     def close(self) -> None:
         """Stop the guest, then release every fd, mapping and device thread; safe to
         call twice. Nothing is unmapped while a vCPU thread may still touch it."""
+        self.sleep.close()
         if self._started and self.outcome is None:
             self._finish(Outcome("stopped", 0, "the machine was closed"))
         if self._started:

@@ -85,6 +85,7 @@ SLP_TYP_MASK = 0x7 << SLP_TYP_SHIFT
 SLP_EN = 1 << 13
 
 SLP_TYP_S5 = 5
+SLP_TYP_S3 = 1      # the DSDT's \_S3 package (QEMU's value)
 
 PM_TIMER_HZ = 3_579_545
 PM_TIMER_MASK = 0xFFFFFF
@@ -108,13 +109,21 @@ class AcpiPm:
     called more than once). `sci(level)` drives ISA IRQ 9 / GSI 9 (True = asserted; the
     MADT declares it level-triggered, active-high); it is called with the device's lock
     held, only on changes, so it must not call back into the device. `clock` returns
-    nanoseconds (time.monotonic_ns by default) and drives the PM timer."""
+    nanoseconds (time.monotonic_ns by default) and drives the PM timer.
+
+    With `request_suspend`, SLP_TYP_S3 with SLP_EN calls it (on the vCPU thread that wrote
+    it, after the write completes) and `power_button` is told of every button press (a
+    wake event while suspended); `woke()` sets WAK_STS for the resumed guest."""
 
     def __init__(self, request_poweroff: Callable[[], None], request_reset: Callable[[], None],
                  sci: Callable[[bool], None] | None = None, *,
-                 clock: Callable[[], int] = time.monotonic_ns) -> None:
+                 clock: Callable[[], int] = time.monotonic_ns,
+                 request_suspend: Callable[[], None] | None = None,
+                 power_button: Callable[[], None] | None = None) -> None:
         self._request_poweroff = request_poweroff
         self._request_reset = request_reset
+        self._request_suspend = request_suspend
+        self._power_button = power_button
         self._sci = sci
         self._clock = clock
         self._origin = clock()
@@ -133,6 +142,13 @@ class AcpiPm:
         with self._lock:
             self._sts |= PWRBTN_STS
             self._update_sci()
+        if self._power_button is not None:
+            self._power_button()
+
+    def woke(self) -> None:
+        """The machine is back from a sleep state: WAK_STS, as the OS's resume path reads."""
+        with self._lock:
+            self._sts |= WAK_STS
 
     @property
     def sci_level(self) -> bool:
@@ -235,6 +251,9 @@ class AcpiPm:
                 if slp_typ == SLP_TYP_S5:
                     _log.info("ACPI: guest entered S5 (soft off)")
                     return self._request_poweroff
+                if slp_typ == SLP_TYP_S3 and self._request_suspend is not None:
+                    _log.info("ACPI: guest entered S3 (suspend to RAM)")
+                    return self._request_suspend
                 _log.warning("ACPI: guest asked for sleep type %d, which is not supported; "
                              "ignored", slp_typ)
         elif base == RESET:
