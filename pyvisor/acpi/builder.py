@@ -3,7 +3,8 @@ back (RSDP -> XSDT -> tables, as acpidump would) with every length and checksum 
 
     0xE0000  RSDP (36 bytes; 16-byte aligned, inside Linux's legacy 0xE0000-0xFFFFF scan)
     0xE0040  XSDT -> FADT, MADT (and HPET, when the machine has one)
-    then     FACS (64-byte aligned), FADT, MADT, DSDT, HPET, each 16-byte aligned
+    then     RSDT (the same tables, for ACPI 1.0 readers), FACS (64-byte aligned), FADT,
+             MADT, DSDT, HPET, each 16-byte aligned
 
 The area [ACPI_AREA_START, ACPI_AREA_END) is reserved in the e820 map (memory/layout.py).
 """
@@ -47,7 +48,9 @@ def layout_tables(cpus: int, *, irq0_override: bool = False, rsdp_addr: int = RS
     madt = tables.madt(cpus, irq0_override=irq0_override)
     xsdt_addr = _align(rsdp_addr + tables.RSDP_SIZE, 64)
     xsdt_size = tables.HEADER_SIZE + 8 * (2 + hpet)
-    facs_addr = _align(xsdt_addr + xsdt_size, 64)
+    rsdt_addr = _align(xsdt_addr + xsdt_size, 16)
+    rsdt_size = tables.HEADER_SIZE + 4 * (2 + hpet)
+    facs_addr = _align(rsdt_addr + rsdt_size, 64)
     fadt_addr = _align(facs_addr + tables.FACS_SIZE, 16)
     madt_addr = _align(fadt_addr + tables.FADT_SIZE, 16)
     dsdt_addr = _align(madt_addr + len(madt), 16)
@@ -55,10 +58,12 @@ def layout_tables(cpus: int, *, irq0_override: bool = False, rsdp_addr: int = RS
     end = hpet_addr + len(hpet_table)
     if end > ACPI_AREA_END:
         raise ValueError(f"ACPI tables end at {end:#x}, beyond the BIOS area")
-    xsdt = tables.xsdt([fadt_addr, madt_addr] + [hpet_addr] * hpet)
-    assert len(xsdt) == xsdt_size
-    placed.append((rsdp_addr, tables.rsdp(xsdt_addr)))
+    entries = [fadt_addr, madt_addr] + [hpet_addr] * hpet
+    xsdt, rsdt = tables.xsdt(entries), tables.rsdt(entries)
+    assert len(xsdt) == xsdt_size and len(rsdt) == rsdt_size
+    placed.append((rsdp_addr, tables.rsdp(xsdt_addr, rsdt_addr)))
     placed.append((xsdt_addr, xsdt))
+    placed.append((rsdt_addr, rsdt))
     placed.append((facs_addr, tables.facs()))
     placed.append((fadt_addr, tables.fadt(dsdt_addr, facs_addr)))
     placed.append((madt_addr, madt))

@@ -155,6 +155,12 @@ def hpet() -> bytes:
                                                    0, 64, 0, 0, HPET_BASE, 0, 0, 0))
 
 
+def rsdt(entries: list[int]) -> bytes:
+    """The ACPI 1.0 root table (32-bit pointers), for readers of the RSDP's first 20 bytes
+    alone, such as Multiboot 2's "old RSDP" tag."""
+    return sdt(b"RSDT", 1, b"".join(struct.pack("<I", a) for a in entries))
+
+
 def xsdt(entries: list[int]) -> bytes:
     return sdt(b"XSDT", 1, b"".join(struct.pack("<Q", a) for a in entries))
 
