@@ -5,7 +5,8 @@
  *   counter hpet_ticks=<n> pm_inner=<a> pm_outer=<b>   (about 50 ms; PM ticks between the
  *                                 reads just after/before and before/after the counter's)
  *   comparator fired=<irqs> late=<counter at the interrupt - comparator>  (timer 2, pin 2)
- *   legacy periodic irqs=<n> span=<ticks between the first and the third>  (timer 0, IRQ 0)
+ *   legacy periodic irqs=<n> span=<counter ticks between the first and the third>
+ *          cmp_step=<how far the comparator moved between them>  (timer 0, IRQ 0, 5 ms)
  *   hpet: done
  * A missing table prints "FAIL: ..." and exits 3. */
 #include "runtime.h"
@@ -25,7 +26,7 @@
 
 static u64 hpet;
 static volatile u32 cmp_hits, legacy_hits;
-static volatile u64 cmp_counter, legacy_counter[4];
+static volatile u64 cmp_counter, legacy_counter[4], legacy_cmp[4];
 
 static u64 rd(u32 reg) { return *(volatile u64 *)(hpet + reg); }
 static void wr(u32 reg, u64 v) { *(volatile u64 *)(hpet + reg) = v; }
@@ -42,8 +43,10 @@ static void on_cmp(struct trap_frame *f) { (void)f; cmp_counter = rd(COUNTER); c
 static void on_legacy(struct trap_frame *f)
 {
     (void)f;
-    if (legacy_hits < 4)
+    if (legacy_hits < 4) {
         legacy_counter[legacy_hits] = rd(COUNTER);
+        legacy_cmp[legacy_hits] = rd(TN_CMP(0));
+    }
     legacy_hits++;
 }
 
@@ -119,8 +122,8 @@ void kmain(void)
     cli();
     wr(TN_CFG(0), 0);
     wr(CONFIG, 0);
-    printf("legacy periodic irqs=%u span=%lu\n", legacy_hits > 3 ? 3 : legacy_hits,
-           legacy_counter[2] - legacy_counter[0]);
+    printf("legacy periodic irqs=%u span=%lu cmp_step=%lu\n", legacy_hits > 3 ? 3 : legacy_hits,
+           legacy_counter[2] - legacy_counter[0], legacy_cmp[2] - legacy_cmp[0]);
     printf("hpet: done\n");
     vm_exit(0);
 }
