@@ -15,7 +15,8 @@ def test_rsdt_lists_what_the_xsdt_lists(hpet):
         rsdp = build_acpi(mem, 2, hpet=hpet)
         head = mem.read(rsdp, 36)
         assert sum(head[:20]) % 256 == 0 and sum(head) % 256 == 0
-        rsdt_addr, xsdt_addr = struct.unpack_from("<I", head, 16)[0], struct.unpack_from("<Q", head, 24)[0]
+        (rsdt_addr,), (xsdt_addr,) = struct.unpack_from("<I", head, 16), \
+            struct.unpack_from("<Q", head, 24)
         assert rsdt_addr and rsdt_addr % 4 == 0
         rsdt = mem.read(rsdt_addr, struct.unpack_from("<I", mem.read(rsdt_addr, 8), 4)[0])
         xsdt = mem.read(xsdt_addr, struct.unpack_from("<I", mem.read(xsdt_addr, 8), 4)[0])
