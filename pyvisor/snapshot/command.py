@@ -27,6 +27,7 @@ def restore(snapshot: str, console: str, timeout: float | None, force: bool,
     timeout = parse_timeout(timeout)
     with Machine.restore_from(snapshot, console=console, capture_output=False,
                               kvm_path=kvm_device, force=force) as machine:
+        click.echo(f"pyvisor: restored {snapshot} ({machine.describe()})", err=True)
         outcome = machine.run(timeout=timeout, handle_signals=True)
     if outcome.kind in ("fault", "error", "timeout", "signal"):
         click.echo(outcome.describe(), err=True)
