@@ -183,3 +183,15 @@ def test_modules_follow_the_kernel_page_aligned(tmp_path, mem):
     assert (second.gpa, second.size) == (0x105000, 6)
     assert mem.read(second.gpa, 6) == b"second"
     assert image.multiboot.info_addr == 0x106000
+
+
+def test_a_bzimage_is_never_multiboot(tmp_path, mem):
+    """A Linux setup header wins: auto boots it as Linux, --boot multiboot refuses it."""
+    data = bytearray(0x1000)
+    data[0x1FE:0x200] = b"\x55\xaa"                # boot_flag
+    data[0x202:0x206] = b"HdrS"
+    data[0x400:0x400 + 12] = header()              # a Multiboot header too
+    path = tmp_path / "bz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(KernelError, match="Multiboot needs a Multiboot kernel, not a bzImage"):
+        load_kernel(path, mem, boot_protocol="multiboot")
