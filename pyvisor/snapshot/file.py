@@ -48,7 +48,8 @@ def _config_record(cfg: MachineConfig) -> dict:
             "disks": [{"path": d.path, "readonly": d.readonly, "serial": d.serial}
                       for d in cfg.disks],
             "nets": [{"tap": n.tap, "mac": n.mac} for n in cfg.nets],
-            "rng": cfg.rng, "virtio_transport": cfg.virtio_transport}
+            "rng": cfg.rng, "virtio_transport": cfg.virtio_transport,
+            "virtio_console": cfg.console == "virtio"}
 
 
 def _config_from(record: dict, options: dict) -> MachineConfig:
@@ -56,6 +57,11 @@ def _config_from(record: dict, options: dict) -> MachineConfig:
     if unknown:
         raise SnapshotError(f"a restore takes only {', '.join(RESTORE_OPTIONS)} (not "
                             f"{', '.join(sorted(unknown))}): the rest is the snapshot's")
+    virtio_console = options.get("console", "none") == "virtio"
+    if bool(record["virtio_console"]) != virtio_console:
+        raise SnapshotError("this snapshot's console is " + (
+            "a virtio console: restore it with console virtio" if record["virtio_console"]
+            else "the UART: restore it with console stdio, none or a file"))
     disks = [DiskSpec(d["path"], bool(d["readonly"]), d["serial"]) for d in record["disks"]]
     nets = [NetSpec(n["tap"], bytes(n["mac"])) for n in record["nets"]]
     return MachineConfig.build(record["kernel"], mem=int(record["mem"]), cpus=int(record["cpus"]),

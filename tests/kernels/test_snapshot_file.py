@@ -170,3 +170,11 @@ def test_the_kernel_file_is_not_needed_to_restore(tmp_path):
     with Machine.restore_from(path) as m:
         assert m.run(timeout=60).status == 3
         assert [line.split()[1] for line in rounds_of(m.console_text)] == ["3", "4", "4"]
+
+
+def test_the_console_kind_must_match_the_snapshots(saved):
+    """A virtio console is a device: a snapshot without one cannot be given one."""
+    result = pyvisor("restore", saved[0], "--console", "virtio")
+    err = result.stderr.decode()
+    assert result.returncode == 1 and len(err.strip().splitlines()) == 1, err
+    assert "restore it with console stdio, none or a file" in err
