@@ -5,6 +5,8 @@ import logging
 
 import click
 
+from ..debug.gdbstub import parse_address as parse_gdb_address
+from ..debug.gdbstub import serving as gdb_serving
 from ..kvm.system import KVM_DEVICE
 from ..machine.config import parse_timeout
 from ..machine.machine import Machine
@@ -20,15 +22,26 @@ from ..machine.machine import Machine
               help="Use disks whose size or mtime changed since the snapshot was saved.")
 @click.option("--kvm-device", default=KVM_DEVICE, show_default=True, metavar="PATH",
               help="The KVM device.")
+@click.option("--gdb", default=None, metavar="tcp:HOST:PORT|unix:PATH",
+              help="Serve the gdb remote protocol there (loopback only).")
+@click.option("--gdb-wait", is_flag=True, help="The guest waits for gdb before it runs on.")
 def restore(snapshot: str, console: str, timeout: float | None, force: bool,
-            kvm_device: str) -> int:
+            kvm_device: str, gdb: str | None, gdb_wait: bool) -> int:
     """Resume the machine saved in SNAPSHOT (Machine.save) where it was paused; the exit
     status is the guest's, as with `pyvisor run`."""
     timeout = parse_timeout(timeout)
+    if gdb_wait and gdb is None:
+        raise click.UsageError("--gdb-wait needs --gdb")
+    if gdb is not None:
+        parse_gdb_address(gdb)          # a bad address is refused before anything is read
     with Machine.restore_from(snapshot, console=console, capture_output=False,
-                              kvm_path=kvm_device, force=force) as machine:
-        click.echo(f"pyvisor: restored {snapshot} ({machine.describe()})", err=True)
-        outcome = machine.run(timeout=timeout, handle_signals=True)
+                              kvm_path=kvm_device, force=force) as machine, \
+            gdb_serving(machine, gdb) as stub:
+        click.echo(f"pyvisor: restored {snapshot} ({machine.describe()})"
+                   + (f"; gdb stub on {stub.address}" if stub is not None else "")
+                   + (", the guest waits for gdb" if gdb_wait else ""), err=True)
+        outcome = machine.run(timeout=timeout, handle_signals=True, paused=gdb_wait,
+                              events=stub is None)
     if outcome.kind in ("fault", "error", "timeout", "signal"):
         click.echo(outcome.describe(), err=True)
     else:

@@ -3,14 +3,16 @@ continuation; memory stored sparsely; a truncated, corrupt, foreign-version, for
 or foreign file and a changed disk are refused in one line."""
 import os
 import re
+import socket
 import struct
 import subprocess
 import threading
+import time
 import zlib
 
 import pytest
 
-from helpers import guest, needs_kvm, pyvisor
+from helpers import PYVISOR, guest, needs_kvm, pyvisor
 from pyvisor import Machine
 from pyvisor.snapshot import encoding
 from pyvisor.snapshot.errors import SnapshotError
@@ -178,3 +180,30 @@ def test_the_console_kind_must_match_the_snapshots(saved):
     err = result.stderr.decode()
     assert result.returncode == 1 and len(err.strip().splitlines()) == 1, err
     assert "restore it with console stdio, none or a file" in err
+
+
+def test_restore_serves_gdb_and_waits_for_it(saved, tmp_path):
+    """--gdb-wait: the restored guest stays where it was saved until gdb continues it."""
+    sock_path = str(tmp_path / "gdb.sock")
+    proc = subprocess.Popen([PYVISOR, "restore", saved[0], "--console", "stdio",
+                             "--gdb", f"unix:{sock_path}", "--gdb-wait", "--timeout", "60"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(sock_path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with socket.socket(socket.AF_UNIX) as gdb:
+            gdb.connect(sock_path)
+            gdb.settimeout(30)
+            gdb.sendall(b"$?#3f")                      # why stopped: a stop reply
+            reply = b""
+            while b"#" not in reply.lstrip(b"+"):
+                reply += gdb.recv(4096)
+            assert reply.lstrip(b"+").startswith((b"$T", b"$S")), reply
+            gdb.sendall(b"+$c#63")                     # continue: the guest runs on
+            out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 3, err.decode()
+    assert b"gdb stub on" in err and rounds_of(out.decode()) == saved[1]
