@@ -180,9 +180,10 @@ class Module:
 
 def parse_modules(text: str) -> list[tuple[str, str]]:
     """``--initrd "mod1 arg,mod2"`` as QEMU's -initrd reads it for Multiboot: modules split
-    at commas, each a file name, then its arguments after the first space. Returns
-    (path, command line) pairs; the command line is the whole entry."""
-    entries = [entry.strip() for entry in text.split(",")]
+    at commas (",," is a comma within one), each a file name, then its arguments after the
+    first space. Returns (path, command line) pairs; the command line is the whole entry."""
+    entries = [entry.replace("\0", ",").strip()
+               for entry in text.replace(",,", "\0").split(",")]
     if not all(entries):
         raise KernelError(f"--initrd {text!r}: an empty module name in the list")
     return [(entry.split(" ", 1)[0], entry) for entry in entries]

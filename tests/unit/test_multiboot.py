@@ -127,8 +127,9 @@ def test_segments_outside_ram_or_over_the_boot_structures(mem, paddr, message):
 
 def test_module_list_as_qemu_reads_it():
     assert parse_modules("a.bin x y,b") == [("a.bin", "a.bin x y"), ("b", "b")]
+    assert parse_modules("a x=1,,2,b,,c") == [("a", "a x=1,2"), ("b,c", "b,c")]
     with pytest.raises(KernelError, match="empty module name"):
-        parse_modules("a,,b")
+        parse_modules("a, ,b")
 
 
 def test_info_layout():
