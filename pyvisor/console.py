@@ -24,10 +24,11 @@ HELP_TEXT = (
     "\r\n"
     "C-a h    print this help\r\n"
     "C-a x    exit pyvisor\r\n"
+    "C-a s    save a snapshot of the machine (its file name is printed)\r\n"
     "C-a C-a  send C-a to the guest\r\n"
 )
 
-_COMMANDS = {ord("x"): "quit", ord("h"): "help"}
+_COMMANDS = {ord("x"): "quit", ord("h"): "help", ord("s"): "save"}
 
 _READ_SIZE = 4096
 
@@ -79,19 +80,21 @@ def make_raw(attrs: list) -> list:
 class Console:
     """Reads input_fd on the I/O loop's thread and writes guest output to output_fd.
 
-    `on_input(data)` and `on_quit()` are called from the I/O thread; `on_quit` may call
-    `stop()`. `write()` may be called from any thread. Either fd may be None (no input /
+    `on_input(data)`, `on_quit()` and `on_save()` are called from the I/O thread; `on_quit`
+    may call `stop()`. `write()` may be called from any thread. Either fd may be None (no input /
     output discarded). The fds are borrowed, never closed. The end of input (EOF, a pty's
     hangup) only stops reading: quitting is left to the guest or the user.
     """
 
     def __init__(self, io_loop: IoLoop, input_fd: int | None, output_fd: int | None,
-                 on_input: Callable[[bytes], None], on_quit: Callable[[], None]) -> None:
+                 on_input: Callable[[bytes], None], on_quit: Callable[[], None],
+                 on_save: Callable[[], None] | None = None) -> None:
         self._io_loop = io_loop
         self._input_fd = input_fd
         self._output_fd = output_fd
         self._on_input = on_input
         self._on_quit = on_quit
+        self._on_save = on_save
         self._parser = EscapeParser()
         self._sink = FdSink(output_fd, "terminal") if output_fd is not None else None
         # Held by the input handler, so stop() waits for a read in progress; re-entrant
@@ -191,5 +194,7 @@ class Console:
             for command in commands:
                 if command == "quit":
                     self._on_quit()
-                else:
+                elif command == "save" and self._on_save is not None:
+                    self._on_save()
+                elif command == "help":
                     self.write(HELP_TEXT.encode())

@@ -106,6 +106,7 @@ class Machine:
         self._started = False
         self._torn_down = False
         self._signal: int | None = None
+        self._save_dir: int | None = None   # Ctrl-A s saves here
         # Guards outcome and events; re-entrant since _finish may run inside wait().
         self._changed = threading.Condition(threading.RLock())
         self._events: deque[Outcome] = deque()
@@ -335,14 +336,19 @@ class Machine:
             raise PyvisorError("this machine has already run; build a new one")
         self._started = True
         _install_kick_handler()
+        if self.config.console in ("stdio", "virtio"):
+            # Where Ctrl-A s saves snapshots: opened now, so the seccomp filter can allow
+            # writes there and nowhere else.
+            self._save_dir = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         if self.config.seccomp:
-            seccomp.install()   # everything the machine opens is open by now
+            seccomp.install(save_dir_fd=self._save_dir)   # everything else is open by now
         if paused:
             self._control.pausing = True
         if self.config.console in ("stdio", "virtio"):
             stdin_fd = 0 if _fd_open(0) else None
             self._console = Console(self.io_loop, stdin_fd, 1, on_input=self._console_input,
-                                    on_quit=lambda: self._finish(Outcome("quit", 0, "Ctrl-A x")))
+                                    on_quit=lambda: self._finish(Outcome("quit", 0, "Ctrl-A x")),
+                                    on_save=self._save_from_console)
             self._sinks.append(self._console.write)
             self._console.start()
         self.console_pipe.start()
@@ -552,15 +558,35 @@ class Machine:
         """Back to snap, in place (only pages written since are copied); stays paused."""
         self._snapshotter().restore(snap)
 
-    def save(self, path: str) -> int:
-        """Write the machine (paused) to a snapshot file; returns its size in bytes."""
-        return snapshot_file.save(self, path)
+    def save(self, path: str, dir_fd: int | None = None) -> int:
+        """Write the machine (paused) to a snapshot file (relative to dir_fd, if given);
+        returns its size in bytes."""
+        return snapshot_file.save(self, path, dir_fd)
 
     @classmethod
     def restore_from(cls, path: str, **options) -> "Machine":
         """A new machine from a snapshot file, ready to start where the saved one paused
         (options: console, capture_output, console_limit, kvm_path, force)."""
         return snapshot_file.restore(cls, path, **options)
+
+    def _save_from_console(self) -> None:
+        """Ctrl-A s: save to pyvisor-DATE-TIME.snap in the working directory, on a thread
+        of its own (the pause waits for device work, which runs on the I/O thread)."""
+        def save() -> None:
+            name = time.strftime("pyvisor-%Y%m%d-%H%M%S.snap")
+            was_running = self.state == "running"
+            try:
+                self.pause()
+                self.save(name, dir_fd=self._save_dir)
+                message = f"saved {os.path.abspath(name)}"
+            except PyvisorError as e:
+                message = f"cannot save a snapshot: {e}"
+            finally:
+                if was_running:
+                    self.resume()
+            self._console.write(f"\r\n[pyvisor: {message}]\r\n".encode())
+
+        threading.Thread(target=save, name="console-save", daemon=True).start()
 
     def _snapshotter(self) -> Snapshotter:
         if self._snapshots is None:
@@ -600,6 +626,9 @@ class Machine:
         if self._output_fd is not None:
             os.close(self._output_fd)
             self._output_fd = None
+        if self._save_dir is not None:
+            os.close(self._save_dir)
+            self._save_dir = None
 
     def __enter__(self) -> "Machine":
         return self

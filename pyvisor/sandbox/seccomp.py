@@ -66,10 +66,12 @@ def _arg_low(index: int) -> int:
     return ffi.offsetof("struct seccomp_data", "args") + 8 * index
 
 
-def build_program(pid: int) -> bytes:
+def build_program(pid: int, save_dir_fd: int | None = None) -> bytes:
     """The filter for process ``pid``, as an array of struct sock_filter (8 bytes each).
     Each test on the syscall number is followed by a body that always returns, so the
-    accumulator holds the number again wherever a test is reached."""
+    accumulator holds the number again wherever a test is reached. With ``save_dir_fd``
+    (a directory opened before the filter), openat and renameat relative to that directory
+    stay allowed: that is where a snapshot saved from the console (Ctrl-A s) goes."""
     ld_abs = lib.BPF_LD | lib.BPF_W | lib.BPF_ABS
     jeq, jge, jset = (lib.BPF_JMP | op | lib.BPF_K for op in (lib.BPF_JEQ, lib.BPF_JGE,
                                                               lib.BPF_JSET))
@@ -81,8 +83,9 @@ def build_program(pid: int) -> bytes:
 
     def verdict(arg: int, jump: int, k: int, when_true: bytes, when_false: bytes) -> bytes:
         """Load the low half of ``arg`` (the kernel reads ints and flags from just that
-        half) and return one of two verdicts on ``jump`` (jset, jeq) against ``k``."""
-        return (_insn(ld_abs, _arg_low(arg)) + _insn(jump, k, 0, 1)
+        half) and go on to one of two bodies, each of which returns, on ``jump`` (jset,
+        jeq) against ``k``."""
+        return (_insn(ld_abs, _arg_low(arg)) + _insn(jump, k, 0, len(when_true) // 8)
                 + when_true + when_false)
 
     def on(syscall: str, body: bytes) -> bytes:
@@ -97,6 +100,13 @@ def build_program(pid: int) -> bytes:
         on("clone", verdict(0, jset, lib.CLONE_THREAD, allow, eperm)),
         on("clone3", enosys),
     ]
+    if save_dir_fd is not None:
+        # openat(save_dir_fd, ...) and renameat(save_dir_fd, old, save_dir_fd, new).
+        flags_check = verdict(OPEN_FLAGS_ARG["openat"], jset, WRITE_FLAGS, eperm, allow)
+        program.append(on("openat", verdict(0, jeq, save_dir_fd, allow, flags_check)))
+        same_dir = verdict(2, jeq, save_dir_fd, allow, eperm)
+        program += [on(name, verdict(0, jeq, save_dir_fd, same_dir, eperm))
+                    for name in ("renameat", "renameat2")]
     program += [on(syscall, verdict(arg, jset, WRITE_FLAGS, eperm, allow))
                 for syscall, arg in OPEN_FLAGS_ARG.items()]
     program += [on(syscall, verdict(0, jeq, pid, allow, eperm)) for syscall in SIGNAL_CALLS]
@@ -105,7 +115,7 @@ def build_program(pid: int) -> bytes:
     return b"".join(program)
 
 
-def install() -> bool:
+def install(save_dir_fd: int | None = None) -> bool:
     """Install the filter on every thread of this process (SECCOMP_FILTER_FLAG_TSYNC);
     False if this process already has it. It cannot be taken off again.
 
@@ -116,7 +126,7 @@ def install() -> bool:
     with _install_lock:
         if _installed:
             return False
-        _install(build_program(os.getpid()))
+        _install(build_program(os.getpid(), save_dir_fd))
         _installed = True
         return True
 

@@ -117,9 +117,10 @@ def _runs(host: int, npages: int) -> list[tuple[int, int]]:
         gap *= 2
 
 
-def save(machine, path: str) -> int:
+def save(machine, path: str, dir_fd: int | None = None) -> int:
     """Write the (paused) machine to path (through a temporary file, renamed into place);
-    returns the file's size."""
+    returns the file's size. With dir_fd, path is relative to that directory (which the
+    seccomp filter lets a machine write into)."""
     snapshotter = machine._snapshotter()
     snap = snapshotter.capture(with_memory=False)
     regions, offset = [], 0
@@ -142,7 +143,8 @@ def save(machine, path: str) -> int:
     header = HEADER.pack(*fields, zlib.crc32(header[:-4]))
     tmp = f"{path}.tmp{os.getpid()}"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600,
+                     dir_fd=dir_fd)
     except OSError as e:
         raise SnapshotError(f"cannot write snapshot {path}: {e.strerror}") from None
     try:
@@ -154,10 +156,10 @@ def save(machine, path: str) -> int:
                 for first, count, _ in region["runs"]:
                     f.write(ram[first * PAGE:(first + count) * PAGE])
             f.truncate(memory_offset + offset)
-        os.replace(tmp, path)
+        os.replace(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except OSError as e:
         try:
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
         except OSError:
             pass
         raise SnapshotError(f"cannot write snapshot {path}: {e.strerror}") from None

@@ -81,3 +81,33 @@ def test_sigterm_ends_cleanly(session_factory):
     s.proc.terminate()
     assert s.wait() == 128 + 15
     assert termios.tcgetattr(s.slave) == s.saved
+
+
+def test_ctrl_a_s_saves_a_snapshot_that_restores_in_a_new_process(tmp_path, monkeypatch):
+    """Under the CLI's default seccomp filter, which lets pyvisor write only into the
+    directory it started in, and only there."""
+    monkeypatch.chdir(tmp_path)
+    s = PtySession([PYVISOR, "run", guest("shell"), "--mem", "64M"])
+    try:
+        s.expect(PROMPT)
+        s.type(b"echo before\r")
+        s.expect(PROMPT)
+        s.type(b"\x01s")
+        saved = s.expect(b".snap]")
+        s.type(b"\r")
+        s.expect(PROMPT)          # the guest runs on after the save
+        s.type(b"\x01x")
+        assert s.wait() == 0
+    finally:
+        s.close()
+    files = list(tmp_path.glob("pyvisor-*.snap"))
+    assert len(files) == 1
+    assert b"[pyvisor: saved " + str(files[0].with_suffix("")).encode() in saved
+    r = PtySession([PYVISOR, "restore", str(files[0])])
+    try:
+        r.type(b"echo after restore\r")
+        assert b"after restore" in r.expect(PROMPT)
+        r.type(b"exit 5\r")
+        assert r.wait() == 5
+    finally:
+        r.close()
