@@ -9,15 +9,14 @@ every op that can make the device work:
 - no exception escapes but the documented ones (none: a device contains driver errors);
 - nothing but a QueueError ends in DEVICE_NEEDS_RESET: any other exception the device
   caught (MemoryError at the address-space limit, IndexError, ...) is a bug it hid;
-- unless the device needs a reset, it returned every chain it took (used idx = the chains
-  popped), each used entry names a chain it popped and claims no more bytes than that
-  chain's writable buffers, and a request queue has consumed everything made available;
+- unless the device needs a reset, it pushed back every chain it popped, once, claiming no
+  more bytes than that chain's writable buffers hold (used idx moved by as many), and a
+  request queue has consumed everything made available;
 - the budgets of limits.py hold (the worker checks them around each input).
 """
 from __future__ import annotations
 
 import logging
-import struct
 import sys
 from typing import Callable
 
@@ -30,7 +29,6 @@ from .guest import (ADDR_DATA, LEN_MEDIUM, OP_DATA, OP_DESC, OP_PUBLISH, OP_RUN,
 from .limits import where
 from .stream import Reader, Writer
 
-USED_ELEM = struct.Struct("<II")
 OP_KICK, OP_HOST, OP_RESET, OP_STATUS = range(RING_OPS, RING_OPS + 4)
 OPS = RING_OPS + 4
 INIT = ACKNOWLEDGE | DRIVER
@@ -45,12 +43,15 @@ class InvariantError(AssertionError):
 
 
 class _Tracked:
-    """What one queue's device side popped and gave back, for the used-ring checks."""
+    """What one queue's device side popped and pushed back, for the used-ring checks. The
+    pushes are recorded as the device makes them, not read back from the used ring: the
+    guest may alias that ring with a writable buffer the device fills afterwards."""
 
     def __init__(self, queue: Virtqueue) -> None:
         self.queue = queue
         self.popped: list[tuple[int, int]] = []      # (head, writable bytes), in pop order
-        pop, unpop, reset = queue.pop, queue.unpop, queue.reset
+        self.pushed: list[tuple[int, int]] = []      # (head, bytes written)
+        pop, unpop, push, reset = queue.pop, queue.unpop, queue.push, queue.reset
 
         def tracked_pop():
             chain = pop()
@@ -62,36 +63,43 @@ class _Tracked:
             unpop(count)
             del self.popped[len(self.popped) - count:]
 
+        def tracked_push(head: int, written: int) -> None:
+            push(head, written)
+            self.pushed.append((head, written))
+
         def tracked_reset() -> None:
             reset()
             self.start()
 
-        queue.pop, queue.unpop, queue.reset = tracked_pop, tracked_unpop, tracked_reset
+        queue.pop, queue.unpop, queue.push, queue.reset = (tracked_pop, tracked_unpop,
+                                                           tracked_push, tracked_reset)
         self.start()
 
     def start(self) -> None:
         self.popped.clear()
+        self.pushed.clear()
         self.used_seen = self.queue.used_idx
 
-    def check(self, mem, name: str, index: int) -> None:
+    def check(self, name: str, index: int) -> None:
         q = self.queue
-        if (q.used_idx - self.used_seen) & 0xFFFF != len(self.popped) or \
+        if (q.used_idx - self.used_seen) & 0xFFFF != len(self.pushed) or \
                 q.used_idx != q.last_avail:
             raise InvariantError(f"{name} queue {index}: popped {len(self.popped)} chains "
-                                 f"(last_avail {q.last_avail}) but used idx is {q.used_idx}")
+                                 f"(last_avail {q.last_avail}), pushed {len(self.pushed)}, "
+                                 f"but used idx is {q.used_idx}")
         outstanding = list(self.popped)
-        for i in range(len(self.popped)):
-            slot = (self.used_seen + i) % q.size
-            head, length = USED_ELEM.unpack(mem.read(q.device_addr + 4 + 8 * slot, 8))
+        for head, length in self.pushed:
             match = next((p for p in outstanding if p[0] == head), None)
             if match is None:
-                raise InvariantError(f"{name} queue {index}: used entry for head {head}, "
-                                     f"which was not popped (or returned twice)")
+                raise InvariantError(f"{name} queue {index}: pushed head {head}, which was "
+                                     f"not popped (or was pushed twice)")
             if length > match[1]:
-                raise InvariantError(f"{name} queue {index}: used entry for head {head} says "
-                                     f"{length} bytes written, its writable buffers hold "
-                                     f"{match[1]}")
+                raise InvariantError(f"{name} queue {index}: pushed head {head} with {length} "
+                                     f"bytes written, its writable buffers hold {match[1]}")
             outstanding.remove(match)
+        if outstanding:
+            raise InvariantError(f"{name} queue {index}: popped heads "
+                                 f"{[h for h, _ in outstanding]} never pushed back")
         self.start()
 
 
@@ -131,7 +139,7 @@ class Watch:
         for index, t in enumerate(self.tracked):
             if not t.queue.ready:
                 continue
-            t.check(mem, dev.name, index)
+            t.check(dev.name, index)
             available = mem.read_u16(t.queue.driver_addr + 2)
             if index in self.request_queues & kicked and t.queue.last_avail != available:
                 raise InvariantError(f"{dev.name} queue {index}: kicked with avail idx "
