@@ -182,7 +182,10 @@ class Machine:
                               fast_path=self.console_pipe.set_fast_path)
         i8042 = I8042(request_reset=self._reset_requested)
         def rtc_irq(level: bool) -> None:
-            vm.irq_line(RTC_IRQ, level)
+            if self.hpet is not None:          # its legacy replacement routing may mute it
+                self.hpet.rtc_line(level)
+            else:
+                vm.irq_line(RTC_IRQ, level)
             if level:
                 self.sleep.wake("RTC alarm")
 

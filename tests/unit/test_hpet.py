@@ -132,6 +132,8 @@ def test_32_bit_timer_compares_the_low_half(hpet):
 
 def test_legacy_replacement_routes_timers_0_and_1_to_irq_0_and_8(hpet):
     hpet.mmio_write(0x010, 4, 0b11)
+    assert hpet.lines == [(0, False), (8, False)]      # the PIT's and RTC's lines taken over
+    del hpet.lines[:]
     arm(hpet, 0, 1 << 2, 100)
     arm(hpet, 1, 1 << 2, 200)
     hpet.clock.now += 3 * US
@@ -159,3 +161,15 @@ def test_acpi_table():
     assert (space, base, number, prot) == (0, 0xFED00000, 0, 0)
     body = tables.dsdt_aml(1, hpet=True)
     assert b"HPET" in body and b"HPET" not in tables.dsdt_aml(1)
+
+
+def test_legacy_replacement_takes_irq_8_from_the_rtc(hpet):
+    hpet.rtc_line(True)
+    assert hpet.lines == [(8, True)]
+    hpet.mmio_write(0x010, 4, 0b10)            # LEG_RT_CNF: the RTC's line is muted
+    assert hpet.lines[-1] == (8, False)
+    hpet.rtc_line(False)
+    hpet.rtc_line(True)
+    assert hpet.lines[-1] == (8, False)        # nothing more reached IRQ 8
+    hpet.mmio_write(0x010, 4, 0)               # back: the RTC's level as it is now
+    assert hpet.lines[-1] == (8, True)

@@ -12,7 +12,10 @@ then adds its period, skipping periods that passed while nobody looked; a one-sh
 next matches when the counter comes round again. Interrupts go to an IOAPIC pin the timer
 selects among INT_ROUTE_CAP, or with legacy replacement to IRQ 0 (timer 0) and IRQ 8
 (timer 1); edge-triggered ones pulse the line, level-triggered ones hold it and set the
-status bit until the guest clears it. No FSB (MSI) delivery.
+status bit until the guest clears it. No FSB (MSI) delivery. Legacy replacement takes
+IRQ 8 from the CMOS RTC, whose interrupt reaches its line through rtc_line() (the chipset's
+switch, as in QEMU); the in-kernel PIT is not muted (a guest that uses the HPET's legacy
+timer leaves the PIT unprogrammed, as Linux does).
 
 A timer thread sleeps until the next deadline, and runs only while an interrupt is armed.
 A guest cannot make it spin: it fires a timer at most once per MIN_FIRE_INTERVAL_NS.
@@ -79,7 +82,8 @@ class Hpet:
     ``timer=False`` to drive deadlines by hand through ``tick()``). Call close() to stop
     the timer thread."""
 
-    _STATE = ("_config", "_status", "_counter_base", "_tn_config", "_comparator", "_period")
+    _STATE = ("_config", "_status", "_counter_base", "_tn_config", "_comparator", "_period",
+              "_rtc_level")
 
     def __init__(self, irq_line: Callable[[int, bool], None],
                  clock: Callable[[], int] = time.monotonic_ns, *, timer: bool = True) -> None:
@@ -98,6 +102,7 @@ class Hpet:
         self._period = [0] * TIMERS
         self._next_fire = [0] * TIMERS   # host ns before which timer n does not fire again
         self._last = clock()             # host ns up to which timers have fired
+        self._rtc_level = False          # the CMOS RTC's interrupt output
 
     # --- the counter ----------------------------------------------------------------------
     def _counter(self, now: int) -> int:
@@ -191,6 +196,14 @@ class Hpet:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
 
+    def rtc_line(self, level: bool) -> None:
+        """The CMOS RTC's interrupt output: on IRQ 8 unless legacy replacement gives that
+        line to timer 1."""
+        with self._cond:
+            self._rtc_level = level
+            if not self._config & CFG_LEGACY:
+                self._irq_line(LEGACY_GSI[1], level)
+
     # --- registers ------------------------------------------------------------------------
     def _read64(self, reg: int, now: int) -> int:
         if reg == CAPABILITIES:
@@ -213,6 +226,10 @@ class Hpet:
     def _write64(self, reg: int, value: int, now: int) -> None:
         if reg == CONFIG:
             old, self._config = self._config, value & (CFG_ENABLE | CFG_LEGACY)
+            if (old ^ self._config) & CFG_LEGACY:
+                self._irq_line(LEGACY_GSI[0], False)
+                self._irq_line(LEGACY_GSI[1], not self._config & CFG_LEGACY
+                               and self._rtc_level)
             if (old ^ self._config) & CFG_ENABLE:
                 if self._config & CFG_ENABLE:
                     self._started = now
