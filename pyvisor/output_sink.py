@@ -15,7 +15,7 @@ import threading
 
 log = logging.getLogger("pyvisor.console")
 
-STALL_SECONDS = 1.0
+STALL_SECONDS = 0.5
 _CHUNK = 512
 
 

@@ -30,7 +30,7 @@ _READ_SIZE = 65536
 _COALESCE_SECONDS = 0.004
 # How long finish() waits for the pump: a terminal that stopped reading (a stopped pager,
 # a wedged tty) must not keep pyvisor from exiting once the guest is done.
-_DRAIN_SECONDS = 1.5
+_DRAIN_SECONDS = 1.0
 # The pipe's capacity: bursts of output (a verbose boot) while the pump sleeps.
 _PIPE_BYTES = 1 << 20
 # What the library keeps of the console output by default (MachineConfig.console_limit).
