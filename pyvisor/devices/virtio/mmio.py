@@ -16,7 +16,7 @@ from ..bus import MmioBus
 from ..io_loop import IoLoop
 from ..state import DeviceStateError
 from .device import QUEUE_INTERRUPT, VirtioDevice
-from .transport import AREA_REGISTERS, TransportState
+from .transport import AREA_REGISTERS, TransportSnapshot, TransportState
 
 WINDOW = 0x200
 MAGIC = 0x74726976          # "virt"
@@ -51,7 +51,7 @@ _REGISTERS = {
 }
 
 
-class VirtioMmio:
+class VirtioMmio(TransportSnapshot):
     def __init__(self, device: VirtioDevice, *, base: int, gsi: int, memory,
                  mmio_bus: MmioBus, vm, io_loop: IoLoop) -> None:
         self.device = device
@@ -102,18 +102,6 @@ class VirtioMmio:
                         self._interrupt_status = 0
 
     # --- snapshots ------------------------------------------------------------------------
-    @property
-    def state_lock(self):
-        """Held across a whole snapshot or restore: the I/O thread serves nothing meanwhile."""
-        return self.device.lock
-
-    def settle(self) -> None:
-        with self.device.lock:
-            self._state.settle(self._kick_fds)
-
-    def guest_areas(self) -> list[tuple[int, int]]:
-        return self.device.guest_areas()
-
     def snapshot_state(self) -> dict:
         """InterruptStatus, the transport selectors and the device with its queues."""
         with self.device.lock, self._status_lock:

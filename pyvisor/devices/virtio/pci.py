@@ -30,7 +30,7 @@ from ..pci.function import PciFunction
 from ..pci.msix import Msix
 from ..state import DeviceStateError
 from .device import QUEUE_INTERRUPT, VirtioDevice
-from .transport import AREA_REGISTERS, TransportState
+from .transport import AREA_REGISTERS, TransportSnapshot, TransportState
 
 VENDOR_ID = 0x1AF4
 MODERN_DEVICE_ID_BASE = 0x1040
@@ -89,7 +89,7 @@ def _vendor_cap(cfg_type: int, offset: int, length: int, extra: bytes = b"") -> 
                        length) + extra
 
 
-class VirtioPci(PciFunction):
+class VirtioPci(TransportSnapshot, PciFunction):
     def __init__(self, device: VirtioDevice, *, slot: int, bar_address: int, memory,
                  mmio_bus: MmioBus, vm, router, io_loop: IoLoop,
                  irq_line: Callable[[int, bool], None]) -> None:
@@ -251,18 +251,6 @@ class VirtioPci(PciFunction):
                         self._irq_line(self._intx_gsi, False)
 
     # --- snapshots ------------------------------------------------------------------------
-    @property
-    def state_lock(self):
-        """Held across a whole snapshot or restore: the I/O thread serves nothing meanwhile."""
-        return self.device.lock
-
-    def settle(self) -> None:
-        with self.device.lock:
-            self._state.settle(self._kick_fds)
-
-    def guest_areas(self) -> list[tuple[int, int]]:
-        return self.device.guest_areas()
-
     def snapshot_state(self) -> dict:
         """Configuration space (BAR placement), MSI-X, the ISR, the transport selectors
         and the device with its queues."""

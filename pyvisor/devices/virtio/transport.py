@@ -144,3 +144,20 @@ def drain_eventfds(fds: list[int]) -> None:
             os.eventfd_read(fd)
         except BlockingIOError:
             pass
+
+
+class TransportSnapshot:
+    """The snapshot side both transports share; they hold `device` (the VirtioDevice),
+    `_state` (their TransportState) and `_kick_fds` (the queue notification eventfds)."""
+
+    @property
+    def state_lock(self):
+        """Held across a whole snapshot or restore: the I/O thread serves nothing meanwhile."""
+        return self.device.lock
+
+    def settle(self) -> None:
+        with self.device.lock:
+            self._state.settle(self._kick_fds)
+
+    def guest_areas(self) -> list[tuple[int, int]]:
+        return self.device.guest_areas()
