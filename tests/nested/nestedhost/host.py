@@ -117,7 +117,7 @@ class NestedHostWedged(NestedHostError):
     """L1's own kernel stopped running: its COM2 heartbeat went silent.
 
     Seen in about one boot-module session in four to ten, and still now and then with vGIF
-    off (L1_MODULE_PARAMETERS; soak.py: none in 30 sessions on QEMU 7.2, one in 30 on QEMU
+    off (L1_MODULE_PARAMETERS; soak.py: none in 40 sessions on QEMU 7.2, one in 40 on QEMU
     10, so a newer QEMU is no cure): QEMU's TCG keeps executing an L2 vCPU that spins (for example in
     stop_machine) and L1 never again takes an interrupt, so nothing in L1 (not the
     heartbeat, not a command's own timeout) runs. That is the emulator, not a command; the

@@ -22,7 +22,7 @@ from pathlib import Path
 from . import debian
 from .debian import BACKPORTS_SUITE, Apt, PrepareError, ToolsUnavailable
 
-# tests/nested/soak.py, 30 sessions each: 7.2 wedged in none, 10 in one and ran 1-15 % slower
+# tests/nested/soak.py, 40 sessions each: 7.2 wedged in none, 10 in one and was no faster
 DEFAULT = "7.2"
 SYSTEM_NAMES = ("7.2", "system")
 BACKPORTS_NAMES = ("10", "backports")
