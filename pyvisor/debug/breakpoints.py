@@ -161,17 +161,18 @@ class DebugTable:
     # --- what KVM is told ---------------------------------------------------------------
     def guest_debug(self, stepping: bool) -> tuple[int, list[int]]:
         """KVM_SET_GUEST_DEBUG's control word and debug registers. A single step lifts
-        the hardware slots so that it never stops before executing its instruction."""
+        the instruction breakpoints, so that it never stops before executing its
+        instruction; data watchpoints stay armed."""
         control = 0
         regs = [0] * 8
+        armed = [(i, p) for i, p in enumerate(self._slots)
+                 if p is not None and not (stepping and isinstance(p, Breakpoint))]
         if stepping:
             control = lib.KVM_GUESTDBG_ENABLE | lib.KVM_GUESTDBG_SINGLESTEP | self.blockirq
-        elif any(self._slots):
-            control = lib.KVM_GUESTDBG_ENABLE | lib.KVM_GUESTDBG_USE_HW_BP
+        if armed:
+            control |= lib.KVM_GUESTDBG_ENABLE | lib.KVM_GUESTDBG_USE_HW_BP
             dr7 = 0
-            for i, point in enumerate(self._slots):
-                if point is None:
-                    continue
+            for i, point in armed:
                 regs[i] = point.address
                 if isinstance(point, Watchpoint):
                     rw, length = _DR7_RW[point.access], _DR7_LEN[point.length]

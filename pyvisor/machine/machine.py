@@ -105,6 +105,7 @@ class Machine:
         self._threads: list[threading.Thread] = []
         self._started = False
         self._torn_down = False
+        self._teardown_lock = threading.Lock()
         self._signal: int | None = None
         self._save_dir: int | None = None   # Ctrl-A s saves here
         # Guards outcome and events; re-entrant since _finish may run inside wait().
@@ -436,9 +437,13 @@ class Machine:
 
     def _teardown(self) -> None:
         """Once stopped: join the vCPU threads, stop device threads, drain the console."""
-        if self._torn_down or not self._started:
-            return
-        self._torn_down = True
+        with self._teardown_lock:   # a second waiter returns only once it is all done
+            if self._torn_down or not self._started:
+                return
+            self._torn_down = True
+            self._stop_threads()
+
+    def _stop_threads(self) -> None:
         self._control.stop()
         for thread in self._threads:
             if thread is not threading.current_thread():

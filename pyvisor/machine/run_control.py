@@ -97,9 +97,11 @@ class RunControl:
         with self._cond:
             if self.stopping:
                 return
+            me = self.current_vcpu()
+            if self.pausing and me is not None and me in self._parked:
+                return   # asked by a command (a step) running while the machine is paused
             self.pausing = True
             self._interrupt_all()
-            me = self.current_vcpu()
             if me is not None:
                 return   # two vCPUs pausing each other must not wait for each other
             while not self.stopping and any(i not in self._parked for i in self._threads):

@@ -348,3 +348,18 @@ def test_four_hardware_slots_then_a_clear_error():
             m.add_breakpoint(0x10_0000)
         points[0].remove()
         m.add_breakpoint(0x10_0000)
+
+
+def test_a_step_over_a_store_into_a_watched_page_is_one_instruction():
+    """On PVM the watched page makes the store an MMIO write, after which KVM loses the
+    single-step trap; the step must still end right after the store."""
+    func, watched = symbol("target_function"), symbol("watched")
+    with target(loops=3) as m:
+        cpu = m.run_until(func, timeout=30)
+        m.add_watchpoint(watched)
+        insns = cpu.disassemble(count=4)
+        for i in range(3):
+            assert cpu.step(timeout=10) is None
+            assert cpu.regs.rip == insns[i + 1].address, (i, insns)
+        assert m.wait(0).kind == "watchpoint"      # the store was seen, after the step
+        m.stop()
