@@ -113,6 +113,9 @@ class RunControl:
             if not self.pausing or self.stopping:
                 return
             self.pausing = False
+            # No vCPU counts as parked from here on, even before its thread wakes: state
+            # may not be touched (is_parked) while it could be entering KVM_RUN.
+            self._parked.clear()
             for vcpu in self._vcpus:
                 vcpu.request_immediate_exit(False)
             self._cond.notify_all()

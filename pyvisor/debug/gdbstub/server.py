@@ -148,7 +148,9 @@ class GdbServer:
         if self.closing:
             return
         self.closing = True
-        os.write(self._wake_w, b"x")
+        with self._release_lock:
+            if not self._released:   # else the server thread ended and closed the pipe
+                os.write(self._wake_w, b"x")
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=CLOSE_JOIN_SECONDS)
         if not self._thread.is_alive():
