@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from pyvisor.loader.multiboot_image import (Fail, KernelImage, Module, address_image,
-                                            elf_image, memory_kib)
+                                            elf_image, find_magic, memory_kib)
 from pyvisor.memory.layout import E820Entry
 
 HEADER_MAGIC = 0xE85250D6
@@ -65,11 +65,7 @@ PREFER_NONE, PREFER_LOW, PREFER_HIGH = 0, 1, 2
 
 def find_header(data: bytes) -> int | None:
     """The file offset of the Multiboot 2 header magic, or None."""
-    magic = HEADER_MAGIC.to_bytes(4, "little")
-    for offset in range(0, min(len(data), SEARCH_LIMIT) - 3, HEADER_ALIGN):
-        if data[offset:offset + 4] == magic:
-            return offset
-    return None
+    return find_magic(data, HEADER_MAGIC, SEARCH_LIMIT, HEADER_ALIGN)
 
 
 @dataclass(frozen=True)

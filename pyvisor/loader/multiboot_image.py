@@ -36,6 +36,16 @@ _PHDR = {1: (struct.Struct("<IIIIIIII"), (0, 1, 2, 3, 4, 5)),
          2: (struct.Struct("<IIQQQQQQ"), (0, 2, 3, 4, 5, 6))}
 
 
+def find_magic(data: bytes, magic: int, search_limit: int, align: int) -> int | None:
+    """The file offset of a header's 32-bit magic within the first search_limit bytes, at
+    an offset aligned to align (both Multiboot specifications say where to look), or None."""
+    wanted = magic.to_bytes(4, "little")
+    for offset in range(0, min(len(data), search_limit) - 3, align):
+        if data[offset:offset + 4] == wanted:
+            return offset
+    return None
+
+
 def page_up(addr: int) -> int:
     return -(-addr // PAGE) * PAGE
 
