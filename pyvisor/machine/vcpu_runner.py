@@ -184,6 +184,10 @@ class VcpuRunner:
                     return Outcome("error", FAULT_STATUS, f"KVM_RUN failed: {os.strerror(-ret)}")
                 reason = ex.reason
                 if reason == lib.KVM_EXIT_DEBUG:
+                    # The step's trap, and with it a hardware watchpoint the step touched.
+                    point = self._debug.hit(ex.exception, ex.pc, ex.dr6)
+                    if isinstance(point, Watchpoint):
+                        self._point_hit(point, ex.pc)
                     return None
                 if reason in (lib.KVM_EXIT_IO, lib.KVM_EXIT_MMIO):
                     value = _device_access(ex, r)
