@@ -106,6 +106,7 @@ class Machine:
         self._started = False
         self._torn_down = False
         self._teardown_lock = threading.Lock()
+        self._start_lock = threading.Lock()
         self._signal: int | None = None
         self._save_dir: int | None = None   # Ctrl-A s saves here
         # Guards outcome and events; re-entrant since _finish may run inside wait().
@@ -336,9 +337,10 @@ class Machine:
     def start(self, paused: bool = False) -> None:
         """Start the vCPU threads and return at once; with paused, they wait for resume()
         before the guest runs its first instruction."""
-        if self._started or self.outcome is not None:
-            raise PyvisorError("this machine has already run; build a new one")
-        self._started = True
+        with self._start_lock:   # a debugger attaching may start it from its own thread
+            if self._started or self.outcome is not None:
+                raise PyvisorError("this machine has already run; build a new one")
+            self._started = True
         _install_kick_handler()
         if self.config.console in ("stdio", "virtio"):
             # Where Ctrl-A s saves snapshots: opened now, so the seccomp filter can allow
@@ -416,7 +418,10 @@ class Machine:
         """start(paused) and wait(events=events) until the guest stops: the console
         quits, a signal arrives (with handle_signals, from the main thread) or timeout
         seconds pass (the guest is then stopped: kind "timeout")."""
-        self.start(paused=paused)
+        with self._start_lock:
+            started = self._started
+        if not started or self.outcome is not None:
+            self.start(paused=paused)   # else a debugger that attached first started it
         previous = self._install_signal_handlers() if handle_signals else {}
         try:
             outcome = self.wait(timeout, events=events)
