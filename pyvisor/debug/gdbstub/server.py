@@ -75,19 +75,35 @@ def _listen(address: Address) -> socket.socket:
     if address.family == "unix":
         _remove_stale_socket(address)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        target: object = address.path
+        target: object = address.path   # (replaced below by the name it is bound under)
     else:
         family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         target = (address.host, address.port)
+    if address.family == "unix":
+        # Bound and listening under another name, then renamed into place: the path never
+        # exists without a listener behind it (clients wait for the path to appear), nor
+        # with a mode other than 0600 (gdb drives the guest: only our user may connect).
+        target = f"{address.path}.{os.getpid()}.tmp"
+        if os.path.lexists(address.path):   # not a socket (a stale one was removed above)
+            sock.close()
+            raise ConfigError(f"--gdb {address}: cannot listen: {address.path} exists "
+                              f"and is not a socket")
     try:
         sock.bind(target)
         if address.family == "unix":
-            os.chmod(address.path, 0o600)   # gdb drives the guest: only our user may connect
+            os.chmod(target, 0o600)
         sock.listen(1)
+        if address.family == "unix":
+            os.rename(target, address.path)
     except OSError as e:
         sock.close()
+        if address.family == "unix":
+            try:
+                os.unlink(target)
+            except OSError:
+                pass
         raise ConfigError(f"--gdb {address}: cannot listen: {e.strerror or e}") from None
     sock.set_inheritable(False)
     return sock
