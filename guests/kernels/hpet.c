@@ -50,22 +50,6 @@ static void on_legacy(struct trap_frame *f)
     legacy_hits++;
 }
 
-static const u8 *find_table(const char *sig)
-{
-    for (u64 a = 0xE0000; a < 0x100000; a += 16) {
-        if (strncmp((const char *)a, "RSD PTR ", 8))
-            continue;
-        const u8 *xsdt = (const u8 *)*(const u64 *)(a + 24);
-        u32 len = *(const u32 *)(xsdt + 4);
-        for (u32 off = 36; off + 8 <= len; off += 8) {
-            const u8 *t = (const u8 *)*(const u64 *)(xsdt + off);
-            if (!strncmp((const char *)t, sig, 4))
-                return t;
-        }
-    }
-    return 0;
-}
-
 static void wait_for(volatile u32 *hits, u32 n, u32 pm_ticks)
 {
     u32 start = pm();
@@ -75,7 +59,7 @@ static void wait_for(volatile u32 *hits, u32 n, u32 pm_ticks)
 
 void kmain(void)
 {
-    const u8 *t = find_table("HPET");
+    const u8 *t = acpi_find_table("HPET");
     if (!t) {
         printf("FAIL: no HPET table\n");
         vm_exit(3);

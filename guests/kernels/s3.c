@@ -49,22 +49,6 @@ __asm__(
     ".code64\n"
     ".text\n");
 
-static const u8 *find_table(const char *sig)
-{
-    for (u64 a = 0xE0000; a < 0x100000; a += 16) {
-        if (strncmp((const char *)a, "RSD PTR ", 8))
-            continue;
-        const u8 *xsdt = (const u8 *)*(const u64 *)(a + 24);
-        u32 len = *(const u32 *)(xsdt + 4);
-        for (u32 off = 36; off + 8 <= len; off += 8) {
-            const u8 *t = (const u8 *)*(const u64 *)(xsdt + off);
-            if (!strncmp((const char *)t, sig, 4))
-                return t;
-        }
-    }
-    return 0;
-}
-
 /* The first value of Name(_S3, Package(){...}): ZeroOp, OneOp or BytePrefix n. */
 static int s3_slp_typ(const u8 *dsdt)
 {
@@ -84,7 +68,7 @@ static void cmos_set(u8 reg, u8 v) { outb(0x70, reg); outb(0x71, v); }
 
 void kmain(void)
 {
-    const u8 *fadt = find_table("FACP");
+    const u8 *fadt = acpi_find_table("FACP");
     if (!fadt) {
         printf("FAIL: no FADT\n");
         vm_exit(3);

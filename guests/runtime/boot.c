@@ -78,3 +78,19 @@ u64 cmdline_get_u64(const char *key, u64 dflt)
         return dflt;
     return v;
 }
+
+const u8 *acpi_find_table(const char *sig)
+{
+    for (u64 a = 0xE0000; a < 0x100000; a += 16) {
+        if (strncmp((const char *)a, "RSD PTR ", 8))
+            continue;
+        const u8 *xsdt = (const u8 *)*(const u64 *)(a + 24);
+        u32 len = *(const u32 *)(xsdt + 4);
+        for (u32 off = 36; off + 8 <= len; off += 8) {
+            const u8 *t = (const u8 *)*(const u64 *)(xsdt + off);
+            if (!strncmp((const char *)t, sig, 4))
+                return t;
+        }
+    }
+    return 0;
+}

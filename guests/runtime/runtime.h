@@ -164,6 +164,9 @@ const char *cmdline(void);               /* never NULL; "" when absent */
 int cmdline_get(const char *key, char *buf, size_t len);
 u64 cmdline_get_u64(const char *key, u64 dflt);
 extern char _kernel_start[], _kernel_end[];
+/* The ACPI table with this signature, found through the RSDP in 0xE0000-0xFFFFF and its
+ * XSDT; NULL if there is none. */
+const u8 *acpi_find_table(const char *sig);
 
 /* ---- time (time.c) ---- */
 /* Calibrates the TSC and LAPIC timer against PIT channel 2 (gated through port
