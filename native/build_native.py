@@ -189,6 +189,7 @@ struct boot_params {
 
 struct pv_stats {
     uint64_t exits[64]; uint64_t interrupted; uint64_t native_exits; uint64_t run_ns;
+    uint64_t handled_ns[64]; uint64_t last_exit_ns; uint32_t last_reason;
     uint32_t ports[65536]; uint64_t mmio_page[64]; uint64_t mmio_count[64]; uint64_t mmio_other;
 };
 struct pv_ports {

@@ -165,14 +165,21 @@ int pv_run(int vcpu_fd, struct kvm_run *run, struct pv_exit *e, struct pv_uart *
     }
     for (;;) {
         uint64_t t0 = st ? now_ns() : 0;
+        if (st && st->last_exit_ns)
+            st->handled_ns[st->last_reason] += t0 - st->last_exit_ns;
         int ret = ioctl(vcpu_fd, KVM_RUN, 0);
         int err = errno;
         if (st) {
-            st->run_ns += now_ns() - t0;
-            if (ret < 0)
+            st->last_exit_ns = now_ns();
+            st->run_ns += st->last_exit_ns - t0;
+            if (ret < 0) {
                 st->interrupted += err == EINTR;
-            else
+                st->last_reason = KVM_EXIT_INTR;
+            } else {
                 count_exit(st, run);
+                st->last_reason = run->exit_reason < PV_EXIT_REASONS
+                                  ? run->exit_reason : PV_EXIT_REASONS - 1;
+            }
         }
         if (ret < 0)
             return -err;

@@ -33,6 +33,10 @@ struct pv_stats {
     uint64_t interrupted;          /* KVM_RUN returned EINTR (a kick or immediate_exit) */
     uint64_t native_exits;         /* exits served inside pv_run (the UART fast path) */
     uint64_t run_ns;               /* time inside KVM_RUN */
+    uint64_t handled_ns[PV_EXIT_REASONS]; /* from an exit's return to the next KVM_RUN, by
+                                             that exit's reason: what serving it cost */
+    uint64_t last_exit_ns;         /* when KVM_RUN last returned; 0: not timing (parked) */
+    uint32_t last_reason;          /* its slot in handled_ns (KVM_EXIT_INTR for EINTR) */
     uint32_t ports[PV_PORTS];      /* port I/O exits by port (served natively or not) */
     uint64_t mmio_page[PV_MMIO_PAGES];   /* guest-physical page number + 1; 0 is free */
     uint64_t mmio_count[PV_MMIO_PAGES];

@@ -100,6 +100,7 @@ class VcpuRunner:
         vcpu = self.vcpu
         self._sync_debug()
         fd, kvm_run, ex, uart = vcpu.fd, vcpu.kvm_run, vcpu.exit, r.uart
+        vcpu.stats.last_exit_ns = 0      # time parked is not time serving an exit
         pio_read, pio_write, mmio_read, mmio_write = r.pio_read, r.pio_write, r.mmio_read, r.mmio_write
         wants_park = self.control.wants_park
         EXIT_IO, EXIT_MMIO, EXIT_INTR = lib.KVM_EXIT_IO, lib.KVM_EXIT_MMIO, lib.KVM_EXIT_INTR
@@ -170,6 +171,7 @@ class VcpuRunner:
             r = self._routing()
             ex = self.vcpu.exit
             value = 0
+            self.vcpu.stats.last_exit_ns = 0   # the pause before this step is not counted
             while True:
                 ret = lib.pv_run(self.vcpu.fd, self.vcpu.kvm_run, ex, r.uart, value)
                 if ret < 0:

@@ -324,6 +324,25 @@ def test_stats_count_exits_by_reason_port_and_time():
     assert "exits:" in s.format()
 
 
+def test_stats_time_serving_exits_by_reason_leaves_out_paused_time():
+    with target(loops=25) as m:
+        answer_device(m)
+
+        @m.on_pio(0x80)
+        def slow_post(cpu, port, size, value, is_write):
+            time.sleep(0.004)            # 25 writes: at least 0.1 s serving port I/O
+            return True
+
+        m.run_until(symbol("target_function"), timeout=30)
+        time.sleep(0.6)                  # paused: not time spent serving an exit
+        m.resume()
+        m.wait(timeout=30)
+        s = m.stats
+    assert s.handled_seconds["io"] >= 0.1
+    assert sum(s.handled_seconds.values()) < 0.6
+    assert "µs each" in s.format()
+
+
 def test_watchpoint_callback_and_a_read_write_watchpoint():
     watched, counter = symbol("watched"), symbol("counter")
     with target(loops=5) as m:
