@@ -98,11 +98,14 @@ def cli(verbose: int) -> None:
               help="Boot the machine Firecracker's JSON config file describes.")
 @click.option("--gdb-wait", is_flag=True,
               help="With --gdb: the guest waits at its first instruction for gdb.")
+@click.option("--stats", "show_stats", is_flag=True,
+              help="At the end, print on stderr the guest's exits by reason, port and MMIO "
+                   "region, with the time spent serving each kind.")
 def run(kernel: str, mem: str, cpus: int, cmdline: str, initrd: str | None,
         boot_protocol: str, disks: tuple[str, ...], nets: tuple[str, ...], virtio_transport: str, rng: bool, hpet: bool, testdev: bool, on_reboot: str, console: str, timeout: float | None,
         seccomp: str | None,
         kvm_device: str, gdb: str | None, gdb_wait: bool, api_sock: str | None,
-        config_file: str | None) -> int:
+        config_file: str | None, show_stats: bool) -> int:
     """Boot KERNEL (a Linux bzImage or vmlinux, or any ELF64 kernel) and connect its
     serial console to the terminal.
 
@@ -141,6 +144,8 @@ def run(kernel: str, mem: str, cpus: int, cmdline: str, initrd: str | None,
                            + (", the guest waits for gdb" if gdb_wait else ""), err=True)
             outcome = machine.run(timeout=left, handle_signals=True, paused=gdb_wait,
                                   events=stub is None)
+            if show_stats:
+                click.echo(machine.stats.format(), err=True)
         if not (outcome.kind == "reset" and on_reboot == "restart"):
             break
         logging.getLogger("pyvisor").info("the guest rebooted: booting again")

@@ -44,6 +44,16 @@ def test_console_none_prints_nothing():
     assert result.stdout == b""
 
 
+def test_stats_on_stderr_at_the_end():
+    """hello prints through the UART: its data port leads the port list, served in C."""
+    result = pyvisor("run", guest("hello"), "--mem", "32M", "--console", "none", "--stats")
+    assert result.returncode == 0
+    err = result.stderr.decode()
+    assert re.search(r"exits: \d+ \((\d+) served in C\)", err), err
+    assert re.search(r"^  io +\d+ +[\d.]+ s serving, +[\d.]+ µs each$", err, re.M), err
+    assert re.search(r"busiest ports:\n  0x03f8  \d+", err), err
+
+
 def test_triple_fault_reports_registers_and_code():
     result = pyvisor("run", guest("triple"), "--mem", "32M")
     err = result.stderr.decode()
