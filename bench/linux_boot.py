@@ -2,14 +2,19 @@
 
 Both VMMs boot the same stock Debian cloud bzImage and busybox initramfs with the same
 memory and vCPUs, in turn, in one nested host run; the init prints its uptime and powers
-off. For each boot three figures (medians over the runs):
+off. By default four configurations (1 and 2 vCPUs, quiet and verbose), all in one nested
+run. For each boot four figures (medians over the runs):
 
 - guest uptime at init: the kernel's own boot time (/proc/uptime read by init);
 - launch to init: nested-host seconds from starting the VMM to the init's line on the
   console, so VMM start-up (Python imports, memory and table set-up) counts too;
+- before the guest's clock: launch to init minus the uptime: VMM start-up, the
+  bzImage's decompression and the kernel's earliest boot;
 - launch to exit: until the VMM process has ended after the guest's power-off.
 
-Prints a table with the ratios; asserts nothing about speed.
+Then, for each configuration, pyvisor's own account of the median boot (`--stats`):
+exits by reason, port and MMIO region, and the time spent serving each kind.
+Prints tables with the ratios; asserts nothing about speed.
 
     python bench/linux_boot.py [--runs N] [--mem 256M] [--cpus 1] [--verbose]
 """
@@ -29,14 +34,16 @@ from nestedhost import NestedHost, linux_guest  # noqa: E402
 
 INIT = 'echo "GUEST-INIT uptime=$(cut -d" " -f1 /proc/uptime)"\npoweroff -f\n'
 # Runs in the nested host: stamps the nested host's clock at launch, at the init's line
-# and at the VMM's exit.
+# and at the VMM's exit; the VMM's stderr (pyvisor's --stats) is kept aside and printed
+# after, each line "@err ".
 STAMPED = r"""
 now() { cut -d' ' -f1 /proc/uptime; }
 echo "@launch $(now)"
-{ %s; echo "@status $?"; } 2>&1 | while IFS= read -r line; do
+{ %s 2>/tmp/vmm.err; echo "@status $?"; } | while IFS= read -r line; do
     case "$line" in *GUEST-INIT*) echo "$line @init $(now)";; "@status "*) echo "$line";; esac
 done
 echo "@exit $(now)"
+sed 's/^/@err /' /tmp/vmm.err
 """
 
 
@@ -66,37 +73,64 @@ def parse(output: str) -> tuple[float, float, float]:
     return float(init.group(1)), float(init.group(2)) - launch, end - launch
 
 
+def stats_block(output: str) -> str:
+    """pyvisor's --stats lines from one stamped run."""
+    return "\n".join(line[len("@err "):] for line in output.splitlines()
+                     if line.startswith("@err "))
+
+
+LABELS = ("guest uptime at init", "launch to init", "before the guest's clock",
+          "launch to exit")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--mem", default="256M")
-    ap.add_argument("--cpus", type=int, default=1)
-    ap.add_argument("--verbose", action="store_true", help="boot without 'quiet'")
+    ap.add_argument("--cpus", type=int, default=None, help="only this many vCPUs (default: 1 and 2)")
+    ap.add_argument("--verbose", action="store_true", help="only verbose boots (without 'quiet')")
+    ap.add_argument("--quiet", action="store_true", help="only quiet boots")
     args = ap.parse_args()
+    cpu_counts = [args.cpus] if args.cpus else [1, 2]
+    verbosity = [True] if args.verbose else [False] if args.quiet else [False, True]
+    configs = [(cpus, verbose) for verbose in verbosity for cpus in cpu_counts]
 
     host = NestedHost.prepare()
     guest = linux_guest()
-    append = "console=ttyS0 panic=-1" + ("" if args.verbose else " quiet")
     with tempfile.TemporaryDirectory(prefix="pyvisor-bench-") as tmp:
         initrd = guest.initramfs(Path(tmp) / "initrd.gz", INIT)
-        vmms = vmm_commands(guest.bzimage, initrd, args.mem, args.cpus, append)
-        order = [name for _ in range(args.runs) for name in vmms]   # interleaved
-        results = host.run_many([STAMPED % vmms[name] for name in order],
+        commands = {}
+        for cpus, verbose in configs:
+            append = "console=ttyS0 panic=-1" + ("" if verbose else " quiet")
+            for name, command in vmm_commands(guest.bzimage, initrd, args.mem, cpus,
+                                              append, pyvisor_args="--stats").items():
+                commands[(cpus, verbose, name)] = command
+        order = [key for _ in range(args.runs) for key in commands]   # interleaved
+        results = host.run_many([STAMPED % commands[key] for key in order],
                                 timeout=300 + 120 * len(order))
-    figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in vmms}
-    for name, result in zip(order, results):
-        figures[name].append(parse(result.output))
+    runs: dict[tuple, list[tuple[tuple[float, ...], str]]] = {key: [] for key in commands}
+    for key, result in zip(order, results):
+        uptime, to_init, to_exit = parse(result.output)
+        runs[key].append(((uptime, to_init, to_init - uptime, to_exit),
+                          stats_block(result.output)))
 
     print(host.describe())
     print(f"Linux boot to init in the nested test host: {guest.version} bzImage, "
-          f"{args.mem}, {args.cpus} vCPU(s), {'verbose' if args.verbose else 'quiet'}, "
-          f"median of {args.runs}")
-    names = list(vmms)
-    print(f"{'':24}" + "".join(f"{n:>14}" for n in names) + f"{'ratio':>10}")
-    for i, label in enumerate(("guest uptime at init", "launch to init", "launch to exit")):
-        medians = [statistics.median(f[i] for f in figures[n]) for n in names]
-        print(f"{label:24}" + "".join(f"{m:>12.2f} s" for m in medians)
-              + f"{medians[0] / medians[1]:>9.2f}x")
+          f"{args.mem}, median of {args.runs} runs each, the VMMs interleaved")
+    names = list(vmm_commands(guest.bzimage, Path("initrd"), args.mem, 1, ""))
+    for cpus, verbose in configs:
+        print(f"\n{cpus} vCPU(s), {'verbose' if verbose else 'quiet'}:")
+        print(f"{'':26}" + "".join(f"{n:>14}" for n in names) + f"{'ratio':>10}")
+        for i, label in enumerate(LABELS):
+            medians = [statistics.median(f[i] for f, _ in runs[(cpus, verbose, n)])
+                       for n in names]
+            print(f"{label:26}" + "".join(f"{m:>12.2f} s" for m in medians)
+                  + f"{medians[0] / medians[1]:>9.2f}x")
+    for cpus, verbose in configs:
+        ordered = sorted(runs[(cpus, verbose, names[0])], key=lambda run: run[0][1])
+        print(f"\npyvisor --stats of the median boot, {cpus} vCPU(s), "
+              f"{'verbose' if verbose else 'quiet'}:")
+        print(ordered[len(ordered) // 2][1])
 
 
 if __name__ == "__main__":
