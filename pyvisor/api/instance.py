@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import __version__
+from ..devices.legacy.ps2_keyboard import KeyboardError
 from ..devices.virtio.blk import DiskSpec, VirtioBlk
 from ..devices.virtio.net import NetSpec
 from ..errors import PyvisorError
@@ -227,8 +228,17 @@ class Instance:
         machine.pause() if state == "Paused" else machine.resume()
 
     def send_ctrl_alt_del(self) -> None:
-        """Firecracker presses the i8042's Ctrl-Alt-Del; pyvisor presses the ACPI power
-        button, the orderly shutdown request Linux acts on."""
+        """As Firecracker: Ctrl, Alt and Delete pressed and released on the i8042's
+        keyboard (IRQ 1). Linux then reboots, or signals init when init asked for that
+        (kernel.ctrl-alt-del = 0); the reboot ends pyvisor as it ends Firecracker."""
+        try:
+            self._running().i8042.send_ctrl_alt_del()
+        except KeyboardError as e:
+            raise ApiError(f"Cannot send Ctrl-Alt-Del: {e}.") from None
+
+    def press_power_button(self) -> None:
+        """pyvisor's own action: the ACPI power button, the orderly shutdown request
+        Linux's button driver reports (and a wake event from S3)."""
         self._running().acpi_pm.press_power_button()
 
     def patch_drive(self, drive_id: str, body: dict[str, Any]) -> None:

@@ -76,6 +76,11 @@ def _action(inst: Instance, _p: dict, body: Any) -> None:
                        f"(GET /pyvisor/stats returns its exit statistics)")
 
 
+def _pyvisor_action(inst: Instance, _p: dict, body: Any) -> None:
+    schema.check(body, schema.PYVISOR_ACTION, "pyvisor/actions")
+    inst.press_power_button()
+
+
 def _snapshot_create(inst: Instance, _p: dict, body: Any) -> None:
     inst.create_snapshot(schema.check(body, schema.SNAPSHOT_CREATE, "snapshot/create"))
 
@@ -107,6 +112,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], Handler, int]] = [
         ("PUT", r"/snapshot/load", _snapshot_load, NO_CONTENT),
         ("GET", r"/pyvisor/stats", _get(Instance.stats), OK),
         ("GET", r"/pyvisor/console", _get(Instance.console), OK),
+        ("PUT", r"/pyvisor/actions", _pyvisor_action, NO_CONTENT),
     ]
 ]
 _WITH_BODY = ("PUT", "PATCH")

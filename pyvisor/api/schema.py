@@ -86,6 +86,10 @@ ACTION = {
     "action_type": Field("string", required=True,
                          choices=("InstanceStart", "SendCtrlAltDel", "FlushMetrics")),
 }
+# PUT /pyvisor/actions: pyvisor's own actions, beside Firecracker's.
+PYVISOR_ACTION = {
+    "action_type": Field("string", required=True, choices=("PowerButton",)),
+}
 SNAPSHOT_CREATE = {
     "snapshot_path": Field("string", required=True),
     "mem_file_path": Field("string", required=True),

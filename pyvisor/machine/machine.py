@@ -29,7 +29,7 @@ from ..devices.legacy.fw_cfg import FW_CFG_PORT, FW_CFG_PORTS, FwCfg, build_item
 from ..devices.legacy import pc_testdev
 from ..devices.legacy.hpet import HPET_BASE, HPET_SIZE, Hpet
 from .sleep import Sleep
-from ..devices.legacy.i8042 import COMMAND_PORT, DATA_PORT, I8042
+from ..devices.legacy.i8042 import COMMAND_PORT, DATA_PORT, KBD_IRQ, I8042
 from ..devices.legacy.rtc import RTC_INDEX_PORT, RTC_IRQ, CmosRtc
 from ..devices.legacy.rtc import PORT_COUNT as RTC_PORT_COUNT
 from ..devices.legacy.serial import COM1_BASE, COM1_IRQ, PORT_COUNT, Uart16550
@@ -182,7 +182,8 @@ class Machine:
         self.uart = Uart16550(irq=lambda level: vm.irq_line(COM1_IRQ, level),
                               output=self.console_pipe.write,
                               fast_path=self.console_pipe.set_fast_path)
-        i8042 = I8042(request_reset=self._reset_requested)
+        self.i8042 = i8042 = I8042(request_reset=self._reset_requested,
+                                   irq=lambda level: vm.irq_line(KBD_IRQ, level))
         def rtc_irq(level: bool) -> None:
             if self.hpet is not None:          # its legacy replacement routing may mute it
                 self.hpet.rtc_line(level)

@@ -11,7 +11,8 @@ class Kbc:
 
     def __init__(self):
         self.resets = 0
-        self.dev = I8042(self._reset)
+        self.irqs = []
+        self.dev = I8042(self._reset, irq=self.irqs.append)
         self.bus = PioBus()
         self.bus.register(DATA_PORT, 1, self.dev.data_port, "i8042-data")
         self.bus.register(COMMAND_PORT, 1, self.dev.command_port, "i8042-cmd")
@@ -74,9 +75,9 @@ def test_self_test_and_interface_test(k):
 def test_command_data_flag(k):
     k.bus.write(COMMAND_PORT, 1, 0xAD)
     assert k.status() & STATUS_CMD
-    k.bus.write(DATA_PORT, 1, 0xF4)      # a byte for the (absent) keyboard
+    k.bus.write(DATA_PORT, 1, 0xF4)      # a byte for the keyboard: enable scanning
     assert not k.status() & STATUS_CMD
-    assert not k.status() & STATUS_OBF   # nothing answers
+    assert k.bus.read(DATA_PORT, 1) == 0xFA      # the keyboard's ACK
 
 
 def test_ctr_read_write(k):

@@ -1,9 +1,16 @@
-"""i8042 keyboard controller with nothing behind it: enough for Linux's i8042 probe to
-finish at once, and the 0xFE pulse that Linux (reboot=k, the default) uses to reset.
+"""i8042 keyboard controller with a PS/2 keyboard behind it (ps2_keyboard.py): enough for
+Linux's i8042 probe and atkbd to finish at once, the 0xFE pulse that Linux (reboot=k) uses
+to reset, and Ctrl-Alt-Del typed from the host (Firecracker's SendCtrlAltDel), which
+Linux's keyboard driver turns into a reboot or a signal to init.
 
 Everything a command returns lands in the one-byte output buffer (status OBF) before the
 OUT that issued it completes, so input-buffer-full is never set and every polling loop in
-the guest ends on its first read.
+the guest ends on its first read. A controller reply replaces what the buffer holds (a
+driver that left a byte unread gets the reply it asked for); a keyboard byte it replaces
+goes back to the head of the keyboard's queue, so no key is lost. Keyboard bytes wait
+while the guest disables the keyboard port (CTR KBDDIS). While the buffer is full and the command byte enables it (KBDINT), IRQ 1 is
+raised; reading the data port lowers it, and the next byte raises it again (an edge per
+byte, as Linux's IOAPIC routing of ISA IRQ 1 expects).
 
 The AUX (mouse) channel is modelled as absent, and absent quickly: Linux's
 i8042_check_aux() would otherwise wait 500 ms for an unanswered AUX loopback (0xD3) or
@@ -13,12 +20,15 @@ the AUX-data status bit (Linux reports "auxerr" immediately) and the AUX interfa
 """
 from __future__ import annotations
 
+import threading
 from typing import Callable
 
-from ..state import capture, restore_fields
+from ..state import DeviceStateError, capture, restore_fields
+from .ps2_keyboard import CTRL_ALT_DEL, Ps2Keyboard
 
 DATA_PORT = 0x60
 COMMAND_PORT = 0x64   # status on read
+KBD_IRQ = 1
 
 STATUS_OBF = 0x01        # output buffer full: a byte waits at DATA_PORT
 STATUS_IBF = 0x02        # input buffer full: never, commands complete immediately
@@ -88,46 +98,78 @@ class I8042:
     """Register `data_port` at DATA_PORT and `command_port` at COMMAND_PORT, length 1 each,
     leaving 0x61-0x63 to the in-kernel PIT. `request_reset()` is called for the 0xFE (or
     any even 0xF0-0xFE) pulse command and for an output-port write with bit 0 clear; Linux
-    sends 0xFE up to ten times, so it may be called more than once.
+    sends 0xFE up to ten times, so it may be called more than once. `irq(level)` drives
+    IRQ 1.
 
-    The guest serialises access itself (Linux holds i8042_lock), as it must on hardware,
-    so there is no lock here.
+    The guest serialises its own accesses (Linux holds i8042_lock), but keys typed from
+    the host arrive on another thread, so one lock covers the controller and the keyboard
+    (also held by a snapshot: `state_lock`). Port accesses are rare (probe, reset), so it
+    costs nothing on the exit path that matters.
     """
 
-    def __init__(self, request_reset: Callable[[], None]) -> None:
+    def __init__(self, request_reset: Callable[[], None],
+                 irq: Callable[[bool], None] = lambda level: None) -> None:
         self._request_reset = request_reset
+        self._irq = irq
+        self.state_lock = threading.RLock()
+        self.keyboard = Ps2Keyboard(translating=lambda: bool(self._ctr & CTR_XLATE))
         self.data_port = I8042Port(self.read_data, self.write_data)
         self.command_port = I8042Port(self.read_status, self.write_command)
         self._ctr = CTR_POWER_ON
         self._outport = OUTPORT_POWER_ON
         self._output = 0          # last byte put in the output buffer
         self._obf = False
+        self._from_keyboard = False   # the buffer's byte came from the keyboard
+        self._irq_level = False
         self._last_was_command = False
         self._param_for = 0       # command waiting for a byte at DATA_PORT, or 0
 
-    _STATE = ("_ctr", "_outport", "_output", "_obf", "_last_was_command", "_param_for")
+    _STATE = ("_ctr", "_outport", "_output", "_obf", "_from_keyboard",
+              "_irq_level", "_last_was_command", "_param_for")
 
     def snapshot_state(self) -> dict:
-        """The command byte, output port, output buffer and a command awaiting its byte."""
-        return capture(self, self._STATE)
+        """The command byte, output port, output buffer, a command awaiting its byte, the
+        IRQ 1 level and the keyboard's queue and modes."""
+        with self.state_lock:
+            return {**capture(self, self._STATE), "keyboard": self.keyboard.snapshot_state()}
 
     def restore_state(self, state: dict) -> None:
-        restore_fields(self, state, self._STATE, "i8042")
+        with self.state_lock:
+            if not isinstance(state.get("keyboard"), dict):
+                raise DeviceStateError("i8042: the saved state has no keyboard")
+            restore_fields(self, state, self._STATE, "i8042")
+            self.keyboard.restore_state(state["keyboard"])
+
+    def send_ctrl_alt_del(self) -> None:
+        """Press and release Ctrl, Alt and Delete (KeyboardError if the guest's keyboard
+        cannot take them now)."""
+        with self.state_lock:
+            self.keyboard.type_chord(CTRL_ALT_DEL)
+            self._fill()
 
     def read_status(self) -> int:
-        status = STATUS_UNLOCKED | (self._ctr & CTR_SYS)
-        if self._obf:
-            status |= STATUS_OBF   # never with STATUS_AUXDATA: no AUX device answers
-        if self._last_was_command:
-            status |= STATUS_CMD
-        return status
+        with self.state_lock:
+            status = STATUS_UNLOCKED | (self._ctr & CTR_SYS)
+            if self._obf:
+                status |= STATUS_OBF   # never with STATUS_AUXDATA: no AUX device answers
+            if self._last_was_command:
+                status |= STATUS_CMD
+            return status
 
     def read_data(self) -> int:
         # With the buffer empty hardware returns the previous byte again.
-        self._obf = False
-        return self._output
+        with self.state_lock:
+            output, self._obf = self._output, False
+            self._update_irq()       # lowered first: the next byte is a new edge
+            self._fill()
+            return output
 
     def write_command(self, cmd: int) -> None:
+        with self.state_lock:
+            self._command(cmd)
+            self._fill()
+
+    def _command(self, cmd: int) -> None:
         self._last_was_command = True
         self._param_for = 0
         if cmd == CMD_READ_CTR:
@@ -156,6 +198,11 @@ class I8042:
             self._request_reset()
 
     def write_data(self, value: int) -> None:
+        with self.state_lock:
+            self._data(value)
+            self._fill()
+
+    def _data(self, value: int) -> None:
         self._last_was_command = False
         cmd, self._param_for = self._param_for, 0
         if cmd == CMD_WRITE_CTR:
@@ -166,8 +213,25 @@ class I8042:
                 self._request_reset()
         elif cmd == CMD_AUX_LOOP:
             self._put(value)   # without STATUS_AUXDATA: see the module docstring
-        # CMD_AUX_SEND and bytes for the keyboard go to devices that are not there: no reply.
+        elif cmd == 0:
+            # A byte for the keyboard; sending one enables the keyboard port, as on an 8042.
+            self._ctr &= ~CTR_KBDDIS
+            self.keyboard.write(value)
+        # CMD_AUX_SEND: for a mouse that is not there, so no reply.
 
     def _put(self, value: int) -> None:
-        self._output = value
-        self._obf = True
+        if self._obf and self._from_keyboard:
+            self.keyboard.unread(self._output)
+        self._output, self._obf, self._from_keyboard = value, True, False
+
+    def _fill(self) -> None:
+        """Move the next keyboard byte into an empty output buffer; set IRQ 1's level."""
+        if not self._obf and self.keyboard.pending() and not self._ctr & CTR_KBDDIS:
+            self._output, self._obf, self._from_keyboard = self.keyboard.pop(), True, True
+        self._update_irq()
+
+    def _update_irq(self) -> None:
+        level = self._obf and bool(self._ctr & CTR_KBDINT)
+        if level != self._irq_level:
+            self._irq_level = level
+            self._irq(level)
