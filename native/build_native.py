@@ -45,6 +45,8 @@ KVM_SET_GUEST_DEBUG KVM_CAP_SET_GUEST_DEBUG KVM_GUESTDBG_ENABLE KVM_GUESTDBG_SIN
 KVM_GUESTDBG_USE_SW_BP KVM_GUESTDBG_USE_HW_BP KVM_GUESTDBG_BLOCKIRQ
 PV_EXIT_REASONS PV_PORTS PV_MMIO_PAGES
 PV_PORT_PYTHON PV_PORT_NONE PV_PORT_CONSOLE PV_PORT_PM_TIMER
+PV_EXIT_COALESCED KVM_CAP_COALESCED_MMIO KVM_CAP_COALESCED_PIO
+KVM_REGISTER_COALESCED_MMIO KVM_UNREGISTER_COALESCED_MMIO
 KVM_GET_IRQCHIP KVM_SET_IRQCHIP KVM_GET_PIT2 KVM_SET_PIT2 KVM_GET_CLOCK KVM_SET_CLOCK
 KVM_GET_CPUID2 KVM_MEM_LOG_DIRTY_PAGES KVM_CAP_XSAVE2 KVM_GET_TSC_KHZ
 PV_STEP_MP_STATE PV_STEP_REGS PV_STEP_SREGS PV_STEP_XSAVE PV_STEP_XCRS PV_STEP_DEBUGREGS
@@ -196,6 +198,9 @@ struct pv_ports {
     uint8_t read[65536]; uint8_t write[65536]; int32_t console_fd; uint64_t console_dropped;
     uint64_t pm_timer_origin_ns;
 };
+struct kvm_coalesced_mmio_zone { uint64_t addr; uint32_t size; uint32_t pio; ...; };
+struct pv_coalesced { uint32_t max; uint64_t drained; ...; };
+struct pv_write { uint64_t addr; uint64_t value; uint32_t size; uint32_t pio; };
 struct pv_exit {
     uint32_t reason; uint32_t is_write; uint32_t size; uint32_t count;
     uint64_t addr; uint64_t value; uint8_t *data; uint32_t read_pending;
@@ -204,7 +209,13 @@ struct pv_exit {
     uint32_t exception; uint64_t pc, dr6, dr7;
     struct pv_stats *stats;
     struct pv_ports *ports;
+    struct pv_coalesced *coalesced;
+    uint32_t kvm_reason;
 };
+void pv_coalesced_init(struct pv_coalesced *c, void *ring_page, uint32_t page_size);
+int pv_coalesced_next(struct pv_coalesced *c, struct pv_ports *ports, struct pv_stats *st,
+                      struct pv_write *w);
+void pv_coalesced_done(struct pv_coalesced *c, struct pv_stats *st);
 int pv_irq_line(int vm_fd, uint32_t irq, uint32_t level);
 
 int pv_ioctl(int fd, unsigned long request, void *arg);

@@ -2,6 +2,7 @@
 #include "shim.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -155,10 +156,112 @@ static void count_exit(struct pv_stats *st, struct kvm_run *run)
         count_mmio(st, run->mmio.phys_addr);
 }
 
+/* --- the coalesced ring ----------------------------------------------------------------- */
+
+void pv_coalesced_init(struct pv_coalesced *c, void *ring_page, uint32_t page_size)
+{
+    c->ring = ring_page;
+    c->max = (page_size - sizeof(struct kvm_coalesced_mmio_ring)) / sizeof(struct kvm_coalesced_mmio);
+    c->lock = 0;
+    c->drained = 0;
+}
+
+static void ring_lock(struct pv_coalesced *c)
+{
+    while (__atomic_exchange_n(&c->lock, 1, __ATOMIC_ACQUIRE))
+        sched_yield();   /* held only for a bounded walk of the ring, never across Python */
+}
+
+static void ring_unlock(struct pv_coalesced *c)
+{
+    __atomic_store_n(&c->lock, 0, __ATOMIC_RELEASE);
+}
+
+/* The write at the head of the ring, or NULL when it is empty. Both indices are KVM's to
+ * keep below max; one that is not reads as an empty ring rather than outside the page. */
+static const struct kvm_coalesced_mmio *ring_head(struct pv_coalesced *c)
+{
+    uint32_t first = c->ring->first;
+    uint32_t last = __atomic_load_n(&c->ring->last, __ATOMIC_ACQUIRE);   /* entry before index */
+    if (first == last || first >= c->max || last >= c->max)
+        return NULL;
+    return &c->ring->coalesced_mmio[first];
+}
+
+static void ring_pop(struct pv_coalesced *c, struct pv_stats *st)
+{
+    const struct kvm_coalesced_mmio *m = &c->ring->coalesced_mmio[c->ring->first];
+    if (st) {
+        if (m->pio)
+            st->ports[(uint16_t)m->phys_addr]++;
+        else
+            count_mmio(st, m->phys_addr);
+    }
+    c->drained++;
+    __atomic_store_n(&c->ring->first, (c->ring->first + 1) % c->max, __ATOMIC_RELEASE);
+}
+
+/* Serve from the head the writes the port table serves; the first one Python must
+ * dispatch is left there. Caller holds the lock. */
+static const struct kvm_coalesced_mmio *ring_serve_native(struct pv_coalesced *c,
+                                                          struct pv_ports *p,
+                                                          struct pv_stats *st)
+{
+    const struct kvm_coalesced_mmio *m;
+    while ((m = ring_head(c))) {
+        uint8_t action = m->pio && p ? p->write[(uint16_t)m->phys_addr] : PV_PORT_PYTHON;
+        if (action == PV_PORT_CONSOLE) {
+            if (!console_byte(p->console_fd, m->data))
+                __atomic_fetch_add(&p->console_dropped, 1, __ATOMIC_RELAXED);
+        } else if (action != PV_PORT_NONE) {
+            return m;
+        }
+        ring_pop(c, st);
+    }
+    return NULL;
+}
+
+int pv_coalesced_next(struct pv_coalesced *c, struct pv_ports *ports,
+                      struct pv_stats *st, struct pv_write *w)
+{
+    ring_lock(c);
+    const struct kvm_coalesced_mmio *m = ring_serve_native(c, ports, st);
+    if (m) {
+        w->addr = m->phys_addr;
+        w->size = m->len > 8 ? 8 : m->len;
+        w->value = load_le(m->data, w->size);
+        w->pio = m->pio;
+    }
+    ring_unlock(c);
+    return m != NULL;
+}
+
+void pv_coalesced_done(struct pv_coalesced *c, struct pv_stats *st)
+{
+    ring_lock(c);
+    if (ring_head(c))
+        ring_pop(c, st);
+    ring_unlock(c);
+}
+
+/* 1 when no queued write waits for Python (after serving those C serves): the exit that
+ * just happened may be handled. The common case is one comparison of the two indices. */
+static int coalesced_settled(struct pv_coalesced *c, struct pv_ports *p, struct pv_stats *st)
+{
+    if (__atomic_load_n(&c->ring->first, __ATOMIC_RELAXED)
+        == __atomic_load_n(&c->ring->last, __ATOMIC_RELAXED))
+        return 1;
+    ring_lock(c);
+    int settled = ring_serve_native(c, p, st) == NULL;
+    ring_unlock(c);
+    return settled;
+}
+
 int pv_run(int vcpu_fd, struct kvm_run *run, struct pv_exit *e, struct pv_uart *uart,
            uint64_t read_value)
 {
     struct pv_stats *st = e->stats;
+    int held = 0;   /* coalesced writes Python must dispatch before this exit */
     if (e->read_pending) {
         memcpy(e->data, &read_value, e->size > 8 ? 8 : e->size);
         e->read_pending = 0;
@@ -183,6 +286,10 @@ int pv_run(int vcpu_fd, struct kvm_run *run, struct pv_exit *e, struct pv_uart *
         }
         if (ret < 0)
             return -err;
+        if (e->coalesced && !coalesced_settled(e->coalesced, e->ports, st)) {
+            held = 1;
+            break;
+        }
         if (run->exit_reason != KVM_EXIT_IO
             || !((uart && uart_fast_path(uart, run)) || (e->ports && ports_fast_path(e->ports, run))))
             break;
@@ -232,6 +339,10 @@ int pv_run(int vcpu_fd, struct kvm_run *run, struct pv_exit *e, struct pv_uart *
         break;
     default:
         break;
+    }
+    if (held) {
+        e->kvm_reason = e->reason;
+        e->reason = PV_EXIT_COALESCED;
     }
     return 0;
 }

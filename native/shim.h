@@ -79,7 +79,44 @@ struct pv_exit {
     uint64_t pc, dr6, dr7; /* KVM_EXIT_DEBUG */
     struct pv_stats *stats; /* may be NULL: nothing is counted */
     struct pv_ports *ports; /* may be NULL: every port exit goes to Python */
+    struct pv_coalesced *coalesced; /* may be NULL: no coalesced ring */
+    uint32_t kvm_reason;  /* PV_EXIT_COALESCED: the KVM exit that came with it (decoded) */
 };
+
+/* --- KVM's coalesced MMIO/PIO ring ------------------------------------------------------
+ * Writes to the zones pyvisor registers (KVM_REGISTER_COALESCED_MMIO: write-only registers
+ * whose writes matter only to a later access, like the CMOS index port, and ports whose
+ * writes do nothing) do not exit: KVM queues them in one ring per VM, the page at
+ * KVM_CHECK_EXTENSION(KVM_CAP_COALESCED_MMIO) of every vCPU's kvm_run mapping. They must
+ * reach the devices in order, before anything that follows them is handled. pv_run serves
+ * the ones the port table serves itself; at the first one Python must dispatch it returns
+ * PV_EXIT_COALESCED, with the KVM exit that came along decoded as usual (its reason in
+ * kvm_reason), and Python takes them with pv_coalesced_next / pv_coalesced_done: a write
+ * leaves the ring only once its device has it, so another vCPU's exit cannot overtake it
+ * (that vCPU finds it still queued). One consumer at a time (lock); all vCPUs share it. */
+#define PV_EXIT_COALESCED 0x10000   /* above every KVM_EXIT_* */
+struct pv_coalesced {
+    struct kvm_coalesced_mmio_ring *ring;
+    uint32_t max;                 /* entries in the ring: KVM_COALESCED_MMIO_MAX */
+    int32_t lock;
+    uint64_t drained;             /* writes taken off the ring (Machine.stats) */
+};
+/* One queued write, as a device takes it. */
+struct pv_write {
+    uint64_t addr;                /* port, or guest-physical address */
+    uint64_t value;               /* little endian, size bytes */
+    uint32_t size;
+    uint32_t pio;
+};
+/* ring_page: the mapped ring page; page_size: KVM's page size (the ring fills one page). */
+void pv_coalesced_init(struct pv_coalesced *c, void *ring_page, uint32_t page_size);
+/* Serve the queued writes the port table serves, then copy the first one Python must
+ * dispatch into w and return 1 (it stays queued until pv_coalesced_done); 0 when the ring
+ * is empty. Counted in st (may be NULL): per port or MMIO page, as exits are. */
+int pv_coalesced_next(struct pv_coalesced *c, struct pv_ports *ports,
+                      struct pv_stats *st, struct pv_write *w);
+/* The write pv_coalesced_next returned has been dispatched: take it off the ring. */
+void pv_coalesced_done(struct pv_coalesced *c, struct pv_stats *st);
 
 /* The UART registers the guest hits once per console character, served inside pv_run so
  * that a verbose boot does not cost two trips through Python per byte. Python owns the

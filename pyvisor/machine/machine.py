@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections import deque
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .._native import ffi, lib
 from ..console import Console
@@ -26,7 +26,6 @@ from ..devices.legacy.acpi_pm import PM_BASE, PM_LENGTH, PM_TMR, SCI_IRQ, AcpiPm
 from ..devices.legacy.debugcon import DEBUGCON_PORT, DebugConsole
 from ..devices.legacy.exit_device import EXIT_PORT, ExitDevice
 from ..devices.legacy.fw_cfg import FW_CFG_PORT, FW_CFG_PORTS, FwCfg, build_items
-from ..devices.legacy import pc_testdev
 from ..devices.legacy.hpet import HPET_BASE, HPET_SIZE, Hpet
 from .sleep import Sleep
 from ..devices.legacy.i8042 import COMMAND_PORT, DATA_PORT, KBD_IRQ, I8042
@@ -35,7 +34,6 @@ from ..devices.legacy.rtc import PORT_COUNT as RTC_PORT_COUNT
 from ..devices.legacy.serial import COM1_BASE, COM1_IRQ, PORT_COUNT, Uart16550
 from ..devices.io_loop import IoLoop
 from ..devices.pci.root import CONFIG_ADDRESS_PORT, PciRoot
-from ..devices.virtio.console import VirtioConsole
 from ..devices.pci.root import PORT_COUNT as PCI_PORT_COUNT
 from ..errors import ConfigError, KvmUnavailableError, PyvisorError
 from ..kvm.backend import detect_backend
@@ -51,14 +49,16 @@ from .boot import enter_kernel, prepare_boot
 from .config import MachineConfig
 from .console_pipe import ConsolePipe, OutputRing
 from .hooks import Hook, HookCallback, RangeHooks, current_cpu
+from .coalesced_ring import CoalescedRing
 from .native_ports import fill_port_table
 from .outcome import TIMEOUT_STATUS, Outcome
 from ..output_sink import FdSink
 from .run_control import KICK_SIGNAL, RunControl
-from ..snapshot import file as snapshot_file
-from ..snapshot.engine import Snapshot, Snapshotter
 from .stats import MachineStats, collect_stats
 from .vcpu_runner import EXIT_NAMES, Routing, VcpuRunner
+
+if TYPE_CHECKING:   # imported where used: a machine that never snapshots never loads them
+    from ..snapshot.engine import Snapshot, Snapshotter
 
 log = logging.getLogger("pyvisor.machine")
 
@@ -213,6 +213,8 @@ class Machine:
                      FwCfg(build_items(self.config.mem, self.config.cpus, self.layout.e820())),
                      "fw_cfg")
         if self.config.testdev:
+            from ..devices.legacy import pc_testdev
+
             testdev = pc_testdev.PcTestdev(pc_testdev.PageFlusher(self.memory.regions).flush)
             bus.register(pc_testdev.SCRATCH_PORT, pc_testdev.PORTS, testdev, "pc-testdev")
             bus.register(pc_testdev.IRQ_PORT, pc_testdev.IRQ_LINES,
@@ -224,15 +226,21 @@ class Machine:
             self.mmio_bus.register(HPET_BASE, HPET_SIZE, self.hpet, "HPET")
         self.io_loop = IoLoop()
         self.pci_functions = attach_virtio_devices(self.config, self)
-        self._console_input = next(
-            (f.device.receive for f in self.pci_functions if isinstance(f.device, VirtioConsole)),
-            self.uart.receive)
+        self._console_input = self.uart.receive
+        if self.config.console == "virtio":
+            from ..devices.virtio.console import VirtioConsole
+
+            self._console_input = next(f.device.receive for f in self.pci_functions
+                                       if isinstance(f.device, VirtioConsole))
 
     def _build_control(self) -> None:
         """The scripting side: pause protocol, hooks, breakpoints, one runner per vCPU."""
         vcpus = self.vm.vcpus
+        self._coalesced = CoalescedRing.open(self.kvm, self.vm, self.kvm.vcpu_mmap_size())
         for vcpu in vcpus:
             vcpu.exit.ports = self.console_pipe.ports
+            if self._coalesced is not None:
+                vcpu.exit.coalesced = self._coalesced.native
         self._control = RunControl(vcpus)
         self._pio_hooks = RangeHooks("port", self.pio_bus.read, self.pio_bus.write,
                                      self._reroute)
@@ -248,7 +256,8 @@ class Machine:
                                 page_watches=page_watches)
         self._runners = [VcpuRunner(v, cpu, self._control, lambda: self._routing, self.debug,
                                     self._exit_hooks, self.memory, self.backend,
-                                    finish=self._finish, report_event=self._report_event)
+                                    finish=self._finish, report_event=self._report_event,
+                                    coalesced=self._coalesced)
                          for v, cpu in zip(vcpus, self.vcpus)]
 
     def _reroute(self) -> None:
@@ -257,9 +266,12 @@ class Machine:
         pio = self._pio_hooks or self.pio_bus
         mmio = self._mmio_hooks or self.mmio_bus
         uart_hooked = self._pio_hooks.covers(COM1_BASE, COM1_BASE + PORT_COUNT - 1)
-        fill_port_table(self.console_pipe.ports, self.pio_bus, self._pio_hooks,
-                        None if self.config.testdev else DEBUGCON_PORT, PM_BASE + PM_TMR,
-                        self.acpi_pm.timer_origin_ns)
+        coalesce = fill_port_table(self.console_pipe.ports, self.pio_bus, self._pio_hooks,
+                                   None if self.config.testdev else DEBUGCON_PORT,
+                                   PM_BASE + PM_TMR, self.acpi_pm.timer_origin_ns,
+                                   deferrable=(RTC_INDEX_PORT,))
+        if self._coalesced is not None:
+            self._coalesced.set_ports(coalesce)
         self._routing = Routing(pio.read, pio.write, mmio.read, mmio.write,
                                 ffi.NULL if uart_hooked else self.console_pipe.native)
 
@@ -560,7 +572,8 @@ class Machine:
     @property
     def stats(self) -> MachineStats:
         """Exits by reason, port and MMIO region; time in KVM_RUN and in pyvisor."""
-        return collect_stats(self.vm.vcpus, self._runners, self.mmio_bus.registrations())
+        return collect_stats(self.vm.vcpus, self._runners, self.mmio_bus.registrations(),
+                             0 if self._coalesced is None else self._coalesced.drained)
 
     # --- snapshots (pyvisor.snapshot) ------------------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -575,12 +588,16 @@ class Machine:
     def save(self, path: str, dir_fd: int | None = None) -> int:
         """Write the machine (paused) to a snapshot file (relative to dir_fd, if given);
         returns its size in bytes."""
+        from ..snapshot import file as snapshot_file
+
         return snapshot_file.save(self, path, dir_fd)
 
     @classmethod
     def restore_from(cls, path: str, **options) -> "Machine":
         """A new machine from a snapshot file, ready to start where the saved one paused
         (options: console, capture_output, console_limit, kvm_path, force)."""
+        from ..snapshot import file as snapshot_file
+
         return snapshot_file.restore(cls, path, **options)
 
     def _save_from_console(self) -> None:
@@ -604,6 +621,8 @@ class Machine:
 
     def _snapshotter(self) -> Snapshotter:
         if self._snapshots is None:
+            from ..snapshot.engine import Snapshotter
+
             self._snapshots = Snapshotter(self.kvm, self.vm, self.memory, self.slots,
                                           self.pio_bus, self.mmio_bus, state=lambda: self.state,
                                           accessible=self._accessible,

@@ -15,7 +15,9 @@ from ..kvm.vcpu import EXIT_REASON_NAMES
 @dataclass
 class MachineStats:
     """exits: by KVM exit reason ("io", "mmio", "debug", ...), all vCPUs; ports and mmio:
-    port I/O exits by port, MMIO exits by device region ("unclaimed" for the rest);
+    port I/O exits by port, MMIO exits by device region ("unclaimed" for the rest), both
+    with the writes KVM queued in its coalesced ring instead of exiting; coalesced: those
+    writes (counted as they are taken off the ring, so not yet the ones still queued);
     native_exits: those of them served inside the C shim without Python; interrupted:
     KVM_RUN returns for a kick; kvm_run_seconds: time inside KVM_RUN; pyvisor_seconds: the
     rest of the vCPU threads' running (not paused) time; handled_seconds: by exit reason,
@@ -26,6 +28,7 @@ class MachineStats:
     ports: dict[int, int] = field(default_factory=dict)
     mmio: dict[str, int] = field(default_factory=dict)
     native_exits: int = 0
+    coalesced: int = 0
     interrupted: int = 0
     kvm_run_seconds: float = 0.0
     pyvisor_seconds: float = 0.0
@@ -36,6 +39,7 @@ class MachineStats:
 
     def format(self, top: int = 10) -> str:
         lines = [f"exits: {self.total_exits} ({self.native_exits} served in C), "
+                 f"{self.coalesced} writes coalesced, "
                  f"{self.kvm_run_seconds:.3f} s in KVM_RUN, {self.pyvisor_seconds:.3f} s in pyvisor"]
         for name, count in sorted(self.exits.items(), key=lambda kv: -kv[1]):
             spent = self.handled_seconds.get(name, 0.0)
@@ -54,9 +58,9 @@ class MachineStats:
         return "\n".join(lines)
 
 
-def collect_stats(vcpus: Sequence, runners: Sequence, regions: Sequence[Registration]
-                  ) -> MachineStats:
-    stats = MachineStats()
+def collect_stats(vcpus: Sequence, runners: Sequence, regions: Sequence[Registration],
+                  coalesced: int = 0) -> MachineStats:
+    stats = MachineStats(coalesced=coalesced)
     exits: Counter[str] = Counter()
     ports: Counter[int] = Counter()
     mmio: Counter[str] = Counter()

@@ -21,6 +21,7 @@ from ..errors import PyvisorError
 from ..kvm.backend import Backend
 from ..kvm.vcpu import EXIT_REASON_NAMES, Vcpu
 from ..memory.guest_memory import GuestMemory
+from .coalesced_ring import CoalescedRing
 from .hooks import HookError, set_current_cpu
 from .outcome import FAULT_STATUS, Outcome
 from .report import INTERNAL_ERROR_NAMES, build_report
@@ -54,13 +55,15 @@ class VcpuRunner:
                  debug: DebugTable, exit_hooks: dict[int, list[Callable]],
                  memory: GuestMemory, backend: Backend,
                  finish: Callable[[Outcome], None],
-                 report_event: Callable[[Outcome], None]) -> None:
+                 report_event: Callable[[Outcome], None],
+                 coalesced: CoalescedRing | None = None) -> None:
         self.vcpu, self.cpu, self.control = vcpu, cpu, control
         self._routing = routing
         self._debug = debug
         self._exit_hooks = exit_hooks
         self._memory, self._backend = memory, backend
         self._finish, self._report_event = finish, report_event
+        self._coalesced = coalesced
         self.active_seconds = 0.0        # time spent in the run loop (not parked)
         self._step_over: Breakpoint | None = None   # paused on this breakpoint's address
         self._debug_generation = 0   # the DebugTable generation this vCPU is programmed for
@@ -79,6 +82,8 @@ class VcpuRunner:
                         outcome = self._pass_breakpoint()
                     if outcome is None:
                         outcome = self._run()
+                    if outcome is None and self._coalesced is not None:
+                        self._drain(self._routing())   # parking: devices hold every write
                 finally:
                     self.active_seconds += time.monotonic() - started
         except HookError as e:
@@ -104,6 +109,7 @@ class VcpuRunner:
         pio_read, pio_write, mmio_read, mmio_write = r.pio_read, r.pio_write, r.mmio_read, r.mmio_write
         wants_park = self.control.wants_park
         EXIT_IO, EXIT_MMIO, EXIT_INTR = lib.KVM_EXIT_IO, lib.KVM_EXIT_MMIO, lib.KVM_EXIT_INTR
+        EXIT_COALESCED = lib.PV_EXIT_COALESCED
         EINTR, EAGAIN = -errno.EINTR, -errno.EAGAIN
         value = 0
         while True:
@@ -129,11 +135,21 @@ class VcpuRunner:
                 else:
                     value = mmio_read(ex.addr, ex.size)
             elif reason != EXIT_INTR:
+                if reason == EXIT_COALESCED:   # queued writes first, then the exit itself
+                    self._drain(r)
+                    reason = ex.kvm_reason
+                    if reason == EXIT_IO or reason == EXIT_MMIO:
+                        value = _device_access(reason, ex, r)
+                        continue
                 outcome = self._unusual_exit(reason)
                 if outcome is not None:
                     return outcome
                 if wants_park():
                     return None
+
+    def _drain(self, r: Routing) -> None:
+        """Hand the writes KVM queued in the coalesced ring to the devices."""
+        self._coalesced.drain(r.pio_write, r.mmio_write, self.vcpu.exit.ports, self.vcpu.stats)
 
     def _sync_debug(self) -> None:
         if self._debug_generation != self._debug.generation:
@@ -155,6 +171,8 @@ class VcpuRunner:
                     return outcome
             self._step_over = None
         finally:
+            if self._coalesced is not None:   # what the steps wrote, before anyone looks
+                self._drain(self._routing())
             self._debug_generation = self._debug.generation
             self._debug.apply(vcpu)
             vcpu.request_immediate_exit(self.control.pausing or self.control.stopping)
@@ -185,6 +203,9 @@ class VcpuRunner:
                         continue
                     return Outcome("error", FAULT_STATUS, f"KVM_RUN failed: {os.strerror(-ret)}")
                 reason = ex.reason
+                if reason == lib.PV_EXIT_COALESCED:
+                    self._drain(r)
+                    reason = ex.kvm_reason
                 if reason == lib.KVM_EXIT_DEBUG:
                     # The step's trap, and with it a hardware watchpoint the step touched.
                     point = self._debug.hit(ex.exception, ex.pc, ex.dr6)
@@ -192,7 +213,7 @@ class VcpuRunner:
                         self._point_hit(point, ex.pc)
                     return None
                 if reason in (lib.KVM_EXIT_IO, lib.KVM_EXIT_MMIO):
-                    value = _device_access(ex, r)
+                    value = _device_access(reason, ex, r)
                     if reason == lib.KVM_EXIT_MMIO and ex.is_write:
                         # KVM finishes emulating an MMIO write before it exits, and then
                         # loses the single-step trap ("FIXME: return into emulator if
@@ -296,10 +317,11 @@ class VcpuRunner:
         return Outcome("fault", FAULT_STATUS, reason, report, vcpu=self.vcpu.index)
 
 
-def _device_access(ex, r: Routing) -> int:
-    """One port or MMIO exit off the hot path (single steps); the read value, else 0.
+def _device_access(reason: int, ex, r: Routing) -> int:
+    """One port or MMIO exit off the hot path (single steps, an exit that came with
+    coalesced writes: reason is the KVM exit's); the read value, else 0.
     `VcpuRunner._run` does the same inline, since it is paid on every exit."""
-    if ex.reason == lib.KVM_EXIT_IO:
+    if reason == lib.KVM_EXIT_IO:
         if ex.count != 1:
             _string_pio(ex, r.pio_read, r.pio_write)
         elif ex.is_write:
