@@ -6,23 +6,23 @@ interfaces, rng:
 - virtio-mmio: 512-byte windows from MMIO_BASE (above the PCI window, below the IOAPIC),
   each with one of the free ISA GSIs; described to the guest in the ACPI DSDT and on the
   kernel command line (mmio_placements), before the devices themselves exist.
+
+Each device's module and its transport's are imported only when the configuration asks for
+them: `pyvisor run KERNEL` with no virtio devices loads none of them.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..acpi.platform import PCI_MMIO_WINDOW_START
-from ..devices.virtio.blk import VirtioBlk
-from ..devices.virtio.console import VirtioConsole
-from ..devices.virtio.device import VirtioDevice
-from ..devices.virtio.mmio import WINDOW, VirtioMmio
-from ..devices.virtio.pci import BAR_SIZE, VirtioPci
 from ..errors import ConfigError
-from ..devices.virtio.net import VirtioNet
-from ..devices.virtio.rng import VirtioRng
-from ..devices.io_loop import IoLoop
 from .config import MachineConfig
-from .gsi_router import GsiRouter, SharedLines
+
+if TYPE_CHECKING:
+    from ..devices.io_loop import IoLoop
+    from ..devices.virtio.device import VirtioDevice
+    from ..devices.virtio.mmio import VirtioMmio
+    from ..devices.virtio.pci import VirtioPci
 
 FIRST_SLOT = 1
 MMIO_BASE = 0xFE000000
@@ -41,9 +41,13 @@ def mmio_placements(cfg: MachineConfig) -> list[tuple[int, int, int]]:
     if cfg.virtio_transport != "mmio":
         return []
     count = device_count(cfg)
+    if count == 0:
+        return []
     if count > len(MMIO_GSIS):
         raise ConfigError(f"virtio-mmio has interrupt lines for {len(MMIO_GSIS)} devices; "
                           f"this machine asks for {count} (use --virtio-transport pci)")
+    from ..devices.virtio.mmio import WINDOW
+
     return [(MMIO_BASE + i * MMIO_STRIDE, WINDOW, MMIO_GSIS[i]) for i in range(count)]
 
 
@@ -53,13 +57,17 @@ def virtio_devices(cfg: MachineConfig, console_output: Callable[[bytes], None],
     devices: list[VirtioDevice] = []
     try:
         if cfg.console == "virtio":
+            from ..devices.virtio.console import VirtioConsole
             devices.append(VirtioConsole(console_output))
         for disk in cfg.disks:
+            from ..devices.virtio.blk import VirtioBlk
             devices.append(VirtioBlk(disk))
         for net in cfg.nets:
+            from ..devices.virtio.net import VirtioNet
             devices.append(VirtioNet(net, lambda fd, handler: io_loop.add(fd, handler)
                                      if handler else io_loop.remove(fd)))
         if cfg.rng:
+            from ..devices.virtio.rng import VirtioRng
             devices.append(VirtioRng())
     except BaseException:
         for device in devices:
@@ -77,11 +85,14 @@ def attach_virtio_devices(cfg: MachineConfig, machine) -> list[VirtioPci | Virti
     functions: list[VirtioPci | VirtioMmio] = []
     try:
         if cfg.virtio_transport == "mmio":
+            from ..devices.virtio.mmio import VirtioMmio
             for device, (base, _, gsi) in zip(devices, mmio_placements(cfg)):
                 functions.append(VirtioMmio(device, base=base, gsi=gsi, memory=machine.memory,
                                             mmio_bus=machine.mmio_bus, vm=vm,
                                             io_loop=machine.io_loop))
             return functions
+        from ..devices.virtio.pci import BAR_SIZE, VirtioPci
+        from .gsi_router import GsiRouter, SharedLines
         router = GsiRouter(vm)
         intx = SharedLines(vm.irq_line)
         for i, device in enumerate(devices):

@@ -13,8 +13,11 @@ EPERM instead:
   sigqueueinfo calls and pidfds not at all);
 - changing the system: mount and the new mount API, umount2, pivot_root, chroot, module
   loading, kexec, bpf, perf_event_open, the key rings, namespaces, swap, reboot, iopl,
-  ioperm, userfaultfd, open_by_handle_at; io_uring, which would issue all of the above
-  without passing the filter;
+  ioperm, userfaultfd, open_by_handle_at; making or changing an io_uring
+  (io_uring_setup, io_uring_register), which would issue all of the above without
+  passing the filter. io_uring_enter stays allowed: the only rings are the disks', made
+  before the filter and restricted for good to READV, WRITEV and FSYNC on the image
+  (native/uring.c);
 - touching files: opening for writing (open and openat with O_WRONLY, O_RDWR, O_CREAT or
   O_TRUNC; creat; openat2, whose flags a filter cannot read), truncate, mknod, unlink,
   rename, mkdir, rmdir, link, symlink, chmod and chown by path.
@@ -42,7 +45,7 @@ mount umount2 pivot_root chroot move_mount fsopen fsconfig fsmount fspick open_t
 mount_setattr init_module finit_module delete_module kexec_load kexec_file_load bpf
 perf_event_open keyctl add_key request_key tkill rt_sigqueueinfo rt_tgsigqueueinfo
 pidfd_open pidfd_send_signal unshare setns swapon swapoff reboot iopl ioperm
-userfaultfd open_by_handle_at name_to_handle_at io_uring_setup io_uring_enter
+userfaultfd open_by_handle_at name_to_handle_at io_uring_setup
 io_uring_register creat openat2 truncate mknod mknodat unlink unlinkat rename renameat
 renameat2 rmdir mkdir mkdirat link linkat symlink symlinkat chmod fchmodat chown lchown
 fchownat
