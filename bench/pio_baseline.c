@@ -6,7 +6,8 @@
  * 64 MiB RAM, in-kernel irqchip + PIT, long mode entry.  Ports: 0x80 ignored;
  * COM1 THR and 0xE9 to stdout; 0xF4 write v -> exit((v<<1)|1); 0x64 write 0xFE
  * -> exit(0); HLT -> exit(0); other exits print the reason and exit(2).  IN from
- * LSR gives 0x60 (plus DR when input is pending), other unmodelled INs 0xFF.
+ * LSR gives 0x60 (plus DR when input is pending), other unmodelled INs 0xFF.  MMIO
+ * outside RAM is unclaimed: writes are dropped, reads all ones (the MMIO-exit baseline).
  *
  * Extras so the interrupt-driven kernels can be tried without pyvisor: stdin
  * bytes are fed to COM1's receiver with its RX interrupt (IER bit 0, IRQ 4), and
@@ -252,6 +253,11 @@ static void *run_vcpu(void *arg)
                     data[0] = pio_in(run->io.port);
                 }
             }
+            continue;
+        }
+        if (run->exit_reason == KVM_EXIT_MMIO) {
+            if (!run->mmio.is_write)
+                memset(run->mmio.data, 0xFF, run->mmio.len);
             continue;
         }
         if (run->exit_reason == KVM_EXIT_HLT)
