@@ -1,6 +1,8 @@
 """The `pyvisor` command. Every user error is one line on stderr and a non-zero status."""
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import os
 import sys
@@ -9,29 +11,34 @@ import time
 import click
 
 from . import __version__
-from ._native import lib
-from .api.command import run_with_api, serve
-from .api.instance import HostOptions
-from .debug.gdbstub import parse_address as parse_gdb_address
-from .debug.gdbstub import serving as gdb_serving
 from .errors import PyvisorError
-from .kvm.backend import detect_backend
-from .kvm.system import KVM_DEVICE, REQUIRED_CAPS, Kvm
+from .kvm.system import KVM_DEVICE
 from .loader.kernel import BOOT_PROTOCOLS
 from .machine.config import DEFAULT_MEM, MachineConfig, parse_timeout
-from .machine.machine import Machine
-from .snapshot.command import restore as restore_command
 
-# Reported for the record; pyvisor runs without them.
-OPTIONAL_CAPS = {
-    "KVM_CAP_VCPU_EVENTS": lib.KVM_CAP_VCPU_EVENTS,
-    "KVM_CAP_INTERNAL_ERROR_DATA": lib.KVM_CAP_INTERNAL_ERROR_DATA,
-    "KVM_CAP_ADJUST_CLOCK": lib.KVM_CAP_ADJUST_CLOCK,
-    "KVM_CAP_TSC_DEADLINE_TIMER": lib.KVM_CAP_TSC_DEADLINE_TIMER,
+# What `run` needs only for some options, and the other commands, are imported when used:
+# `pyvisor run KERNEL` loads neither the API server nor the gdb stub nor the snapshot code
+# (tests/unit/test_lazy_imports.py keeps it so).
+LAZY_COMMANDS = {
+    "serve": ("pyvisor.api.command", "serve"),
+    "restore": ("pyvisor.snapshot.command", "restore"),
 }
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A command group whose commands in LAZY_COMMANDS are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY_COMMANDS:
+            module, attribute = LAZY_COMMANDS[name]
+            return getattr(importlib.import_module(module), attribute)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="pyvisor")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
 def cli(verbose: int) -> None:
@@ -98,6 +105,9 @@ def cli(verbose: int) -> None:
               help="Boot the machine Firecracker's JSON config file describes.")
 @click.option("--gdb-wait", is_flag=True,
               help="With --gdb: the guest waits at its first instruction for gdb.")
+@click.option("--boot-timer", is_flag=True,
+              help="Time the guest's first write to port 0x99 (since pyvisor started; "
+                   "printed on stderr at the end).")
 @click.option("--stats", "show_stats", is_flag=True,
               help="At the end, print on stderr the guest's exits by reason, port and MMIO "
                    "region, with the time spent serving each kind.")
@@ -105,7 +115,7 @@ def run(kernel: str, mem: str, cpus: int, cmdline: str, initrd: str | None,
         boot_protocol: str, disks: tuple[str, ...], nets: tuple[str, ...], virtio_transport: str, rng: bool, hpet: bool, testdev: bool, on_reboot: str, console: str, timeout: float | None,
         seccomp: str | None,
         kvm_device: str, gdb: str | None, gdb_wait: bool, api_sock: str | None,
-        config_file: str | None, show_stats: bool) -> int:
+        config_file: str | None, boot_timer: bool, show_stats: bool) -> int:
     """Boot KERNEL (a Linux bzImage or vmlinux, or any ELF64 kernel) and connect its
     serial console to the terminal.
 
@@ -113,10 +123,14 @@ def run(kernel: str, mem: str, cpus: int, cmdline: str, initrd: str | None,
     when the guest powers off or reboots, (v << 1) | 1 for a write of v to port 0xF4,
     2 for a guest fault and 124 for --timeout."""
     if api_sock is not None or config_file is not None:
-        if disks or nets or rng or gdb or on_reboot != "exit" or seccomp == "on":
-            raise click.UsageError("--disk, --net, --rng, --gdb, --on-reboot restart and "
-                                   "--seccomp on are not for --api-sock or --config-file: "
-                                   "describe drives, interfaces and entropy there")
+        if disks or nets or rng or gdb or on_reboot != "exit" or seccomp == "on" or boot_timer:
+            raise click.UsageError("--disk, --net, --rng, --gdb, --on-reboot restart, "
+                                   "--seccomp on and --boot-timer are not for --api-sock or "
+                                   "--config-file: describe drives, interfaces and entropy "
+                                   "there")
+        from .api.command import run_with_api
+        from .api.instance import HostOptions
+
         host = HostOptions(console=console, kvm_path=kvm_device,
                            virtio_transport=virtio_transport, boot_protocol=boot_protocol)
         return run_with_api(api_sock, config_file, host, kernel, mem, cpus, cmdline, initrd,
@@ -134,11 +148,21 @@ def run(kernel: str, mem: str, cpus: int, cmdline: str, initrd: str | None,
     if gdb_wait and gdb is None:
         raise click.UsageError("--gdb-wait needs --gdb")
     if gdb is not None:
-        parse_gdb_address(gdb)          # a bad address is refused before the guest starts
+        from .debug.gdbstub import parse_address, serving
+
+        parse_address(gdb)              # a bad address is refused before the guest starts
+    if boot_timer:
+        from .machine.boot_timer import BootTimer
+    timer = BootTimer() if boot_timer else None
+    from .machine.machine import Machine
+
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        with Machine(config) as machine, gdb_serving(machine, gdb) as stub:
+        with Machine(config) as machine, \
+                (serving(machine, gdb) if gdb else contextlib.nullcontext()) as stub:
+            if timer is not None:
+                timer.attach(machine)
             if stub is not None:
                 click.echo(f"pyvisor: gdb stub on {stub.address}"
                            + (", the guest waits for gdb" if gdb_wait else ""), err=True)
@@ -149,6 +173,8 @@ def run(kernel: str, mem: str, cpus: int, cmdline: str, initrd: str | None,
         if not (outcome.kind == "reset" and on_reboot == "restart"):
             break
         logging.getLogger("pyvisor").info("the guest rebooted: booting again")
+    if timer is not None:
+        click.echo(f"pyvisor: {timer.describe()}", err=True)
     if outcome.kind in ("fault", "error", "timeout", "signal"):
         click.echo(outcome.describe(), err=True)
     else:
@@ -169,6 +195,16 @@ def _seccomp_wanted(choice: str | None, on_reboot: str) -> bool:
 @click.option("--device", default=KVM_DEVICE, show_default=True, help="The KVM device.")
 def check(device: str) -> int:
     """Report whether KVM is usable here, which backend it has and what that means."""
+    from ._native import lib
+    from .kvm.backend import detect_backend
+    from .kvm.system import REQUIRED_CAPS, Kvm
+
+    optional_caps = {   # reported for the record; pyvisor runs without them
+        "KVM_CAP_VCPU_EVENTS": lib.KVM_CAP_VCPU_EVENTS,
+        "KVM_CAP_INTERNAL_ERROR_DATA": lib.KVM_CAP_INTERNAL_ERROR_DATA,
+        "KVM_CAP_ADJUST_CLOCK": lib.KVM_CAP_ADJUST_CLOCK,
+        "KVM_CAP_TSC_DEADLINE_TIMER": lib.KVM_CAP_TSC_DEADLINE_TIMER,
+    }
     backend = detect_backend()
     exists = os.path.exists(device)
     click.echo(f"KVM device:  {device} ({'present' if exists else 'missing'}"
@@ -181,7 +217,7 @@ def check(device: str) -> int:
             click.echo(f"max vCPUs:   {kvm.max_vcpus()}")
             missing = []
             for title, caps, needed in (("required", REQUIRED_CAPS, True),
-                                        ("optional", OPTIONAL_CAPS, False)):
+                                        ("optional", optional_caps, False)):
                 click.echo(f"{title} capabilities:")
                 for name, cap in caps.items():
                     present = kvm.check_extension(cap) > 0
@@ -201,9 +237,6 @@ def check(device: str) -> int:
                    "VT-x or AMD-V")
     return 0
 
-
-cli.add_command(serve)
-cli.add_command(restore_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,7 +26,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0,
 # (the rest is pyvisor's command line) or a script to run after the drop.
 CHILD = textwrap.dedent("""
     import encodings.ascii, os, sys
-    import pyvisor.cli, pyvisor.sandbox.seccomp
+    import pyvisor.cli, pyvisor.machine.machine, pyvisor.devices.virtio.blk, pyvisor.sandbox.seccomp
 
     os.setgroups([])
     os.setresgid({group}, {group}, {group})

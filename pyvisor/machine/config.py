@@ -7,16 +7,18 @@ import os
 import stat
 import threading
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ..devices.pci.root import SLOT_COUNT
-from ..devices.virtio.blk import DiskSpec
-from ..devices.virtio.net import NetSpec
 from ..errors import ConfigError
 from ..loader.kernel import BOOT_PROTOCOLS
 from ..units import MAX_SIZE, parse_size
 from .console_pipe import DEFAULT_CONSOLE_LIMIT
 from ..x86.boot_layout import CMDLINE_MAX
+
+if TYPE_CHECKING:   # their device modules are imported only for a machine that has them
+    from ..devices.virtio.blk import DiskSpec
+    from ..devices.virtio.net import NetSpec
 
 DEFAULT_MEM = "512M"
 VIRTIO_TRANSPORTS = ("pci", "mmio")
@@ -82,10 +84,29 @@ def virtio_device_count(console: str, disks: int, nets: int, rng: bool) -> int:
     return (console == "virtio") + disks + nets + bool(rng)
 
 
-def _parse_disk(text: str) -> DiskSpec:
+def _disk_specs(disks: Sequence[str | DiskSpec]) -> tuple[DiskSpec, ...]:
     """--disk PATH[,options]: the path may be any bytes, the options must be UTF-8."""
-    check_utf8(text.partition(",")[2], "--disk options")
-    return DiskSpec.parse(text)
+    if not disks:
+        return ()
+    from ..devices.virtio.blk import DiskSpec
+
+    specs = []
+    for disk in disks:
+        if not isinstance(disk, DiskSpec):
+            check_utf8(disk.partition(",")[2], "--disk options")
+            disk = DiskSpec.parse(disk)
+        specs.append(disk)
+    return tuple(specs)
+
+
+def _net_specs(nets: Sequence[str | NetSpec]) -> tuple[NetSpec, ...]:
+    """--net tap=NAME[,mac=MAC]; the index numbers the default MAC address."""
+    if not nets:
+        return ()
+    from ..devices.virtio.net import NetSpec
+
+    return tuple(n if isinstance(n, NetSpec) else NetSpec.parse(check_utf8(n, "--net"), i)
+                 for i, n in enumerate(nets))
 
 
 def _positive_int(value: int, name: str) -> int:
@@ -153,10 +174,6 @@ class MachineConfig:
                    console_limit=_positive_int(console_limit, "console_limit"),
                    kvm_path=kvm_path, initrd=None if initrd is None else str(initrd),
                    boot_protocol=boot_protocol,
-                   disks=tuple(d if isinstance(d, DiskSpec) else _parse_disk(d) for d in disks),
-                   rng=bool(rng),
-                   nets=tuple(n if isinstance(n, NetSpec)
-                              else NetSpec.parse(check_utf8(n, "--net"), i)
-                              for i, n in enumerate(nets)),
+                   disks=_disk_specs(disks), rng=bool(rng), nets=_net_specs(nets),
                    virtio_transport=virtio_transport, seccomp=bool(seccomp),
                    testdev=bool(testdev), hpet=bool(hpet))

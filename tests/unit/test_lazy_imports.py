@@ -1,0 +1,65 @@
+"""Start-up: importing the CLI, or the package, loads only what every run needs. Each check
+runs in a fresh interpreter, since this one has imported everything already."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from helpers import ROOT
+
+# Loaded only by the options or commands that use them (pyvisor/cli.py, __init__.py).
+OPTIONAL = ("pyvisor.api", "pyvisor.debug.gdbstub", "pyvisor.snapshot", "pyvisor.devices.virtio",
+            "pyvisor.devices.legacy.pc_testdev", "pyvisor.machine.boot_timer", "capstone",
+            "http.server", "socketserver")
+
+
+def loaded_after(code: str) -> set[str]:
+    """The modules a fresh interpreter holds after running code."""
+    script = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=ROOT, check=True, timeout=60).stdout
+    return set(json.loads(out.splitlines()[-1]))
+
+
+def optional_in(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if m.startswith(OPTIONAL))
+
+
+def test_importing_the_cli_loads_no_optional_part():
+    modules = loaded_after("import pyvisor.cli")
+    assert optional_in(modules) == []
+    assert "pyvisor.machine.machine" not in modules   # only `run` builds a machine
+
+
+def test_importing_the_package_loads_no_machine():
+    modules = loaded_after("import pyvisor")
+    assert not any(m.startswith("pyvisor.machine") for m in modules)
+
+
+def test_library_names_resolve_on_first_use():
+    modules = loaded_after("from pyvisor import Machine, MachineConfig, Outcome, FaultReport, "
+                           "PyvisorError\n"
+                           "assert Machine.__module__ == 'pyvisor.machine.machine'\n"
+                           "assert MachineConfig.__module__ == 'pyvisor.machine.config'")
+    assert "pyvisor.machine.machine" in modules
+    assert optional_in(modules) == []
+
+
+def test_unknown_package_attribute_is_an_attribute_error():
+    out = subprocess.run([sys.executable, "-c", "import pyvisor\n"
+                          "try:\n    pyvisor.Nothing\nexcept AttributeError as e:\n    print(e)\n"
+                          "print('Machine' in dir(pyvisor))"],
+                         capture_output=True, text=True, cwd=ROOT, check=True,
+                         timeout=60).stdout.split("\n")
+    assert out[0] == "module 'pyvisor' has no attribute 'Nothing'"
+    assert out[1] == "True"
+
+
+def test_lazy_subcommands_are_listed_and_load_when_asked_for():
+    modules = loaded_after("from click.testing import CliRunner\n"
+                           "from pyvisor.cli import cli\n"
+                           "result = CliRunner().invoke(cli, ['--help'])\n"
+                           "assert 'serve' in result.output and 'restore' in result.output\n"
+                           "assert CliRunner().invoke(cli, ['serve', '--help']).exit_code == 0")
+    assert "pyvisor.api.command" in modules
