@@ -50,6 +50,8 @@ nested-soak: setup
 
 bench: setup guests
 	$(PY) bench/pio_exits.py
+	$(PY) bench/startup.py
+	$(PY) bench/memory_overhead.py
 
 # Linux boot-to-init against QEMU, in the nested test host (BENCH_ARGS="--verbose --cpus 2").
 BENCH_ARGS ?=
