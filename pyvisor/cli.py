@@ -123,16 +123,16 @@ def run(kernel: str, mem: str, cpus: int, cmdline: str, initrd: str | None,
     when the guest powers off or reboots, (v << 1) | 1 for a write of v to port 0xF4,
     2 for a guest fault and 124 for --timeout."""
     if api_sock is not None or config_file is not None:
-        if disks or nets or rng or gdb or on_reboot != "exit" or seccomp == "on" or boot_timer:
-            raise click.UsageError("--disk, --net, --rng, --gdb, --on-reboot restart, "
-                                   "--seccomp on and --boot-timer are not for --api-sock or "
-                                   "--config-file: describe drives, interfaces and entropy "
-                                   "there")
+        if disks or nets or rng or gdb or on_reboot != "exit" or boot_timer:
+            raise click.UsageError("--disk, --net, --rng, --gdb, --on-reboot restart and "
+                                   "--boot-timer are not for --api-sock or --config-file: "
+                                   "describe drives, interfaces and entropy there")
         from .api.command import run_with_api
         from .api.instance import HostOptions
 
         host = HostOptions(console=console, kvm_path=kvm_device,
-                           virtio_transport=virtio_transport, boot_protocol=boot_protocol)
+                           virtio_transport=virtio_transport, boot_protocol=boot_protocol,
+                           seccomp=seccomp != "off")
         return run_with_api(api_sock, config_file, host, kernel, mem, cpus, cmdline, initrd,
                             timeout)
     if kernel is None:

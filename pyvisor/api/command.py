@@ -57,9 +57,14 @@ def _report(outcome: Outcome) -> int:
               help="Stop after this long (exit status 124).")
 @click.option("--kvm-device", default=KVM_DEVICE, show_default=True, metavar="PATH",
               help="The KVM device node.")
+@click.option("--seccomp", type=click.Choice(["on", "off"]), default="on", show_default=True,
+              help="From InstanceStart (or the snapshot load) on, forbid pyvisor exec, fork, "
+                   "ptrace, mount, module loading and the other calls it has no use for; "
+                   "file opens stay allowed, since the API names any path.")
 def serve(api_sock: str, config_file: str | None, instance_id: str, console: str,
-          virtio_transport: str, timeout: float | None, kvm_device: str) -> int:
+          virtio_transport: str, timeout: float | None, kvm_device: str, seccomp: str) -> int:
     """Serve Firecracker's API on a Unix socket: describe the machine with PUT requests,
     start it with PUT /actions InstanceStart. pyvisor ends when the guest does."""
-    host = HostOptions(console=console, kvm_path=kvm_device, virtio_transport=virtio_transport)
+    host = HostOptions(console=console, kvm_path=kvm_device, virtio_transport=virtio_transport,
+                       seccomp=seccomp == "on")
     return run_with_api(api_sock, config_file, host, None, "", 1, "", None, timeout, instance_id)

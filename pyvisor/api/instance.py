@@ -19,6 +19,7 @@ from ..devices.virtio.net import NetSpec
 from ..errors import PyvisorError
 from ..machine.config import MachineConfig
 from ..machine.machine import Machine
+from ..sandbox import seccomp
 from .faults import NOT_AFTER_START, NOT_BEFORE_START, ApiError
 
 DEFAULT_VCPUS = 1
@@ -33,6 +34,7 @@ class HostOptions:
     kvm_path: str = "/dev/kvm"
     virtio_transport: str = "pci"
     boot_protocol: str = "auto"
+    seccomp: bool = False      # the API variant of the filter (sandbox/seccomp.py), at start
 
 
 class Instance:
@@ -162,13 +164,20 @@ class Instance:
                 machine = Machine(self.build_config())
             except PyvisorError as e:
                 raise ApiError(str(e)) from None
-            try:
-                machine.start()
-            except BaseException:
-                machine.close()
-                raise
-            self.machine = machine
+            self._launch(machine, paused=False)
         self.started.set()
+
+    def _launch(self, machine: Machine, paused: bool) -> None:
+        """Start the built machine, under the seccomp filter when asked: installed before
+        the vCPUs run, allowing the file opens the API makes later (see seccomp.py)."""
+        try:
+            if self.host.seccomp:
+                seccomp.install(file_writes=True)
+            machine.start(paused=paused)
+        except BaseException:
+            machine.close()
+            raise
+        self.machine = machine
 
     def load_snapshot(self, body: dict[str, Any]) -> None:
         """PUT /snapshot/load: a machine from a snapshot file, instead of InstanceStart;
@@ -190,13 +199,8 @@ class Instance:
                                                kvm_path=self.host.kvm_path)
             except PyvisorError as e:
                 raise ApiError(f"Load snapshot error: {e}") from None
-            try:
-                machine.start(paused=not body.get("resume_vm", False))
-            except BaseException:
-                machine.close()
-                raise
+            self._launch(machine, paused=not body.get("resume_vm", False))
             self._describe(machine.config)
-            self.machine = machine
         self.started.set()
 
     def _describe(self, cfg: MachineConfig) -> None:

@@ -43,13 +43,18 @@ def serve(api_sock: str | None, config_file: str | None, host: HostOptions,
             # Registered first, so run last: the API is gone before the machine closes.
             stack.callback(lambda: instance.machine is not None and instance.machine.close())
             deadline = None if timeout is None else time.monotonic() + timeout
+            # Bound before the start (the seccomp filter then forbids making the socket),
+            # served after it, so that the first request sees the machine running.
+            server = None if api_sock is None else ApiServer(api_sock, Router(instance))
+            if server is not None:
+                stack.callback(server.close)
             if config_file is not None or kernel is not None:
                 try:
                     instance.start()
                 except ApiError as e:
                     raise PyvisorError(str(e)) from None
-            if api_sock is not None:       # after a described start: the API sees it running
-                stack.enter_context(ApiServer(api_sock, Router(instance)))
+            if server is not None:
+                server.start()
                 on_notice(f"pyvisor: API on {api_sock}")
             while not instance.started.wait(_SLICE):
                 if signals:

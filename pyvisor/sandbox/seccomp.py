@@ -22,6 +22,18 @@ EPERM instead:
   O_TRUNC; creat; openat2, whose flags a filter cannot read), truncate, mknod, unlink,
   rename, mkdir, rmdir, link, symlink, chmod and chown by path.
 
+With ``save_dir_fd`` (Ctrl-A s), openat and renameat relative to that directory stay
+allowed. That does not confine them to it: an absolute path ignores the directory fd, and
+a filter sees only the path's address, never its text.
+
+In API mode (``file_writes=True``) the file rules are left out: Firecracker's API names
+any path for a snapshot (PUT /snapshot/create) or a drive's new backing file (PATCH
+/drives), to be opened, linked and renamed after the machine is built, and no seccomp
+filter can tell one path from another. Everything else above stays forbidden. Confining
+the files too needs the paths checked where the guest cannot reach: a second process that
+serves the API and opens the files, handing the fds to the filtered VMM over a Unix socket
+(Firecracker's jailer gets the same effect with a chroot), or Landlock rules.
+
 Everything else is allowed, so threads started afterwards (vCPUs, the I/O loop, the
 console) work as before. A call from another ABI (i386 int 0x80, x32) always fails: the
 numbers differ there. The filter is BPF built here from the header constants in
@@ -50,6 +62,8 @@ io_uring_register creat openat2 truncate mknod mknodat unlink unlinkat rename re
 renameat2 rmdir mkdir mkdirat link linkat symlink symlinkat chmod fchmodat chown lchown
 fchownat
 """.split()
+# What PUT /snapshot/create and the API socket's removal need, allowed with file_writes.
+FILE_NAMING = ("link", "linkat", "rename", "renameat", "renameat2", "unlink", "unlinkat")
 # open(path, flags) and openat(dirfd, path, flags): the argument that holds the flags.
 OPEN_FLAGS_ARG = {"open": 1, "openat": 2}
 # kill(pid, sig) and tgkill(tgid, tid, sig): the process the signal goes to, in argument 0.
@@ -69,12 +83,13 @@ def _arg_low(index: int) -> int:
     return ffi.offsetof("struct seccomp_data", "args") + 8 * index
 
 
-def build_program(pid: int, save_dir_fd: int | None = None) -> bytes:
+def build_program(pid: int, save_dir_fd: int | None = None, file_writes: bool = False) -> bytes:
     """The filter for process ``pid``, as an array of struct sock_filter (8 bytes each).
     Each test on the syscall number is followed by a body that always returns, so the
     accumulator holds the number again wherever a test is reached. With ``save_dir_fd``
     (a directory opened before the filter), openat and renameat relative to that directory
-    stay allowed: that is where a snapshot saved from the console (Ctrl-A s) goes."""
+    stay allowed: that is where a snapshot saved from the console (Ctrl-A s) goes. With
+    ``file_writes`` (API mode) opening for writing and FILE_NAMING are allowed."""
     ld_abs = lib.BPF_LD | lib.BPF_W | lib.BPF_ABS
     jeq, jge, jset = (lib.BPF_JMP | op | lib.BPF_K for op in (lib.BPF_JEQ, lib.BPF_JGE,
                                                               lib.BPF_JSET))
@@ -103,22 +118,24 @@ def build_program(pid: int, save_dir_fd: int | None = None) -> bytes:
         on("clone", verdict(0, jset, lib.CLONE_THREAD, allow, eperm)),
         on("clone3", enosys),
     ]
-    if save_dir_fd is not None:
+    if save_dir_fd is not None and not file_writes:
         # openat(save_dir_fd, ...) and renameat(save_dir_fd, old, save_dir_fd, new).
         flags_check = verdict(OPEN_FLAGS_ARG["openat"], jset, WRITE_FLAGS, eperm, allow)
         program.append(on("openat", verdict(0, jeq, save_dir_fd, allow, flags_check)))
         same_dir = verdict(2, jeq, save_dir_fd, allow, eperm)
         program += [on(name, verdict(0, jeq, save_dir_fd, same_dir, eperm))
                     for name in ("renameat", "renameat2")]
-    program += [on(syscall, verdict(arg, jset, WRITE_FLAGS, eperm, allow))
-                for syscall, arg in OPEN_FLAGS_ARG.items()]
+    if not file_writes:
+        program += [on(syscall, verdict(arg, jset, WRITE_FLAGS, eperm, allow))
+                    for syscall, arg in OPEN_FLAGS_ARG.items()]
     program += [on(syscall, verdict(0, jeq, pid, allow, eperm)) for syscall in SIGNAL_CALLS]
-    program += [on(name, eperm) for name in DENIED]
+    program += [on(name, eperm) for name in DENIED
+                if not (file_writes and name in FILE_NAMING)]
     program.append(allow)
     return b"".join(program)
 
 
-def install(save_dir_fd: int | None = None) -> bool:
+def install(save_dir_fd: int | None = None, file_writes: bool = False) -> bool:
     """Install the filter on every thread of this process (SECCOMP_FILTER_FLAG_TSYNC);
     False if this process already has it. It cannot be taken off again.
 
@@ -129,7 +146,7 @@ def install(save_dir_fd: int | None = None) -> bool:
     with _install_lock:
         if _installed:
             return False
-        _install(build_program(os.getpid(), save_dir_fd))
+        _install(build_program(os.getpid(), save_dir_fd, file_writes))
         _installed = True
         return True
 

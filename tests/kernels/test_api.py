@@ -1,7 +1,6 @@
 """The Firecracker-compatible API socket with tiny kernels: Firecracker's getting-started
 sequence from a Python client and from curl, the config file, the socket's own rules
 (0600, a live path refused), malformed HTTP, many clients and clients that vanish."""
-import http.client
 import json
 import os
 import shutil
@@ -13,6 +12,7 @@ import time
 
 import pytest
 
+from api_client import Client, curl, listening
 from helpers import PYVISOR, guest, needs_kvm, one_line_error, pyvisor
 from pyvisor.api import Instance, Router
 from pyvisor.api.instance import HostOptions
@@ -24,44 +24,6 @@ PROMPT = "pyvisor> "
 PWRBTN_STS = 1 << 8          # ACPI 6.x, 4.8.3.1.1 (PM1 status register)
 
 
-class UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float = 10):
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
-
-
-class Client:
-    """A keep-alive Python client of the API socket."""
-
-    def __init__(self, path: str):
-        self.conn = UnixConnection(path)
-
-    def __call__(self, method: str, path: str, body=None):
-        data = None if body is None else json.dumps(body)
-        headers = {"Content-Type": "application/json"} if data else {}
-        self.conn.request(method, path, body=data, headers=headers)
-        response = self.conn.getresponse()
-        raw = response.read()
-        return response.status, (json.loads(raw) if raw else None)
-
-    def console(self) -> str:
-        return self("GET", "/pyvisor/console")[1]["output"]
-
-    def wait_console(self, text: str, timeout: float = 20) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            output = self.console()
-            if text in output:
-                return output
-            time.sleep(0.05)
-        raise AssertionError(f"{text!r} not in the console: {self.console()!r}")
-
-
 class Served:
     """A pyvisor process serving the API; its stdin is the guest's serial input."""
 
@@ -71,7 +33,7 @@ class Served:
                                      stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
         deadline = time.monotonic() + 20
-        while not _listening(sock):
+        while not listening(sock):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"no API socket: {self.proc.stderr.read().decode()}")
             time.sleep(0.02)
@@ -90,15 +52,6 @@ class Served:
             self.proc.wait(10)
         self.proc.stdin.close()
         self.proc.stderr.close()
-
-
-def _listening(path: str) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(path)
-            return True
-        except OSError:
-            return False
 
 
 @pytest.fixture
@@ -133,6 +86,7 @@ def test_getting_started_with_a_python_client(served, disk):
     assert api("PUT", "/machine-config", {"vcpu_count": 2, "mem_size_mib": 64}) == (204, None)
     assert api("PUT", "/actions", {"action_type": "InstanceStart"}) == (204, None)
     assert api("GET", "/")[1]["state"] == "Running"
+    assert seccomp_mode(s.proc.pid) == 2           # the API's filter, from the start on
     api.wait_console(PROMPT)
     s.type("info\r")
     # Firecracker's root= argument follows the boot arguments.
@@ -153,6 +107,11 @@ def test_getting_started_with_a_python_client(served, disk):
     assert api("PATCH", "/vm", {"state": "Resumed"}) == (204, None)
     assert api("GET", "/")[1]["state"] == "Running"
     api.wait_console("while paused\r\n")
+    other = disk + ".2"                              # opened under the filter
+    with open(other, "wb") as f:
+        f.write(bytes(2 << 20))
+    assert api("PATCH", "/drives/rootfs", {"drive_id": "rootfs", "path_on_host": other}) == (
+        204, None)
     stats = api("GET", "/pyvisor/stats")[1]
     assert stats["exits"]["io"] > 0 and stats["ports"]["0x3f8"] > 0
     s.type("exit 3\r")
@@ -160,15 +119,10 @@ def test_getting_started_with_a_python_client(served, disk):
     assert not os.path.exists(s.sock)               # removed when pyvisor ends
 
 
-def curl(sock: str, method: str, path: str, body: dict | None = None) -> tuple[int, str]:
-    args = ["curl", "--silent", "--show-error", "--unix-socket", sock, "-X", method,
-            f"http://localhost{path}", "-H", "Accept: application/json",
-            "-w", "\n%{http_code}"]
-    if body is not None:
-        args += ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=20, check=True).stdout
-    text, _, code = out.rpartition("\n")
-    return int(code), text
+def seccomp_mode(pid: int) -> int:
+    """The Seccomp line of /proc/PID/status: 0 none, 2 a filter."""
+    with open(f"/proc/{pid}/status") as status:
+        return int(next(l for l in status if l.startswith("Seccomp:")).split()[1])
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
@@ -316,6 +270,7 @@ def test_run_a_kernel_with_the_api(served):
                command="run")
     assert s.api("GET", "/machine-config")[1] == {"vcpu_count": 2, "mem_size_mib": 48, "smt": False}
     assert s.api("GET", "/")[1]["state"] == "Running"
+    assert seccomp_mode(s.proc.pid) == 2
     s.api.wait_console(PROMPT)
     assert s.api("PATCH", "/vm", {"state": "Paused"}) == (204, None)
     assert s.api("PATCH", "/vm", {"state": "Resumed"}) == (204, None)
@@ -337,8 +292,9 @@ def test_config_file_boots_alone_and_with_the_api(served, tmp_path, disk):
 
     config.write_text(json.dumps({"boot-source": {"kernel_image_path": guest("shell")},
                                   "machine-config": {"vcpu_count": 2, "mem_size_mib": 32}}))
-    s = served("--config-file", str(config))
+    s = served("--config-file", str(config), "--seccomp", "off")
     assert s.api("GET", "/")[1]["state"] == "Running"
+    assert seccomp_mode(s.proc.pid) == 0
     assert s.api("GET", "/vm/config")[1]["machine-config"]["vcpu_count"] == 2
     s.api.wait_console(PROMPT)
     s.type("exit 1\r")

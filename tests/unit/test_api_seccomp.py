@@ -1,0 +1,54 @@
+"""The API variant of the seccomp filter (`pyvisor serve`'s, from InstanceStart on): the
+files the API names may be opened, linked, renamed and removed; exec, fork, mkdir and the
+rest still fail with EPERM. In a child process, since a filter cannot be taken off."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent("""
+    import errno, json, os, sys
+    from pyvisor.sandbox import seccomp
+
+    scratch = sys.argv[1]
+    assert seccomp.install(file_writes=True)
+
+    def attempt(call):
+        try:
+            call()
+        except OSError as e:
+            return errno.errorcode[e.errno]
+        return "allowed"
+
+    def child():
+        if os.fork() == 0:
+            os._exit(0)
+
+    report = {
+        "open_create": attempt(lambda: open(scratch, "w").close()),
+        "open_rdwr": attempt(lambda: os.close(os.open(scratch, os.O_RDWR))),
+        "link": attempt(lambda: os.link(scratch, scratch + ".mem")),
+        "rename": attempt(lambda: os.replace(scratch + ".mem", scratch + ".m2")),
+        "unlink": attempt(lambda: os.unlink(scratch + ".m2")),
+        "execv": attempt(lambda: os.execv("/bin/true", ["true"])),
+        "fork": attempt(child),
+        "mkdir": attempt(lambda: os.mkdir(scratch + ".d")),
+        "symlink": attempt(lambda: os.symlink(scratch, scratch + ".l")),
+        "chmod": attempt(lambda: os.chmod(scratch, 0o777)),
+        "kill_parent": attempt(lambda: os.kill(os.getppid(), 0)),
+    }
+    print(json.dumps(report))
+""")
+
+
+def test_api_filter_allows_the_files_and_nothing_else(tmp_path):
+    out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "snap")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report == {"open_create": "allowed", "open_rdwr": "allowed", "link": "allowed",
+                      "rename": "allowed", "unlink": "allowed", "execv": "EPERM",
+                      "fork": "EPERM", "mkdir": "EPERM", "symlink": "EPERM",
+                      "chmod": "EPERM", "kill_parent": "EPERM"}
