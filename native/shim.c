@@ -343,8 +343,13 @@ int pv_run(int vcpu_fd, struct kvm_run *run, struct pv_exit *e, struct pv_uart *
     if (held) {
         e->kvm_reason = e->reason;
         e->reason = PV_EXIT_COALESCED;
+        return PV_RUN_OTHER;
     }
-    return 0;
+    if (e->reason == KVM_EXIT_IO && e->count == 1)
+        return e->is_write ? PV_RUN_PIO_WRITE : PV_RUN_PIO_READ;
+    if (e->reason == KVM_EXIT_MMIO)
+        return e->is_write ? PV_RUN_MMIO_WRITE : PV_RUN_MMIO_READ;
+    return PV_RUN_OTHER;
 }
 
 void *pv_mmap_shared(int fd, size_t size)

@@ -143,7 +143,14 @@ int pv_irq_line(int vm_fd, uint32_t irq, uint32_t level);
 int pv_ioctl_int(int fd, unsigned long request, unsigned long arg);
 /* KVM_RUN until an exit Python must see (uart may be NULL: every exit returns). When the
  * previous exit was a single read (exit->read_pending), read_value is its answer and is
- * stored before the guest re-enters: one crossing per exit. */
+ * stored before the guest re-enters: one crossing per exit. Returns -errno, or what the
+ * exit asks of Python, so the hot path reads no field to decide: PV_RUN_OTHER (look at
+ * exit->reason: string I/O, PV_EXIT_COALESCED, the rest) or one of the single accesses. */
+#define PV_RUN_OTHER 0
+#define PV_RUN_PIO_WRITE 1
+#define PV_RUN_PIO_READ 2
+#define PV_RUN_MMIO_WRITE 3
+#define PV_RUN_MMIO_READ 4
 int pv_run(int vcpu_fd, struct kvm_run *run, struct pv_exit *exit, struct pv_uart *uart,
            uint64_t read_value);
 void *pv_mmap_shared(int fd, size_t size);

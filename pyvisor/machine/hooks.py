@@ -79,23 +79,26 @@ class RangeHooks:
     def covers(self, first: int, last: int) -> bool:
         return any(h.first <= last and first <= h.last for h in self._hooks)
 
-    def _call(self, hook: Hook, addr: int, size: int, value: int, is_write: bool) -> Any:
-        try:
-            return hook.callback(current_cpu(), addr, size, value, is_write)
-        except Exception as e:
-            raise HookError(f"the {self.kind} hook at {addr:#x}", e) from e
-
-    def read(self, addr: int, size: int) -> int:
+    def _hooked(self, addr: int, size: int, value: int, is_write: bool) -> Any:
+        """What the first hook on addr that handles the access returned; None when none
+        does. One call per access on the vCPU thread: the hot path of a hooked exit."""
+        cpu = getattr(_current, "cpu", None)
         for hook in self._hooks:
             if hook.first <= addr <= hook.last:
-                value = self._call(hook, addr, size, 0, False)
-                if value is not None:
-                    return int(value) & ((1 << (8 * size)) - 1)
+                try:
+                    result = hook.callback(cpu, addr, size, value, is_write)
+                except Exception as e:
+                    raise HookError(f"the {self.kind} hook at {addr:#x}", e) from e
+                if result is not None:
+                    return result
+        return None
+
+    def read(self, addr: int, size: int) -> int:
+        value = self._hooked(addr, size, 0, False)
+        if value is not None:
+            return int(value) & ((1 << (8 * size)) - 1)
         return self._bus_read(addr, size)
 
     def write(self, addr: int, size: int, value: int) -> None:
-        for hook in self._hooks:
-            if hook.first <= addr <= hook.last:
-                if self._call(hook, addr, size, value, True) is not None:
-                    return
-        self._bus_write(addr, size, value)
+        if self._hooked(addr, size, value, True) is None:
+            self._bus_write(addr, size, value)

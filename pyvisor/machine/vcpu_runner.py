@@ -108,44 +108,42 @@ class VcpuRunner:
         vcpu.stats.last_exit_ns = 0      # time parked is not time serving an exit
         pio_read, pio_write, mmio_read, mmio_write = r.pio_read, r.pio_write, r.mmio_read, r.mmio_write
         wants_park = self.control.wants_park
+        PIO_WRITE, PIO_READ = lib.PV_RUN_PIO_WRITE, lib.PV_RUN_PIO_READ
+        MMIO_WRITE, MMIO_READ = lib.PV_RUN_MMIO_WRITE, lib.PV_RUN_MMIO_READ
         EXIT_IO, EXIT_MMIO, EXIT_INTR = lib.KVM_EXIT_IO, lib.KVM_EXIT_MMIO, lib.KVM_EXIT_INTR
         EXIT_COALESCED = lib.PV_EXIT_COALESCED
         EINTR, EAGAIN = -errno.EINTR, -errno.EAGAIN
         value = 0
         while True:
             ret = run(fd, kvm_run, ex, uart, value)
-            if ret < 0:
+            if ret == PIO_WRITE:     # pv_run says which single access it is: no field read
+                pio_write(ex.addr, ex.size, ex.value)
+            elif ret == PIO_READ:
+                value = pio_read(ex.addr, ex.size)
+            elif ret == MMIO_WRITE:
+                mmio_write(ex.addr, ex.size, ex.value)
+            elif ret == MMIO_READ:
+                value = mmio_read(ex.addr, ex.size)
+            elif ret < 0:
                 if ret == EINTR or ret == EAGAIN:
                     if wants_park():
                         return None
                     continue
                 return Outcome("error", FAULT_STATUS, f"KVM_RUN failed on vCPU {vcpu.index}: "
                                                       f"{os.strerror(-ret)}")
-            reason = ex.reason
-            if reason == EXIT_IO:
-                if ex.count != 1:
-                    _string_pio(ex, pio_read, pio_write)
-                elif ex.is_write:
-                    pio_write(ex.addr, ex.size, ex.value)
-                else:
-                    value = pio_read(ex.addr, ex.size)
-            elif reason == EXIT_MMIO:
-                if ex.is_write:
-                    mmio_write(ex.addr, ex.size, ex.value)
-                else:
-                    value = mmio_read(ex.addr, ex.size)
-            elif reason != EXIT_INTR:
+            else:
+                reason = ex.reason
                 if reason == EXIT_COALESCED:   # queued writes first, then the exit itself
                     self._drain(r)
                     reason = ex.kvm_reason
-                    if reason == EXIT_IO or reason == EXIT_MMIO:
-                        value = _device_access(reason, ex, r)
-                        continue
-                outcome = self._unusual_exit(reason)
-                if outcome is not None:
-                    return outcome
-                if wants_park():
-                    return None
+                if reason == EXIT_IO or reason == EXIT_MMIO:   # string I/O, or after a drain
+                    value = _device_access(reason, ex, r)
+                elif reason != EXIT_INTR:
+                    outcome = self._unusual_exit(reason)
+                    if outcome is not None:
+                        return outcome
+                    if wants_park():
+                        return None
 
     def _drain(self, r: Routing) -> None:
         """Hand the writes KVM queued in the coalesced ring to the devices."""
@@ -318,9 +316,9 @@ class VcpuRunner:
 
 
 def _device_access(reason: int, ex, r: Routing) -> int:
-    """One port or MMIO exit off the hot path (single steps, an exit that came with
-    coalesced writes: reason is the KVM exit's); the read value, else 0.
-    `VcpuRunner._run` does the same inline, since it is paid on every exit."""
+    """One port or MMIO exit off the hot path (string I/O, single steps, an exit that came
+    with coalesced writes: reason is the KVM exit's); the read value, else 0.
+    `VcpuRunner._run` serves single accesses inline, since they are paid on every exit."""
     if reason == lib.KVM_EXIT_IO:
         if ex.count != 1:
             _string_pio(ex, r.pio_read, r.pio_write)
