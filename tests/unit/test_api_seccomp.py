@@ -15,30 +15,26 @@ SCRIPT = textwrap.dedent("""
     scratch = sys.argv[1]
     assert seccomp.install(file_writes=True)
 
-    def attempt(call):
+    calls = {
+        "open_create": lambda: open(scratch, "w").close(),
+        "open_rdwr": lambda: os.close(os.open(scratch, os.O_RDWR)),
+        "link": lambda: os.link(scratch, scratch + ".mem"),
+        "rename": lambda: os.replace(scratch + ".mem", scratch + ".m2"),
+        "unlink": lambda: os.unlink(scratch + ".m2"),
+        "execv": lambda: os.execv("/bin/true", ["true"]),
+        "fork": lambda: os.fork() == 0 and os._exit(0),
+        "mkdir": lambda: os.mkdir(scratch + ".d"),
+        "symlink": lambda: os.symlink(scratch, scratch + ".l"),
+        "chmod": lambda: os.chmod(scratch, 0o777),
+        "kill_parent": lambda: os.kill(os.getppid(), 0),
+    }
+    report = {}
+    for name, call in calls.items():     # in order: each call needs the one before
         try:
             call()
+            report[name] = "allowed"
         except OSError as e:
-            return errno.errorcode[e.errno]
-        return "allowed"
-
-    def child():
-        if os.fork() == 0:
-            os._exit(0)
-
-    report = {
-        "open_create": attempt(lambda: open(scratch, "w").close()),
-        "open_rdwr": attempt(lambda: os.close(os.open(scratch, os.O_RDWR))),
-        "link": attempt(lambda: os.link(scratch, scratch + ".mem")),
-        "rename": attempt(lambda: os.replace(scratch + ".mem", scratch + ".m2")),
-        "unlink": attempt(lambda: os.unlink(scratch + ".m2")),
-        "execv": attempt(lambda: os.execv("/bin/true", ["true"])),
-        "fork": attempt(child),
-        "mkdir": attempt(lambda: os.mkdir(scratch + ".d")),
-        "symlink": attempt(lambda: os.symlink(scratch, scratch + ".l")),
-        "chmod": attempt(lambda: os.chmod(scratch, 0o777)),
-        "kill_parent": attempt(lambda: os.kill(os.getppid(), 0)),
-    }
+            report[name] = errno.errorcode[e.errno]
     print(json.dumps(report))
 """)
 
