@@ -51,7 +51,9 @@ KVM_REGISTER_COALESCED_MMIO KVM_UNREGISTER_COALESCED_MMIO
 KVM_GET_IRQCHIP KVM_SET_IRQCHIP KVM_GET_PIT2 KVM_SET_PIT2 KVM_GET_CLOCK KVM_SET_CLOCK
 KVM_GET_CPUID2 KVM_MEM_LOG_DIRTY_PAGES KVM_CAP_XSAVE2 KVM_GET_TSC_KHZ
 PV_STEP_MP_STATE PV_STEP_REGS PV_STEP_SREGS PV_STEP_XSAVE PV_STEP_XCRS PV_STEP_DEBUGREGS
-PV_STEP_LAPIC PV_STEP_MSRS PV_STEP_EVENTS PV_STEP_COMPLETE
+PV_STEP_LAPIC PV_STEP_MSRS PV_STEP_EVENTS
+PV_RESTORE_RUNNABLE PV_RESTORE_SYNC PV_RESTORE_SREGS_STORED
+KVM_SYNC_X86_REGS KVM_SYNC_X86_SREGS KVM_SYNC_X86_EVENTS
 """.split()
 
 BOOT_CONSTANTS = """
@@ -170,7 +172,7 @@ struct kvm_irq_routing { uint32_t nr; uint32_t flags; struct kvm_irq_routing_ent
 struct kvm_run {
     uint8_t request_interrupt_window; uint8_t immediate_exit;
     uint32_t exit_reason; uint8_t ready_for_interrupt_injection; uint8_t if_flag;
-    uint64_t cr8; uint64_t apic_base; ...;
+    uint64_t cr8; uint64_t apic_base; uint64_t kvm_valid_regs; uint64_t kvm_dirty_regs; ...;
 };
 
 struct setup_header {
@@ -336,7 +338,7 @@ struct sock_fprog { unsigned short len; struct sock_filter *filter; ...; };
 #define __NR_pidfd_send_signal ...
 /* snapshots (pyvisor/snapshot): vCPU state in one crossing, dirty pages copied back in C */
 struct kvm_xcrs { uint32_t nr_xcrs; ...; };
-struct kvm_debugregs { ...; };
+struct kvm_debugregs { uint64_t db[4]; uint64_t dr6; uint64_t dr7; ...; };
 struct kvm_xsave { ...; };
 struct kvm_irqchip { uint32_t chip_id; ...; };
 struct kvm_pit_state2 { uint32_t flags; ...; };
@@ -348,8 +350,13 @@ struct pv_vcpu_state {
     struct kvm_msrs *msrs; uint32_t failed; uint32_t msrs_done;
 };
 int pv_get_vcpu_state(int vcpu_fd, struct pv_vcpu_state *s);
-int pv_set_vcpu_state(int vcpu_fd, struct kvm_run *run, const struct pv_vcpu_state *s,
-                      int complete_pending);
+int pv_set_vcpu_state(int vcpu_fd, const struct pv_vcpu_state *s);
+int pv_complete_exit(int vcpu_fd, struct kvm_run *run, uint32_t store);
+int pv_restore_vcpu_state(int vcpu_fd, struct kvm_run *run, struct pv_vcpu_state *s,
+                          uint32_t how);
+int pv_flush_sync(int vcpu_fd, struct kvm_run *run, uint32_t *failed);
+int pv_set_vm_state(int vm_fd, struct kvm_irqchip *chips, uint32_t nchips,
+                    struct kvm_pit_state2 *pit, struct kvm_clock_data *clock, uint32_t *failed);
 struct pv_ram_region { uint8_t *ram; uint8_t *written; uint64_t npages; };
 struct pv_log_slot { uint32_t slot; uint32_t region; uint64_t first_page; uint64_t npages;
                      uint64_t *bitmap; };

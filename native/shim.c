@@ -434,23 +434,11 @@ int pv_get_vcpu_state(int fd, struct pv_vcpu_state *s)
     return 0;
 }
 
-int pv_set_vcpu_state(int fd, struct kvm_run *run, const struct pv_vcpu_state *cs,
-                      int complete_pending)
+int pv_set_vcpu_state(int fd, const struct pv_vcpu_state *cs)
 {
     struct pv_vcpu_state *s = (struct pv_vcpu_state *)cs;   /* only failed/msrs_done change */
     int r;
     s->failed = 0;
-    if (complete_pending) {
-        uint8_t before = run->immediate_exit;
-        run->immediate_exit = 1;
-        r = ioctl(fd, KVM_RUN, 0);
-        int err = errno;
-        run->immediate_exit = before;
-        if (r == 0 || err != EINTR) {   /* it ran: that must not happen with immediate_exit */
-            s->failed = PV_STEP_COMPLETE;
-            return r == 0 ? -EBUSY : -err;
-        }
-    }
     if ((r = vcpu_step(fd, KVM_SET_MP_STATE, &s->mp_state, PV_STEP_MP_STATE, s)) ||
         (r = vcpu_step(fd, KVM_SET_REGS, &s->regs, PV_STEP_REGS, s)) ||
         (r = vcpu_step(fd, KVM_SET_SREGS, &s->sregs, PV_STEP_SREGS, s)) ||
@@ -466,6 +454,114 @@ int pv_set_vcpu_state(int fd, struct kvm_run *run, const struct pv_vcpu_state *c
         return n < 0 ? -errno : -EINVAL;
     }
     return vcpu_step(fd, KVM_SET_VCPU_EVENTS, &s->events, PV_STEP_EVENTS, s);
+}
+
+int pv_complete_exit(int fd, struct kvm_run *run, uint32_t store)
+{
+    uint8_t before = run->immediate_exit;
+    run->immediate_exit = 1;
+    run->kvm_valid_regs = store;
+    int r = ioctl(fd, KVM_RUN, 0);
+    int err = errno;
+    run->kvm_valid_regs = 0;        /* storing costs every later exit: only this once */
+    run->immediate_exit = before;
+    if (r == 0)                     /* it ran: that must not happen with immediate_exit */
+        return -EBUSY;
+    return err == EINTR ? 0 : -err;
+}
+
+#define APIC_TPR_OFFSET 0x80
+
+/* Whether REGS and SREGS may be set after XSAVE..MSRS instead of before: nothing those
+ * depend on (APIC base and mode, CR0/CR4/EFER for MSR checks, TPR) changes when they are. */
+static int sregs_may_follow(const struct kvm_sregs *now, const struct pv_vcpu_state *s)
+{
+    uint32_t tpr;
+    memcpy(&tpr, s->lapic.regs + APIC_TPR_OFFSET, sizeof(tpr));
+    return now->apic_base == s->sregs.apic_base && now->cr0 == s->sregs.cr0
+           && now->cr4 == s->sregs.cr4 && now->efer == s->sregs.efer
+           && (tpr & 0xFF) == ((s->sregs.cr8 & 0xF) << 4);
+}
+
+int pv_restore_vcpu_state(int fd, struct kvm_run *run, struct pv_vcpu_state *s, uint32_t how)
+{
+    int r;
+    int sync = (how & PV_RESTORE_SYNC) != 0;
+    int sync_regs = sync && (how & PV_RESTORE_SREGS_STORED)
+                    && sregs_may_follow(&run->s.regs.sregs, s);
+    s->failed = 0;
+    if (run->kvm_dirty_regs) {      /* an earlier restore's, not yet run: this one replaces it */
+        sync_regs = 0;              /* and s.regs.sregs is that one's, not the vCPU's */
+        run->kvm_dirty_regs = 0;
+    }
+    if (!((how & PV_RESTORE_RUNNABLE) && s->mp_state.mp_state == KVM_MP_STATE_RUNNABLE)
+        && (r = vcpu_step(fd, KVM_SET_MP_STATE, &s->mp_state, PV_STEP_MP_STATE, s)))
+        return r;
+    if (!sync_regs &&
+        ((r = vcpu_step(fd, KVM_SET_REGS, &s->regs, PV_STEP_REGS, s)) ||
+         (r = vcpu_step(fd, KVM_SET_SREGS, &s->sregs, PV_STEP_SREGS, s))))
+        return r;
+    if ((r = vcpu_step(fd, KVM_SET_XSAVE, s->xsave, PV_STEP_XSAVE, s)) ||
+        (r = vcpu_step(fd, KVM_SET_XCRS, &s->xcrs, PV_STEP_XCRS, s)) ||
+        (r = vcpu_step(fd, KVM_SET_DEBUGREGS, &s->debugregs, PV_STEP_DEBUGREGS, s)) ||
+        (r = vcpu_step(fd, KVM_SET_LAPIC, &s->lapic, PV_STEP_LAPIC, s)))
+        return r;
+    int n = ioctl(fd, KVM_SET_MSRS, s->msrs);
+    if (n < 0 || (uint32_t)n != s->msrs->nmsrs) {
+        s->failed = PV_STEP_MSRS;
+        s->msrs_done = n < 0 ? 0 : (uint32_t)n;
+        return n < 0 ? -errno : -EINVAL;
+    }
+    if (!sync)
+        return vcpu_step(fd, KVM_SET_VCPU_EVENTS, &s->events, PV_STEP_EVENTS, s);
+    if (sync_regs) {
+        run->s.regs.regs = s->regs;
+        run->s.regs.sregs = s->sregs;
+        run->kvm_dirty_regs |= KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS;
+    }
+    run->s.regs.events = s->events;
+    run->kvm_dirty_regs |= KVM_SYNC_X86_EVENTS;
+    return 0;
+}
+
+int pv_flush_sync(int fd, struct kvm_run *run, uint32_t *failed)
+{
+    static const struct { uint64_t bit; unsigned long request; uint32_t step; } parts[] = {
+        { KVM_SYNC_X86_REGS, KVM_SET_REGS, PV_STEP_REGS },
+        { KVM_SYNC_X86_SREGS, KVM_SET_SREGS, PV_STEP_SREGS },
+        { KVM_SYNC_X86_EVENTS, KVM_SET_VCPU_EVENTS, PV_STEP_EVENTS },
+    };
+    void *args[] = { &run->s.regs.regs, &run->s.regs.sregs, &run->s.regs.events };
+    for (unsigned i = 0; i < 3; i++) {
+        if (!(run->kvm_dirty_regs & parts[i].bit))
+            continue;
+        if (ioctl(fd, parts[i].request, args[i]) < 0) {
+            *failed = parts[i].step;
+            return -errno;
+        }
+        run->kvm_dirty_regs &= ~parts[i].bit;
+    }
+    return 0;
+}
+
+int pv_set_vm_state(int vm_fd, struct kvm_irqchip *chips, uint32_t nchips,
+                    struct kvm_pit_state2 *pit, struct kvm_clock_data *clock, uint32_t *failed)
+{
+    for (uint32_t i = 0; i < nchips; i++) {
+        if (ioctl(vm_fd, KVM_SET_IRQCHIP, &chips[i]) < 0) {
+            *failed = i;
+            return -errno;
+        }
+    }
+    if (ioctl(vm_fd, KVM_SET_PIT2, pit) < 0) {
+        *failed = nchips;
+        return -errno;
+    }
+    if (ioctl(vm_fd, KVM_SET_CLOCK, clock) < 0) {
+        *failed = nchips + 1;
+        return -errno;
+    }
+    return 0;
 }
 
 int pv_harvest_dirty(int vm_fd, const struct pv_log_slot *slots, uint32_t nslots,

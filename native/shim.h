@@ -190,15 +190,43 @@ struct pv_vcpu_state {
 #define PV_STEP_LAPIC 7
 #define PV_STEP_MSRS 8
 #define PV_STEP_EVENTS 9
-#define PV_STEP_COMPLETE 10      /* the KVM_RUN that completes a pending port/MMIO exit */
 
 /* 0, or -errno with s->failed naming the ioctl. */
 int pv_get_vcpu_state(int vcpu_fd, struct pv_vcpu_state *s);
-/* With complete_pending, a KVM_RUN with immediate_exit first finishes the exit the vCPU
- * is in (a restore from a hook on that vCPU's thread): nothing of it leaks into the
- * restored state. */
-int pv_set_vcpu_state(int vcpu_fd, struct kvm_run *run, const struct pv_vcpu_state *s,
-                      int complete_pending);
+/* Every part with its ioctl (a vCPU restored from a file). */
+int pv_set_vcpu_state(int vcpu_fd, const struct pv_vcpu_state *s);
+
+/* The in-place reset (a restore of a snapshot into the machine it was taken of), with as
+ * few vCPU ioctls as can be proven to give the same state: each costs a vcpu_load/put.
+ *
+ * pv_complete_exit: KVM_RUN with immediate_exit, which finishes the exit the vCPU is in
+ * (an IN's or MMIO read's emulation writes registers and memory) without entering the
+ * guest; `store` (KVM_SYNC_X86_*) asks KVM to store those parts into run->s.regs on the
+ * way out. 0, -EBUSY if the guest ran, or -errno. */
+int pv_complete_exit(int vcpu_fd, struct kvm_run *run, uint32_t store);
+/* pv_restore_vcpu_state sets s in Firecracker's order, except:
+ * - PV_RESTORE_RUNNABLE: the caller knows the vCPU is RUNNABLE now (it is in an exit from
+ *   guest code, and nothing set MP_STATE since): an MP_STATE that says RUNNABLE is not set;
+ * - PV_RESTORE_SYNC: VCPU_EVENTS, the last part, rides on the next KVM_RUN
+ *   (KVM_CAP_SYNC_REGS: run->s.regs and kvm_dirty_regs); with PV_RESTORE_SREGS_STORED
+ *   (run->s.regs.sregs holds the current sregs, from pv_complete_exit) REGS and SREGS do too
+ *   when what the later parts depend on is the same before and after them: APIC base,
+ *   CR0, CR4, EFER equal, and CR8 equal to the saved TPR (KVM_SET_SREGS writes TPR from CR8).
+ * KVM applies synced parts REGS, SREGS, EVENTS in that order before anything else of the
+ * next KVM_RUN. 0, or -errno with s->failed naming the ioctl. */
+#define PV_RESTORE_RUNNABLE 1u
+#define PV_RESTORE_SYNC 2u
+#define PV_RESTORE_SREGS_STORED 4u
+int pv_restore_vcpu_state(int vcpu_fd, struct kvm_run *run, struct pv_vcpu_state *s,
+                          uint32_t how);
+/* Apply what is pending in run->kvm_dirty_regs now, with the ioctls (REGS, SREGS, EVENTS):
+ * before any other vCPU ioctl, so none sees or is overtaken by state still pending. 0, or
+ * -errno with *failed the PV_STEP_* that failed. */
+int pv_flush_sync(int vcpu_fd, struct kvm_run *run, uint32_t *failed);
+/* The VM-wide state of a snapshot: nchips KVM_SET_IRQCHIP, KVM_SET_PIT2, KVM_SET_CLOCK.
+ * 0, or -errno with *failed the index of the ioctl (chips, then nchips, nchips + 1). */
+int pv_set_vm_state(int vm_fd, struct kvm_irqchip *chips, uint32_t nchips,
+                    struct kvm_pit_state2 *pit, struct kvm_clock_data *clock, uint32_t *failed);
 
 /* Guest RAM as the dirty tracking sees it: per RAM region, the host mapping and one byte
  * per page that is set when pyvisor itself writes the page (KVM's log never shows those);

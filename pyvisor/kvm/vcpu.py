@@ -35,6 +35,11 @@ class Vcpu:
         # Counted by pv_run on every exit (Machine.stats reads them).
         self.stats = ffi.new("struct pv_stats *")
         self.exit.stats = self.stats
+        # What an in-place restore may leave out (restore_state): when pyvisor last set
+        # MP_STATE, and when complete_exit() last stored the sregs in kvm_run (both as the
+        # time of the KVM_RUN return they followed, stats.last_exit_ns).
+        self._mp_written_ns = 0
+        self._sregs_stored_ns = 0
 
     # --- running -----------------------------------------------------------------------
     def run(self, read_value: int = 0) -> int:
@@ -55,6 +60,7 @@ class Vcpu:
         dbg.control = control
         for i, value in enumerate(debugreg or ()):
             dbg.arch.debugreg[i] = value
+        self._settle()
         ioctl(self.fd, lib.KVM_SET_GUEST_DEBUG, dbg, "KVM_SET_GUEST_DEBUG")
 
     def request_immediate_exit(self, flag: bool = True) -> None:
@@ -62,7 +68,20 @@ class Vcpu:
         self.kvm_run.immediate_exit = int(flag)
 
     # --- registers ---------------------------------------------------------------------
+    def _settle(self) -> None:
+        """Before any vCPU ioctl but KVM_RUN: apply the state a restore left pending for the
+        next KVM_RUN (KVM_CAP_SYNC_REGS), so no getter reads what it replaces and no
+        setter is overtaken by it."""
+        self._sregs_stored_ns = 0
+        if self.kvm_run.kvm_dirty_regs:
+            failed = ffi.new("uint32_t *")
+            ret = lib.pv_flush_sync(self.fd, self.kvm_run, failed)
+            self._mp_written_ns = self.stats.last_exit_ns   # SET_SREGS may make it RUNNABLE
+            if ret < 0:
+                raise KvmError(f"KVM_SET_{_STEP_NAMES[failed[0]]} (pending from a restore)", -ret)
+
     def _get(self, request: int, ctype: str, name: str):
+        self._settle()
         value = ffi.new(ctype)
         ioctl(self.fd, request, value, name)
         return value
@@ -71,18 +90,21 @@ class Vcpu:
         return self._get(lib.KVM_GET_REGS, "struct kvm_regs *", "KVM_GET_REGS")
 
     def set_regs(self, regs) -> None:
+        self._settle()
         ioctl(self.fd, lib.KVM_SET_REGS, regs, "KVM_SET_REGS")
 
     def get_sregs(self):
         return self._get(lib.KVM_GET_SREGS, "struct kvm_sregs *", "KVM_GET_SREGS")
 
     def set_sregs(self, sregs) -> None:
+        self._settle()
         ioctl(self.fd, lib.KVM_SET_SREGS, sregs, "KVM_SET_SREGS")
 
     def get_fpu(self):
         return self._get(lib.KVM_GET_FPU, "struct kvm_fpu *", "KVM_GET_FPU")
 
     def set_fpu(self, fpu) -> None:
+        self._settle()
         ioctl(self.fd, lib.KVM_SET_FPU, fpu, "KVM_SET_FPU")
 
     def get_lapic(self) -> bytes:
@@ -92,6 +114,7 @@ class Vcpu:
     def set_lapic(self, state: bytes) -> None:
         lapic = ffi.new("struct kvm_lapic_state *")
         ffi.buffer(lapic)[:] = state
+        self._settle()
         ioctl(self.fd, lib.KVM_SET_LAPIC, lapic, "KVM_SET_LAPIC")
 
     def get_vcpu_events(self):
@@ -99,6 +122,7 @@ class Vcpu:
                          "KVM_GET_VCPU_EVENTS")
 
     def set_vcpu_events(self, events) -> None:
+        self._settle()
         ioctl(self.fd, lib.KVM_SET_VCPU_EVENTS, events, "KVM_SET_VCPU_EVENTS")
 
     def get_mp_state(self) -> int:
@@ -106,6 +130,8 @@ class Vcpu:
                          "KVM_GET_MP_STATE").mp_state
 
     def set_mp_state(self, state: int) -> None:
+        self._settle()
+        self._mp_written_ns = self.stats.last_exit_ns
         ioctl(self.fd, lib.KVM_SET_MP_STATE, ffi.new("struct kvm_mp_state *", {"mp_state": state}),
               "KVM_SET_MP_STATE")
 
@@ -115,6 +141,7 @@ class Vcpu:
         msrs = ffi.new("struct kvm_msrs *", {"nmsrs": len(indices), "entries": len(indices)})
         for entry, index in zip(msrs.entries, indices):
             entry.index = index
+        self._settle()
         got = ioctl(self.fd, lib.KVM_GET_MSRS, msrs, "KVM_GET_MSRS")
         return {msrs.entries[i].index: msrs.entries[i].data for i in range(got)}
 
@@ -125,6 +152,7 @@ class Vcpu:
         for entry, (index, data) in zip(msrs.entries, items):
             entry.index = index
             entry.data = data
+        self._settle()
         done = ioctl(self.fd, lib.KVM_SET_MSRS, msrs, "KVM_SET_MSRS")
         if done != len(items):
             raise KvmError(f"KVM_SET_MSRS (MSR {items[done][0]:#x})", 22)
@@ -135,6 +163,7 @@ class Vcpu:
         for dst, e in zip(cpuid.entries, entries):
             dst.function, dst.index, dst.flags = e.function, e.index, e.flags
             dst.eax, dst.ebx, dst.ecx, dst.edx = e.eax, e.ebx, e.ecx, e.edx
+        self._settle()
         ioctl(self.fd, lib.KVM_SET_CPUID2, cpuid, "KVM_SET_CPUID2")
 
     def get_cpuid(self) -> list[CpuidEntry]:
@@ -149,18 +178,50 @@ class Vcpu:
     def get_state(self, state) -> None:
         """Fill a `struct pv_vcpu_state` (its xsave buffer and MSR indices set up by the
         caller) in one crossing."""
+        self._settle()
         ret = lib.pv_get_vcpu_state(self.fd, state)
         if ret < 0:
             raise KvmError(_state_step(state, "GET"), -ret)
 
-    def set_state(self, state, complete_pending: bool = False) -> None:
-        """Set a `struct pv_vcpu_state` back, in Firecracker's order, in one crossing; with
-        complete_pending, first finish the exit this vCPU is in (from its own thread)."""
-        ret = lib.pv_set_vcpu_state(self.fd, self.kvm_run, state, int(complete_pending))
+    def set_state(self, state) -> None:
+        """Set a `struct pv_vcpu_state` back, in Firecracker's order, in one crossing, every
+        part with its ioctl (a vCPU restored from a file)."""
+        self._settle()
+        self._mp_written_ns = self.stats.last_exit_ns
+        ret = lib.pv_set_vcpu_state(self.fd, state)
         if ret < 0:
             raise KvmError(_state_step(state, "SET"), -ret)
-        if complete_pending:
-            self.exit.read_pending = 0
+
+    # --- in-place restores (pyvisor/snapshot/engine.py) ------------------------------------
+    def complete_exit(self) -> None:
+        """Finish the exit this vCPU is in (from its own thread, e.g. a hook) without entering
+        the guest, before a restore changes anything: an IN's or MMIO read's emulation
+        writes registers and memory. KVM stores the sregs on the way out (restore_state
+        uses them)."""
+        ret = lib.pv_complete_exit(self.fd, self.kvm_run, lib.KVM_SYNC_X86_SREGS)
+        if ret < 0:
+            raise KvmError("KVM_RUN (completing the pending exit before a restore)", -ret)
+        self.exit.read_pending = 0
+        self._sregs_stored_ns = self.stats.last_exit_ns
+
+    def restore_state(self, state, in_exit: bool) -> None:
+        """Set a `struct pv_vcpu_state` with the fewest ioctls that give the same vCPU
+        (pv_restore_vcpu_state): the last parts ride on the next KVM_RUN; in_exit (after
+        complete_exit, in an exit from guest code) also lets it leave out an MP_STATE that
+        is RUNNABLE already and, when the sregs it depends on are unchanged, REGS and SREGS."""
+        how = lib.PV_RESTORE_SYNC
+        now = self.stats.last_exit_ns
+        if in_exit and now:
+            if self._sregs_stored_ns == now:
+                how |= lib.PV_RESTORE_SREGS_STORED
+            if self.stats.last_reason in _GUEST_EXITS and self._mp_written_ns != now:
+                how |= lib.PV_RESTORE_RUNNABLE
+        self._sregs_stored_ns = 0
+        if not (how & lib.PV_RESTORE_RUNNABLE and state.mp_state.mp_state == _RUNNABLE):
+            self._mp_written_ns = now
+        ret = lib.pv_restore_vcpu_state(self.fd, self.kvm_run, state, how)
+        if ret < 0:
+            raise KvmError(_state_step(state, "SET"), -ret)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -170,6 +231,9 @@ class Vcpu:
 
 
 _MAX_CPUID_ENTRIES = 256
+# Exits from guest code: KVM returns them only while the vCPU is RUNNABLE.
+_GUEST_EXITS = (lib.KVM_EXIT_IO, lib.KVM_EXIT_MMIO, lib.KVM_EXIT_DEBUG)
+_RUNNABLE = lib.KVM_MP_STATE_RUNNABLE
 _STEP_NAMES = {lib.PV_STEP_MP_STATE: "MP_STATE", lib.PV_STEP_REGS: "REGS",
                lib.PV_STEP_SREGS: "SREGS", lib.PV_STEP_XSAVE: "XSAVE", lib.PV_STEP_XCRS: "XCRS",
                lib.PV_STEP_DEBUGREGS: "DEBUGREGS", lib.PV_STEP_LAPIC: "LAPIC",
@@ -178,8 +242,6 @@ _STEP_NAMES = {lib.PV_STEP_MP_STATE: "MP_STATE", lib.PV_STEP_REGS: "REGS",
 
 def _state_step(state, direction: str) -> str:
     """The ioctl a pv_*_vcpu_state call stopped at, for the error message."""
-    if state.failed == lib.PV_STEP_COMPLETE:
-        return "KVM_RUN (completing the pending exit before a restore)"
     name = f"KVM_{direction}_{_STEP_NAMES.get(state.failed, '?')}"
     if state.failed == lib.PV_STEP_MSRS:
         done = state.msrs_done

@@ -4,8 +4,9 @@ A snapshot is taken with every vCPU out of KVM_RUN (the machine paused, or from 
 the only vCPU's thread) and every device's lock held, after the devices have finished what
 the guest asked of them (`settle`). Restoring puts back, in this order: the in-kernel
 interrupt controllers, PIT and kvm-clock; the devices (which then drive their interrupt
-lines afresh); guest RAM (only the pages changed since); each vCPU (in C, one crossing).
-The machine stays paused. What is not part of a snapshot: disk contents (a restore does
+lines afresh); guest RAM (only the pages changed since); each vCPU (in C, one crossing,
+with the fewest vCPU ioctls that give the same state: see Vcpu.restore_state). A restore
+from a hook first finishes the exit its vCPU is in. The machine stays paused. What is not part of a snapshot: disk contents (a restore does
 not undo writes to a disk image), the ACPI PM timer (host time), the tap's wire.
 """
 from __future__ import annotations
@@ -128,7 +129,10 @@ class Snapshotter:
         if devices.keys() != snap.devices.keys():
             raise SnapshotError("cannot restore: the machine's devices changed since the "
                                 "snapshot")
+        vcpus = self._vm.vcpus
         with hold(devices):
+            if me is not None:
+                vcpus[me].complete_exit()   # first: its emulation may write memory
             snap.vm.apply(self._vm)
             try:
                 for name, device in devices.items():
@@ -136,8 +140,8 @@ class Snapshotter:
             except DeviceStateError as e:
                 raise SnapshotError(f"cannot restore the snapshot: {e}") from None
             copied = self._tracker.reset(snap.memory, guest_areas(devices))
-            for vcpu, state in zip(self._vm.vcpus, snap.vcpus):
-                state.apply(vcpu, complete_pending=vcpu.index == me)
+            for vcpu, state in zip(vcpus, snap.vcpus):
+                state.restore(vcpu, in_exit=vcpu.index == me)
         return copied
 
     def restore_devices(self, states: dict[str, dict]) -> None:

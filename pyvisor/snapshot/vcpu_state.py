@@ -95,8 +95,14 @@ class VcpuState:
     def capture(self, vcpu: Vcpu) -> None:
         vcpu.get_state(self.struct)
 
-    def apply(self, vcpu: Vcpu, complete_pending: bool = False) -> None:
-        vcpu.set_state(self.struct, complete_pending)
+    def apply(self, vcpu: Vcpu) -> None:
+        """Into a vCPU built for it (a restore from a file): every part with its ioctl."""
+        vcpu.set_state(self.struct)
+
+    def restore(self, vcpu: Vcpu, in_exit: bool) -> None:
+        """Into the vCPU it was taken of (an in-place restore): the fewest ioctls that give
+        the same vCPU (Vcpu.restore_state); in_exit after vcpu.complete_exit()."""
+        vcpu.restore_state(self.struct, in_exit)
 
     # --- plain data, for the file ----------------------------------------------------------
     def to_record(self) -> dict:

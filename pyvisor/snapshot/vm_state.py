@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .._native import ffi, lib
-from ..kvm.ioctl import ioctl
+from ..errors import KvmError
 from ..kvm.vm import Vm
 from .errors import SnapshotError
 
@@ -20,22 +20,25 @@ class VmState:
 
     def __post_init__(self) -> None:
         # The ioctl arguments, built once: a reset loop sets them over and over.
-        self._chips = [ffi.new("struct kvm_irqchip *") for _ in self.irqchips]
-        for struct, raw in zip(self._chips, self.irqchips):
-            ffi.buffer(struct)[:] = raw
+        self._chips = ffi.new("struct kvm_irqchip[]", len(self.irqchips))
+        for i, raw in enumerate(self.irqchips):
+            ffi.buffer(ffi.addressof(self._chips, i))[:] = raw
         self._pit = ffi.new("struct kvm_pit_state2 *")
         ffi.buffer(self._pit)[:] = self.pit
         self._clock = ffi.new("struct kvm_clock_data *", {"clock": self.clock})
+        self._failed = ffi.new("uint32_t *")
 
     @classmethod
     def capture(cls, vm: Vm) -> "VmState":
         return cls(tuple(vm.get_irqchip(chip) for chip in CHIPS), vm.get_pit2(), vm.get_clock())
 
     def apply(self, vm: Vm) -> None:
-        for chip in self._chips:
-            ioctl(vm.fd, lib.KVM_SET_IRQCHIP, chip, "KVM_SET_IRQCHIP")
-        ioctl(vm.fd, lib.KVM_SET_PIT2, self._pit, "KVM_SET_PIT2")
-        ioctl(vm.fd, lib.KVM_SET_CLOCK, self._clock, "KVM_SET_CLOCK")
+        """KVM_SET_IRQCHIP for each chip, KVM_SET_PIT2, KVM_SET_CLOCK: one crossing."""
+        ret = lib.pv_set_vm_state(vm.fd, self._chips, len(self.irqchips), self._pit,
+                                  self._clock, self._failed)
+        if ret < 0:
+            names = ["KVM_SET_IRQCHIP"] * len(self.irqchips) + ["KVM_SET_PIT2", "KVM_SET_CLOCK"]
+            raise KvmError(names[self._failed[0]], -ret)
 
     def to_record(self) -> dict:
         return {"irqchips": list(self.irqchips), "pit": self.pit, "clock": self.clock}
