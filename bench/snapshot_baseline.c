@@ -1,13 +1,21 @@
 /* snapshot_baseline: the in-place reset loop of a snapshot fuzzer, in the smallest C VMM
  * (pio_baseline.c's boot code, included), as the baseline for bench/snapshot.py.
  *
- *   snapshot_baseline KERNEL.elf CMDLINE RESETS
+ *   snapshot_baseline KERNEL.elf CMDLINE RESETS [minimal|full|same-ioctls [MSR,MSR,...]]
  *
  * Boots guests/out/snap_target.elf (64 MiB, dirty logging on the RAM slot). At its write to
- * port 0x85 it saves regs, sregs, LAPIC, vCPU events and a copy of RAM; at each write to
- * port 0x84 (one round: the guest dirtied its pages) it resets: KVM_GET_DIRTY_LOG, copy the
- * dirty pages back, set sregs/regs/LAPIC/events, and runs again, RESETS times. Prints
- * "resets N us_per_reset X per_second Y" (per_second: resets+runs per second). */
+ * port 0x85 it saves the state it restores and a copy of RAM; at each write to port 0x84
+ * (one round: the guest dirtied its pages) it resets, RESETS times: KVM_GET_DIRTY_LOG, copy
+ * the dirty pages back, then the vCPU (and VM) state:
+ *   minimal     SREGS, REGS, LAPIC, VCPU_EVENTS (the loop of issue 10's benchmark);
+ *   full        what pyvisor restores, each part with its ioctl: IRQCHIP (PIC master, PIC
+ *               slave, IOAPIC), PIT2, CLOCK, then MP_STATE, REGS, SREGS, XSAVE, XCRS,
+ *               DEBUGREGS, LAPIC, MSRS (the MSR list pyvisor keeps, given as hex), EVENTS;
+ *   same-ioctls the same state with the ioctls pyvisor's reset from a hook makes: a KVM_RUN
+ *               with immediate_exit that finishes the exit and stores the sregs, the VM
+ *               state, XSAVE, XCRS, DEBUGREGS, LAPIC, MSRS, and REGS, SREGS and EVENTS
+ *               through kvm_run->s.regs on the next KVM_RUN (MP_STATE is RUNNABLE already).
+ * Prints "resets N us_per_reset X per_second Y" (per_second: resets+runs per second). */
 #define main pio_baseline_main
 #include "pio_baseline.c"
 #undef main
@@ -17,6 +25,9 @@
 #define READY_PORT 0x85
 #define ROUND_PORT 0x84
 #define PAGE 4096u
+#define MAX_MSRS 256
+
+enum mode { MINIMAL, FULL, SAME_IOCTLS };
 
 static double now(void)
 {
@@ -53,13 +64,91 @@ static uint16_t run_to_port(int fd, struct kvm_run *run)
     }
 }
 
+/* Everything `full` and `same-ioctls` restore. */
+struct full_state {
+    struct kvm_irqchip chips[3];
+    struct kvm_pit_state2 pit;
+    struct kvm_clock_data clock;
+    struct kvm_mp_state mp;
+    struct kvm_xsave *xsave;
+    unsigned long get_xsave;
+    struct kvm_xcrs xcrs;
+    struct kvm_debugregs debugregs;
+    struct { struct kvm_msrs h; struct kvm_msr_entry e[MAX_MSRS]; } msrs;
+};
+
+static void parse_msrs(struct full_state *f, const char *list)
+{
+    char *copy = strdup(list), *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (f->msrs.h.nmsrs == MAX_MSRS) {
+            fprintf(stderr, "snapshot_baseline: more than %d MSRs\n", MAX_MSRS);
+            exit(2);
+        }
+        f->msrs.e[f->msrs.h.nmsrs++].index = (uint32_t)strtoul(tok, NULL, 16);
+    }
+    free(copy);
+}
+
+static void capture_full(int fd, struct full_state *f)
+{
+    int xsave2 = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
+    size_t size = xsave2 > (int)sizeof(struct kvm_xsave) ? (size_t)xsave2 : sizeof(struct kvm_xsave);
+    f->xsave = calloc(1, size);
+    f->get_xsave = size > sizeof(struct kvm_xsave) ? KVM_GET_XSAVE2 : KVM_GET_XSAVE;
+    for (int i = 0; i < 3; i++) {
+        f->chips[i].chip_id = i;
+        if (ioctl(vm_fd, KVM_GET_IRQCHIP, &f->chips[i]) < 0)
+            die("KVM_GET_IRQCHIP");
+    }
+    if (ioctl(vm_fd, KVM_GET_PIT2, &f->pit) < 0 || ioctl(vm_fd, KVM_GET_CLOCK, &f->clock) < 0)
+        die("KVM_GET_PIT2/CLOCK");
+    f->clock.flags = 0;
+    if (ioctl(fd, KVM_GET_MP_STATE, &f->mp) < 0 || ioctl(fd, f->get_xsave, f->xsave) < 0 ||
+        ioctl(fd, KVM_GET_XCRS, &f->xcrs) < 0 || ioctl(fd, KVM_GET_DEBUGREGS, &f->debugregs) < 0)
+        die("snapshot (full)");
+    if (ioctl(fd, KVM_GET_MSRS, &f->msrs) != (int)f->msrs.h.nmsrs)
+        die("KVM_GET_MSRS");
+}
+
+static void set_vm_state(struct full_state *f)
+{
+    for (int i = 0; i < 3; i++)
+        if (ioctl(vm_fd, KVM_SET_IRQCHIP, &f->chips[i]) < 0)
+            die("KVM_SET_IRQCHIP");
+    if (ioctl(vm_fd, KVM_SET_PIT2, &f->pit) < 0 || ioctl(vm_fd, KVM_SET_CLOCK, &f->clock) < 0)
+        die("KVM_SET_PIT2/CLOCK");
+}
+
+static void set_middle(int fd, struct full_state *f, const struct kvm_lapic_state *lapic)
+{
+    if (ioctl(fd, KVM_SET_XSAVE, f->xsave) < 0 || ioctl(fd, KVM_SET_XCRS, &f->xcrs) < 0 ||
+        ioctl(fd, KVM_SET_DEBUGREGS, &f->debugregs) < 0 || ioctl(fd, KVM_SET_LAPIC, lapic) < 0)
+        die("reset (full)");
+    if (ioctl(fd, KVM_SET_MSRS, &f->msrs) != (int)f->msrs.h.nmsrs)
+        die("KVM_SET_MSRS");
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s KERNEL.elf CMDLINE RESETS\n", argv[0]);
+    if (argc < 4 || argc > 6) {
+        fprintf(stderr, "usage: %s KERNEL.elf CMDLINE RESETS [minimal|full|same-ioctls [MSRS]]\n",
+                argv[0]);
         return 2;
     }
     long resets = atol(argv[3]);
+    enum mode mode = MINIMAL;
+    if (argc > 4 && !strcmp(argv[4], "full"))
+        mode = FULL;
+    else if (argc > 4 && !strcmp(argv[4], "same-ioctls"))
+        mode = SAME_IOCTLS;
+    else if (argc > 4 && strcmp(argv[4], "minimal")) {
+        fprintf(stderr, "snapshot_baseline: unknown mode %s\n", argv[4]);
+        return 2;
+    }
+    static struct full_state full;
+    if (argc > 5)
+        parse_msrs(&full, argv[5]);
     kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
     if (kvm_fd < 0)
         die("/dev/kvm");
@@ -103,10 +192,14 @@ int main(int argc, char **argv)
     uint64_t npages = RAM_SIZE / PAGE;
     uint64_t *bitmap = calloc((npages + 63) / 64, 8);
     struct kvm_dirty_log log = { .slot = 0, .dirty_bitmap = bitmap };
+    if (mode != MINIMAL)
+        capture_full(fd, &full);
     if (ioctl(fd, KVM_GET_REGS, &regs) < 0 || ioctl(fd, KVM_GET_SREGS, &sregs) < 0 ||
         ioctl(fd, KVM_GET_LAPIC, &lapic) < 0 || ioctl(fd, KVM_GET_VCPU_EVENTS, &events) < 0 ||
         ioctl(vm_fd, KVM_GET_DIRTY_LOG, &log) < 0)
         die("snapshot");
+    if (mode != MINIMAL)     /* as pyvisor keeps them */
+        events.flags |= KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SIPI_VECTOR;
     memcpy(saved, ram, RAM_SIZE);
 
     double in_reset = 0, start = now();
@@ -116,6 +209,16 @@ int main(int argc, char **argv)
             return 2;
         }
         double t0 = now();
+        if (mode == SAME_IOCTLS) {
+            run->immediate_exit = 1;
+            run->kvm_valid_regs = KVM_SYNC_X86_SREGS;
+            if (ioctl(fd, KVM_RUN, 0) == 0 || errno != EINTR)
+                die("KVM_RUN (immediate_exit)");
+            run->kvm_valid_regs = 0;
+            run->immediate_exit = 0;
+        }
+        if (mode != MINIMAL)
+            set_vm_state(&full);
         if (ioctl(vm_fd, KVM_GET_DIRTY_LOG, &log) < 0)
             die("KVM_GET_DIRTY_LOG");
         for (uint64_t w = 0; w < (npages + 63) / 64; w++) {
@@ -124,9 +227,24 @@ int main(int argc, char **argv)
                 memcpy(ram + p * PAGE, saved + p * PAGE, PAGE);
             }
         }
-        if (ioctl(fd, KVM_SET_SREGS, &sregs) < 0 || ioctl(fd, KVM_SET_REGS, &regs) < 0 ||
-            ioctl(fd, KVM_SET_LAPIC, &lapic) < 0 || ioctl(fd, KVM_SET_VCPU_EVENTS, &events) < 0)
-            die("reset");
+        if (mode == MINIMAL) {
+            if (ioctl(fd, KVM_SET_SREGS, &sregs) < 0 || ioctl(fd, KVM_SET_REGS, &regs) < 0 ||
+                ioctl(fd, KVM_SET_LAPIC, &lapic) < 0 || ioctl(fd, KVM_SET_VCPU_EVENTS, &events) < 0)
+                die("reset");
+        } else if (mode == FULL) {
+            if (ioctl(fd, KVM_SET_MP_STATE, &full.mp) < 0 || ioctl(fd, KVM_SET_REGS, &regs) < 0 ||
+                ioctl(fd, KVM_SET_SREGS, &sregs) < 0)
+                die("reset (full)");
+            set_middle(fd, &full, &lapic);
+            if (ioctl(fd, KVM_SET_VCPU_EVENTS, &events) < 0)
+                die("KVM_SET_VCPU_EVENTS");
+        } else {
+            set_middle(fd, &full, &lapic);
+            run->s.regs.regs = regs;
+            run->s.regs.sregs = sregs;
+            run->s.regs.events = events;
+            run->kvm_dirty_regs = KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS | KVM_SYNC_X86_EVENTS;
+        }
         in_reset += now() - t0;
     }
     double total = now() - start;

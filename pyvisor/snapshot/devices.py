@@ -8,7 +8,6 @@ views of one device; `stateless = True` when there is nothing to keep. Any other
 refuses the snapshot, by name."""
 from __future__ import annotations
 
-from contextlib import ExitStack
 from typing import Any
 
 from ..devices.bus import MmioBus, PioBus
@@ -42,19 +41,37 @@ def walk(pio_bus: PioBus, mmio_bus: MmioBus) -> dict[str, Any]:
     return devices
 
 
-def hold(devices: dict[str, Any]) -> ExitStack:
-    """Take every device's state lock (the I/O thread then waits)."""
-    stack = ExitStack()
-    try:
-        for device in devices.values():
-            lock = getattr(device, "state_lock", None)
-            if lock is not None:
-                stack.enter_context(lock)
-    except BaseException:
-        stack.close()
-        raise
-    return stack
+class DeviceSet:
+    """The devices walk() found, with what every snapshot and restore needs of them at hand
+    (a reset loop restores many times a second): their state locks, and which of them write
+    guest RAM through views they hold."""
 
+    def __init__(self, devices: dict[str, Any]) -> None:
+        self.devices = devices
+        self._locks = [lock for lock in (getattr(d, "state_lock", None) for d in devices.values())
+                       if lock is not None]
+        self._writers = [d for d in devices.values() if hasattr(d, "guest_areas")]
 
-def guest_areas(devices: dict[str, Any]) -> list[tuple[int, int]]:
-    return [area for d in devices.values() if hasattr(d, "guest_areas") for area in d.guest_areas()]
+    def held(self) -> "DeviceSet":
+        """`with devices.held():` every device's state lock is taken (the I/O thread then
+        waits)."""
+        return self
+
+    def __enter__(self) -> "DeviceSet":
+        taken = 0
+        try:
+            for lock in self._locks:
+                lock.acquire()
+                taken += 1
+        except BaseException:
+            for lock in reversed(self._locks[:taken]):
+                lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for lock in reversed(self._locks):
+            lock.release()
+
+    def guest_areas(self) -> list[tuple[int, int]]:
+        return [area for d in self._writers for area in d.guest_areas()]

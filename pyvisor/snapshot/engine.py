@@ -21,7 +21,7 @@ from ..kvm.vm import Vm
 from ..memory.guest_memory import GuestMemory
 from ..memory.slots import MemorySlots
 from ..devices.bus import MmioBus, PioBus
-from .devices import guest_areas, hold, walk
+from .devices import DeviceSet, walk
 from .errors import SnapshotError
 from .memory import DirtyTracker, MemoryImage
 from .vcpu_state import KVM_PV_MSRS, MTRR_MSRS, VcpuState, probe_msrs, xsave_size
@@ -58,7 +58,7 @@ class Snapshotter:
         self._tracker: DirtyTracker | None = None
         self._msrs: list[int] | None = None
         self._xsave = xsave_size(kvm)
-        self._walked: tuple[tuple, dict[str, Any]] | None = None
+        self._walked: tuple[tuple, DeviceSet] | None = None
 
     # --- preconditions ----------------------------------------------------------------------
     def _stopped_vcpus(self, doing: str) -> int | None:
@@ -75,12 +75,12 @@ class Snapshotter:
                                 f"first")
         return me
 
-    def devices(self) -> dict[str, Any]:
+    def devices(self) -> DeviceSet:
         """The device walk, redone only when the MMIO registrations change (BARs move,
         watched pages come and go; the port devices are fixed once the machine is built)."""
         key = tuple((r.base, id(r.device)) for r in self._mmio_bus.registrations())
         if self._walked is None or self._walked[0] != key:
-            self._walked = (key, walk(self._pio_bus, self._mmio_bus))
+            self._walked = (key, DeviceSet(walk(self._pio_bus, self._mmio_bus)))
         return self._walked[1]
 
     def _msr_list(self) -> list[int]:
@@ -98,10 +98,11 @@ class Snapshotter:
         """The whole machine now; with_memory False leaves guest RAM out (a file save
         writes it straight from the guest's mappings)."""
         self._stopped_vcpus("take a snapshot")
-        devices = self.devices()
+        found = self.devices()
+        devices = found.devices
         if with_memory and self._tracker is None:
             self._tracker = DirtyTracker(self._vm, self._memory, self._slots)
-        with hold(devices):
+        with found.held():
             try:
                 for device in devices.values():
                     if hasattr(device, "settle"):
@@ -115,7 +116,7 @@ class Snapshotter:
                 state.capture(vcpu)
                 vcpus.append(state)
             vm = VmState.capture(self._vm)
-            image = self._tracker.capture(guest_areas(devices)) if with_memory else None
+            image = self._tracker.capture(found.guest_areas()) if with_memory else None
         return Snapshot(vcpus, vm, device_states, image, owner=self)
 
     # --- restoring in place ---------------------------------------------------------------
@@ -125,12 +126,13 @@ class Snapshotter:
             raise SnapshotError("this snapshot was taken of another machine (restore a file "
                                 "with Machine.restore_from)")
         me = self._stopped_vcpus("restore a snapshot")
-        devices = self.devices()
+        found = self.devices()
+        devices = found.devices
         if devices.keys() != snap.devices.keys():
             raise SnapshotError("cannot restore: the machine's devices changed since the "
                                 "snapshot")
         vcpus = self._vm.vcpus
-        with hold(devices):
+        with found.held():
             if me is not None:
                 vcpus[me].complete_exit()   # first: its emulation may write memory
             snap.vm.apply(self._vm)
@@ -139,19 +141,20 @@ class Snapshotter:
                     device.restore_state(snap.devices[name])
             except DeviceStateError as e:
                 raise SnapshotError(f"cannot restore the snapshot: {e}") from None
-            copied = self._tracker.reset(snap.memory, guest_areas(devices))
+            copied = self._tracker.reset(snap.memory, found.guest_areas())
             for vcpu, state in zip(vcpus, snap.vcpus):
                 state.restore(vcpu, in_exit=vcpu.index == me)
         return copied
 
     def restore_devices(self, states: dict[str, dict]) -> None:
         """Device states from a file, into a machine built for them."""
-        devices = self.devices()
+        found = self.devices()
+        devices = found.devices
         if devices.keys() != states.keys():
             missing = sorted(set(states) ^ set(devices))
             raise SnapshotError(f"the snapshot's devices do not match this machine's "
                                 f"({', '.join(missing)})")
-        with hold(devices):
+        with found.held():
             try:
                 for name, device in devices.items():
                     device.restore_state(states[name])
