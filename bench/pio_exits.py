@@ -108,27 +108,31 @@ def timed_run(cmd: list[str]) -> float:
     return elapsed
 
 
-def median_time(cmd: list[str], runs: int) -> float:
-    return statistics.median(timed_run(cmd) for _ in range(runs))
-
-
-def measure(make_cmd, n: int, runs: int) -> tuple[float, float, float]:
-    """Returns (T(N), T(0), microseconds per exit)."""
-    t_n = median_time(make_cmd(n), runs)
-    t_0 = median_time(make_cmd(0), runs)
-    return t_n, t_0, (t_n - t_0) / n * 1e6
+def measure(rows, n: int, runs: int) -> list[tuple[str, tuple[float, float, float]]]:
+    """(name, (T(N), T(0), microseconds per exit)) per row. The rows take turns within
+    each round, so a change in the host's load meanwhile touches all of them alike."""
+    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name, _ in rows}
+    for _ in range(runs):
+        for name, make_cmd in rows:
+            times[name][0].append(timed_run(make_cmd(n)))
+            times[name][1].append(timed_run(make_cmd(0)))
+    results = []
+    for name, _ in rows:
+        t_n, t_0 = (statistics.median(t) for t in times[name])
+        results.append((name, (t_n, t_0, (t_n - t_0) / n * 1e6)))
+    return results
 
 
 def table(title: str, c_cmd, rows, args: argparse.Namespace) -> int:
     """Measure and print one table; returns non-zero if a pyvisor run failed."""
-    results = [("C baseline", measure(c_cmd, args.iterations, args.runs))]
     status = 0
-    if not args.c_only:
-        try:
-            results += [(name, measure(cmd, args.iterations, args.runs)) for name, cmd in rows]
-        except RuntimeError as e:
-            print(f"pyvisor run failed: {e}", file=sys.stderr)
-            status = 1
+    measured = [("C baseline", c_cmd)] + ([] if args.c_only else rows)
+    try:
+        results = measure(measured, args.iterations, args.runs)
+    except RuntimeError as e:
+        print(f"pyvisor run failed: {e}", file=sys.stderr)
+        status = 1
+        results = measure(measured[:1], args.iterations, args.runs)
     print(f"{title}: pio_bench, N={args.iterations}, median of {args.runs} runs")
     print(f"{'VMM':<16} {'T(N) s':>9} {'T(0) s':>9} {'us/exit':>9} {'vs C':>6}")
     c_us = results[0][1][2]
