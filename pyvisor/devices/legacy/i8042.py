@@ -120,16 +120,16 @@ class I8042:
         self._output = 0          # last byte put in the output buffer
         self._obf = False
         self._from_keyboard = False   # the buffer's byte came from the keyboard
-        self._irq_level = False
+        self._irq_level = False   # IRQ 1 as last driven
         self._last_was_command = False
         self._param_for = 0       # command waiting for a byte at DATA_PORT, or 0
 
     _STATE = ("_ctr", "_outport", "_output", "_obf", "_from_keyboard",
-              "_irq_level", "_last_was_command", "_param_for")
+              "_last_was_command", "_param_for")
 
     def snapshot_state(self) -> dict:
-        """The command byte, output port, output buffer, a command awaiting its byte, the
-        IRQ 1 level and the keyboard's queue and modes."""
+        """The command byte, output port, output buffer, a command awaiting its byte and
+        the keyboard's queue and modes. IRQ 1's level follows from them."""
         with self.state_lock:
             return {**capture(self, self._STATE), "keyboard": self.keyboard.snapshot_state()}
 
@@ -139,6 +139,8 @@ class I8042:
                 raise DeviceStateError("i8042: the saved state has no keyboard")
             restore_fields(self, state, self._STATE, "i8042")
             self.keyboard.restore_state(state["keyboard"])
+            # The line as driven stays what KVM has now: only a difference goes out.
+            self._update_irq()
 
     def send_ctrl_alt_del(self) -> None:
         """Press and release Ctrl, Alt and Delete (KeyboardError if the guest's keyboard
