@@ -350,7 +350,6 @@ struct pv_vcpu_state {
     struct kvm_msrs *msrs; uint32_t failed; uint32_t msrs_done;
 };
 int pv_get_vcpu_state(int vcpu_fd, struct pv_vcpu_state *s);
-int pv_set_vcpu_state(int vcpu_fd, const struct pv_vcpu_state *s);
 int pv_complete_exit(int vcpu_fd, struct kvm_run *run, uint32_t store);
 int pv_restore_vcpu_state(int vcpu_fd, struct kvm_run *run, struct pv_vcpu_state *s,
                           uint32_t how);

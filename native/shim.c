@@ -408,6 +408,17 @@ static int vcpu_step(int fd, unsigned long request, void *arg, uint32_t step,
     return 0;
 }
 
+/* KVM_GET_MSRS or KVM_SET_MSRS: every MSR of s->msrs, or s->failed and how many went. */
+static int msrs_step(int fd, unsigned long request, struct pv_vcpu_state *s)
+{
+    int n = ioctl(fd, request, s->msrs);
+    if (n >= 0 && (uint32_t)n == s->msrs->nmsrs)
+        return 0;
+    s->failed = PV_STEP_MSRS;
+    s->msrs_done = n < 0 ? 0 : (uint32_t)n;
+    return n < 0 ? -errno : -EINVAL;
+}
+
 int pv_get_vcpu_state(int fd, struct pv_vcpu_state *s)
 {
     int r;
@@ -419,41 +430,13 @@ int pv_get_vcpu_state(int fd, struct pv_vcpu_state *s)
                        s->xsave, PV_STEP_XSAVE, s)) ||
         (r = vcpu_step(fd, KVM_GET_XCRS, &s->xcrs, PV_STEP_XCRS, s)) ||
         (r = vcpu_step(fd, KVM_GET_DEBUGREGS, &s->debugregs, PV_STEP_DEBUGREGS, s)) ||
-        (r = vcpu_step(fd, KVM_GET_LAPIC, &s->lapic, PV_STEP_LAPIC, s)))
-        return r;
-    int n = ioctl(fd, KVM_GET_MSRS, s->msrs);
-    if (n < 0 || (uint32_t)n != s->msrs->nmsrs) {
-        s->failed = PV_STEP_MSRS;
-        s->msrs_done = n < 0 ? 0 : (uint32_t)n;
-        return n < 0 ? -errno : -EINVAL;
-    }
-    if ((r = vcpu_step(fd, KVM_GET_VCPU_EVENTS, &s->events, PV_STEP_EVENTS, s)))
+        (r = vcpu_step(fd, KVM_GET_LAPIC, &s->lapic, PV_STEP_LAPIC, s)) ||
+        (r = msrs_step(fd, KVM_GET_MSRS, s)) ||
+        (r = vcpu_step(fd, KVM_GET_VCPU_EVENTS, &s->events, PV_STEP_EVENTS, s)))
         return r;
     /* Hand the pending NMI and the SIPI vector back too (as QEMU does). */
     s->events.flags |= KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SIPI_VECTOR;
     return 0;
-}
-
-int pv_set_vcpu_state(int fd, const struct pv_vcpu_state *cs)
-{
-    struct pv_vcpu_state *s = (struct pv_vcpu_state *)cs;   /* only failed/msrs_done change */
-    int r;
-    s->failed = 0;
-    if ((r = vcpu_step(fd, KVM_SET_MP_STATE, &s->mp_state, PV_STEP_MP_STATE, s)) ||
-        (r = vcpu_step(fd, KVM_SET_REGS, &s->regs, PV_STEP_REGS, s)) ||
-        (r = vcpu_step(fd, KVM_SET_SREGS, &s->sregs, PV_STEP_SREGS, s)) ||
-        (r = vcpu_step(fd, KVM_SET_XSAVE, s->xsave, PV_STEP_XSAVE, s)) ||
-        (r = vcpu_step(fd, KVM_SET_XCRS, &s->xcrs, PV_STEP_XCRS, s)) ||
-        (r = vcpu_step(fd, KVM_SET_DEBUGREGS, &s->debugregs, PV_STEP_DEBUGREGS, s)) ||
-        (r = vcpu_step(fd, KVM_SET_LAPIC, &s->lapic, PV_STEP_LAPIC, s)))
-        return r;
-    int n = ioctl(fd, KVM_SET_MSRS, s->msrs);
-    if (n < 0 || (uint32_t)n != s->msrs->nmsrs) {
-        s->failed = PV_STEP_MSRS;
-        s->msrs_done = n < 0 ? 0 : (uint32_t)n;
-        return n < 0 ? -errno : -EINVAL;
-    }
-    return vcpu_step(fd, KVM_SET_VCPU_EVENTS, &s->events, PV_STEP_EVENTS, s);
 }
 
 int pv_complete_exit(int fd, struct kvm_run *run, uint32_t store)
@@ -504,14 +487,9 @@ int pv_restore_vcpu_state(int fd, struct kvm_run *run, struct pv_vcpu_state *s, 
     if ((r = vcpu_step(fd, KVM_SET_XSAVE, s->xsave, PV_STEP_XSAVE, s)) ||
         (r = vcpu_step(fd, KVM_SET_XCRS, &s->xcrs, PV_STEP_XCRS, s)) ||
         (r = vcpu_step(fd, KVM_SET_DEBUGREGS, &s->debugregs, PV_STEP_DEBUGREGS, s)) ||
-        (r = vcpu_step(fd, KVM_SET_LAPIC, &s->lapic, PV_STEP_LAPIC, s)))
+        (r = vcpu_step(fd, KVM_SET_LAPIC, &s->lapic, PV_STEP_LAPIC, s)) ||
+        (r = msrs_step(fd, KVM_SET_MSRS, s)))
         return r;
-    int n = ioctl(fd, KVM_SET_MSRS, s->msrs);
-    if (n < 0 || (uint32_t)n != s->msrs->nmsrs) {
-        s->failed = PV_STEP_MSRS;
-        s->msrs_done = n < 0 ? 0 : (uint32_t)n;
-        return n < 0 ? -errno : -EINVAL;
-    }
     if (!sync)
         return vcpu_step(fd, KVM_SET_VCPU_EVENTS, &s->events, PV_STEP_EVENTS, s);
     if (sync_regs) {

@@ -191,10 +191,8 @@ struct pv_vcpu_state {
 #define PV_STEP_MSRS 8
 #define PV_STEP_EVENTS 9
 
-/* 0, or -errno with s->failed naming the ioctl. */
+/* 0, or -errno with s->failed naming the ioctl. Setting it back: pv_restore_vcpu_state. */
 int pv_get_vcpu_state(int vcpu_fd, struct pv_vcpu_state *s);
-/* Every part with its ioctl (a vCPU restored from a file). */
-int pv_set_vcpu_state(int vcpu_fd, const struct pv_vcpu_state *s);
 
 /* The in-place reset (a restore of a snapshot into the machine it was taken of), with as
  * few vCPU ioctls as can be proven to give the same state: each costs a vcpu_load/put.
@@ -204,7 +202,8 @@ int pv_set_vcpu_state(int vcpu_fd, const struct pv_vcpu_state *s);
  * guest; `store` (KVM_SYNC_X86_*) asks KVM to store those parts into run->s.regs on the
  * way out. 0, -EBUSY if the guest ran, or -errno. */
 int pv_complete_exit(int vcpu_fd, struct kvm_run *run, uint32_t store);
-/* pv_restore_vcpu_state sets s in Firecracker's order, except:
+/* pv_restore_vcpu_state sets s in Firecracker's order (with how 0: every part with its
+ * ioctl, as into a vCPU restored from a file), except:
  * - PV_RESTORE_RUNNABLE: the caller knows the vCPU is RUNNABLE now (it is in an exit from
  *   guest code, and nothing set MP_STATE since): an MP_STATE that says RUNNABLE is not set;
  * - PV_RESTORE_SYNC: VCPU_EVENTS, the last part, rides on the next KVM_RUN

@@ -188,7 +188,7 @@ class Vcpu:
         part with its ioctl (a vCPU restored from a file)."""
         self._settle()
         self._mp_written_ns = self.stats.last_exit_ns
-        ret = lib.pv_set_vcpu_state(self.fd, state)
+        ret = lib.pv_restore_vcpu_state(self.fd, self.kvm_run, state, 0)
         if ret < 0:
             raise KvmError(_state_step(state, "SET"), -ret)
 

@@ -1,5 +1,5 @@
 """One vCPU's whole state, in C structs the shim fills and sets back in one crossing each
-(`pv_get_vcpu_state` / `pv_set_vcpu_state`, Firecracker's order: MP_STATE, REGS, SREGS,
+(`pv_get_vcpu_state` / `pv_restore_vcpu_state`, Firecracker's order: MP_STATE, REGS, SREGS,
 XSAVE, XCRS, DEBUGREGS, LAPIC, MSRS, VCPU_EVENTS; CPUID first, only into a new vCPU).
 
 Which MSRs: KVM_GET_MSR_INDEX_LIST plus what it leaves out (KVM's paravirtual MSRs at

@@ -36,6 +36,12 @@ def fresh(rounds: int) -> list[str]:
         return lines(m.console_text)
 
 
+def snapshot_at_ready(m: Machine, **state) -> dict:
+    """A dict that gets the snapshot taken at the guest's ready port ("snap")."""
+    m.on_pio(READY_PORT, callback=lambda *a: state.setdefault("snap", m.snapshot()) and True)
+    return state
+
+
 def gprs(struct) -> dict[str, int]:
     return {name: getattr(struct, name) for name in GPRS}
 
@@ -48,8 +54,7 @@ def test_state_a_hook_changed_is_restored_exactly():
     """MSR, LAPIC timer, debug registers and general registers changed in a hook come back
     as the snapshot had them (read back with every part's own ioctl)."""
     with snap_target(rounds=6, quiet=True) as m:
-        st = {}
-        m.on_pio(READY_PORT, callback=lambda *a: st.setdefault("snap", m.snapshot()) and True)
+        st = snapshot_at_ready(m)
 
         @m.on_pio(ROUND_PORT)
         def round_done(cpu, port, size, value, is_write):
@@ -92,9 +97,8 @@ def test_reading_and_setting_registers_right_after_a_restore():
     (with a struct from before the restore) are what the vCPU runs with, not overwritten
     by the state the restore left for the next KVM_RUN."""
     with snap_target(rounds=6, quiet=True) as m:
-        st = {}
+        st = snapshot_at_ready(m)
         paused = threading.Event()
-        m.on_pio(READY_PORT, callback=lambda *a: st.setdefault("snap", m.snapshot()) and True)
 
         @m.on_pio(ROUND_PORT)
         def round_done(cpu, port, size, value, is_write):
@@ -128,8 +132,7 @@ def test_a_hook_that_set_mp_state_before_a_restore_gets_the_snapshots():
     the guest never finishes)."""
     expected = fresh(rounds=4)
     with snap_target(rounds=4) as m:
-        st = {}
-        m.on_pio(READY_PORT, callback=lambda *a: st.setdefault("snap", m.snapshot()) and True)
+        st = snapshot_at_ready(m)
 
         @m.on_pio(ROUND_PORT)
         def round_done(cpu, port, size, value, is_write):
@@ -151,8 +154,7 @@ def test_restore_from_a_port_read_hook_replays_exactly():
     finishes the read's emulation first, so nothing of it lands in the restored state."""
     expected = fresh(rounds=4)
     with snap_target(rounds=4) as m:
-        st = {"armed": False, "restores": 0}
-        m.on_pio(READY_PORT, callback=lambda *a: st.setdefault("snap", m.snapshot()) and True)
+        st = snapshot_at_ready(m, armed=False, restores=0)
 
         @m.on_pio(ROUND_PORT)
         def round_done(cpu, port, size, value, is_write):
@@ -176,8 +178,7 @@ def test_restore_from_a_port_read_hook_replays_exactly():
 def test_two_restores_in_one_hook_end_at_the_second():
     expected = fresh(rounds=5)
     with snap_target(rounds=5) as m:
-        st = {}
-        m.on_pio(READY_PORT, callback=lambda *a: st.setdefault("first", m.snapshot()) and True)
+        st = snapshot_at_ready(m)
 
         @m.on_pio(ROUND_PORT)
         def round_done(cpu, port, size, value, is_write):
@@ -185,7 +186,7 @@ def test_two_restores_in_one_hook_end_at_the_second():
                 st["second"] = m.snapshot()
             if value == 4 and "done" not in st:
                 st["done"] = True
-                m.restore(st["first"])
+                m.restore(st["snap"])
                 m.restore(st["second"])     # the first one's pending state is replaced
             return True
 
