@@ -1,5 +1,6 @@
 """virtio-blk over a raw image (pyvisor/devices/virtio/blk.py; virtio 1.2, 5.2), with its
 I/O backends (blk_io.py): every request test runs on aio=threads and aio=io_uring."""
+import errno
 import fcntl
 import logging
 import os
@@ -52,8 +53,9 @@ class Blk:
         self.dev = VirtioBlk(DiskSpec(str(path), readonly, serial, aio=aio, **options), cpus,
                              (lambda fd, handler: self.watch.update({fd: handler}))
                              if watched else None)
-        self.drvs = [Driver(self.mem, size, base=0x10000 + 0x4000 * i)
-                     for i in range(len(self.dev.queues))]
+        self.drvs = [Driver(self.mem, size, base=0x10000 + 0x4000 * i,   # queue 0's data
+                            data_base=0x100000 if i == 0 else 0x1C0000 + 0x8000 * i)
+                     for i in range(len(self.dev.queues))]       # first: it may be large
         self.drv = self.drvs[0]
         self.interrupts = init_device(self.dev, self.mem, self.drvs, features=features)
 
@@ -513,9 +515,35 @@ def test_processing_stops_after_a_bad_request(blk):
     ("/a/b.img,serial=XYZ", DiskSpec("/a/b.img", serial="XYZ")),
     ("d,ro,serial=" + "s" * 20, DiskSpec("d", True, "s" * 20)),
     ("d,serial=", DiskSpec("d", serial="")),
+    ("d,cache=none,aio=io_uring,queues=2",
+     DiskSpec("d", cache="none", aio="io_uring", queues=2)),
+    ("d,aio=threads,cache=writeback,ro", DiskSpec("d", True, cache="writeback", aio="threads")),
 ])
 def test_disk_spec_parse(text, spec):
     assert DiskSpec.parse(text) == spec
+
+
+def test_disk_spec_defaults():
+    """writeback (works on any filesystem, flush still syncs), the backend picked by the
+    host (None: io_uring where it works) and one queue per vCPU (None)."""
+    assert DiskSpec.parse("d") == DiskSpec("d", False, "", "writeback", None, None)
+
+
+@pytest.mark.parametrize("text, named", [
+    ("d,cache=bogus", "cache is writeback or none, not 'bogus'"),
+    ("d,cache=", "cache is writeback or none, not ''"),
+    ("d,cache=directsync", "cache"),
+    ("d,aio=native", "aio is threads or io_uring, not 'native'"),
+    ("d,queues=0", "queues is a number from 1 to 64"),
+    ("d,queues=65", "queues is a number from 1 to 64"),
+    ("d,queues=two", "queues"),
+    ("d,queues=-1", "queues"),
+    ("d,aio", "unknown option 'aio'"),
+])
+def test_disk_spec_bad_option_values_are_one_line(text, named):
+    with pytest.raises(ConfigError) as exc:
+        DiskSpec.parse(text)
+    assert named in str(exc.value) and "\n" not in str(exc.value)
 
 
 @pytest.mark.parametrize("text", [
@@ -681,3 +709,447 @@ def test_a_request_just_within_the_limit_is_served(tmp_path):
         assert b.mem.read(buf, 16) == bytes(16)
     finally:
         b.close()
+
+
+# --- many requests in flight ------------------------------------------------------------------
+
+class Gate:
+    """Holds the thread backend's calls of `names` (os.preadv, os.pwritev, os.fdatasync)
+    until released, per call or for all; logs starts and ends and the most held at once."""
+
+    def __init__(self, monkeypatch, *names):
+        self.lock = threading.Lock()
+        self.events: dict[int, threading.Event] = {}   # by file offset; -1: every call
+        self.everything = threading.Event()
+        self.held = self.most = 0
+        self.log = []
+        for name in names:
+            monkeypatch.setattr(os, name, self._wrap(name, getattr(os, name)))
+
+    def _wrap(self, name, real):
+        def call(fd, *args):
+            offset = args[-1] if args else -1
+            with self.lock:
+                self.held += 1
+                self.most = max(self.most, self.held)
+                self.log.append(f"{name} {offset}")
+                event = self.events.setdefault(offset, threading.Event())
+            while not (event.is_set() or self.everything.is_set()):
+                event.wait(0.01)
+            try:
+                return real(fd, *args)
+            finally:
+                with self.lock:
+                    self.held -= 1
+                    self.log.append(f"{name} {offset} done")
+        return call
+
+    def release(self, offset=None):
+        if offset is None:
+            self.everything.set()
+        else:
+            with self.lock:
+                self.events.setdefault(offset, threading.Event()).set()
+
+    def wait_held(self, n, timeout=10):
+        deadline = time.monotonic() + timeout
+        while self.held < n:
+            assert time.monotonic() < deadline, f"only {self.held} of {n} calls arrived"
+            time.sleep(0.002)
+
+
+def wait_used(b, count, queue=0, timeout=10):
+    """Deliver completions (as the I/O thread would) until `count` entries are used."""
+    used = []
+    deadline = time.monotonic() + timeout
+    while len(used) < count:
+        b.complete(max(0.1, deadline - time.monotonic()))
+        used += b.drvs[queue].get_used()
+    assert len(used) == count, used
+    return used
+
+
+@pytest.fixture
+def watched(image):
+    b = Blk(image, watched=True, size=64)
+    yield b
+    b.close()
+
+
+def queue_interrupts(b):
+    return sum(1 for kind, _ in b.interrupts if kind == "queue")
+
+
+def test_threads_serve_several_requests_at_once_and_interrupt_once(watched, monkeypatch):
+    disk = watched.file()
+    gate = Gate(monkeypatch, "preadv")
+    reqs = [watched.submit(T_IN, 4 * i, in_lens=[2048], indirect=True) for i in range(blk_io.THREADS)]
+    watched.dev.notify(0)                       # returns with the reads in flight
+    gate.wait_held(blk_io.THREADS)
+    assert watched.drv.get_used() == [] and queue_interrupts(watched) == 0
+    gate.release()
+    deadline = time.monotonic() + 10
+    while len(watched.dev._io._done) < len(reqs):      # all done: one batch
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    used = wait_used(watched, len(reqs))
+    assert sorted(used) == sorted((head, 2049) for head, _, _ in reqs)
+    assert queue_interrupts(watched) == 1
+    for i, (_, addrs, status) in enumerate(reqs):
+        assert watched.mem.read_u8(status) == OK
+        assert watched.drv.read(addrs[0], 2048) == disk[i * 2048:(i + 1) * 2048]
+
+
+def test_io_uring_hands_a_kick_to_the_kernel_in_one_call(image):
+    b = Blk(image, aio="io_uring", size=64)
+    try:
+        disk = b.file()
+        ops, commits = spy_ops(b.dev), []
+        real = b.dev._io.commit
+        b.dev._io.commit = lambda wait=0: (commits.append(len(ops)), real(wait))
+        reqs = [b.submit(T_IN, i, in_lens=[512], indirect=True) for i in range(32)]
+        used = b.run()
+        assert commits[0] == 32                  # every read queued before the first enter
+        assert sorted(used) == sorted((head, 513) for head, _, _ in reqs)
+        for i, (_, addrs, status) in enumerate(reqs):
+            assert b.mem.read_u8(status) == OK
+            assert b.drv.read(addrs[0], 512) == disk[i * 512:(i + 1) * 512]
+    finally:
+        b.close()
+
+
+def test_completions_respect_event_idx(image, aio):
+    """2.7.10: with VIRTIO_RING_F_EVENT_IDX the driver asks for an interrupt once the used
+    index passes used_event; batches before that raise none."""
+    b = Blk(image, aio=aio, size=64)
+    try:
+        assert b.dev.has_feature(lib.VIRTIO_RING_F_EVENT_IDX)
+        b.drv.set_used_event(5)                  # interrupt when entry 6 is used
+        for i in range(4):
+            b.submit(T_IN, i, in_lens=[512], indirect=True)
+        assert len(b.run()) == 4 and queue_interrupts(b) == 0
+        for i in range(4):
+            b.submit(T_IN, i, in_lens=[512], indirect=True)
+        assert len(b.run()) == 4 and queue_interrupts(b) == 1
+    finally:
+        b.close()
+
+
+def test_requests_in_flight_are_bounded_by_the_queue_size(image, monkeypatch):
+    """A driver that makes heads available again while they are in flight gets at most a
+    queue's size of requests served at once; the rest waits in the available ring."""
+    b = Blk(image, watched=True, size=4)
+    try:
+        gate = Gate(monkeypatch, "preadv")
+        heads = [b.submit(T_IN, i, in_lens=[512], indirect=True)[0] for i in range(4)]
+        b.dev.notify(0)
+        gate.wait_held(4)
+        for head in heads:                       # the same chains, again
+            b.drv.publish(head)
+        b.dev.notify(0)
+        time.sleep(0.05)
+        assert gate.held == 4
+        gate.release()
+        wait_used(b, 8)                          # (the 4-entry used ring wraps meanwhile)
+        assert b.drv.used_idx == 8 and gate.most == 4
+    finally:
+        b.close()
+
+
+# --- flush ordering ---------------------------------------------------------------------------
+
+def test_a_flush_waits_for_the_writes_in_flight(watched, monkeypatch):
+    gate = Gate(monkeypatch, "pwritev", "fdatasync")
+    gate.release(0)                              # fdatasync is logged with offset -1... below
+    hw, _, sw = watched.submit(T_OUT, 2, out=[pattern(512, 3)], indirect=True)
+    hf, _, sf = watched.submit(T_FLUSH, indirect=True)
+    watched.dev.notify(0)
+    gate.wait_held(1)
+    time.sleep(0.05)
+    assert gate.log == ["pwritev 1024"]          # the flush has not started
+    assert watched.drv.get_used() == []
+    gate.release(-1)                             # let the flush run once it starts
+    gate.release(1024)
+    used = wait_used(watched, 2)
+    assert sorted(used) == sorted([(hw, 1), (hf, 1)])
+    assert gate.log == ["pwritev 1024", "pwritev 1024 done", "fdatasync -1", "fdatasync -1 done"]
+    assert watched.mem.read_u8(sw) == watched.mem.read_u8(sf) == OK
+    assert watched.file()[1024:1536] == pattern(512, 3)
+
+
+def test_a_flush_does_not_wait_for_writes_that_came_after_it(watched, monkeypatch):
+    gate = Gate(monkeypatch, "pwritev", "fdatasync")
+    gate.release(-1)
+    h1, _, _ = watched.submit(T_OUT, 1, out=[bytes(512)], indirect=True)
+    hf, _, _ = watched.submit(T_FLUSH, indirect=True)
+    h2, _, _ = watched.submit(T_OUT, 8, out=[bytes(512)], indirect=True)
+    watched.dev.notify(0)
+    gate.wait_held(2)
+    gate.release(512)                            # the first write only
+    used = wait_used(watched, 2)
+    assert sorted(used) == sorted([(h1, 1), (hf, 1)])  # the flush is done, write 2 is not
+    assert "pwritev 4096 done" not in gate.log
+    gate.release(4096)
+    assert wait_used(watched, 1) == [(h2, 1)]
+
+
+def test_flush_data_reaches_the_file_before_the_flush_completes(image, aio):
+    b = Blk(image, aio=aio, size=64)
+    try:
+        for i in range(8):
+            b.submit(T_OUT, i, out=[pattern(512, i)], indirect=True)
+        head, _, status = b.submit(T_FLUSH, indirect=True)
+        used = b.run()
+        assert len(used) == 9 and b.mem.read_u8(status) == OK
+        assert b.file()[:8 * 512] == b"".join(pattern(512, i) for i in range(8))
+    finally:
+        b.close()
+
+
+# --- several queues (VIRTIO_BLK_F_MQ) --------------------------------------------------------
+
+def test_one_queue_per_vcpu(image, aio):
+    b = Blk(image, aio=aio, cpus=2)
+    try:
+        dev = b.dev
+        assert len(dev.queues) == 2
+        assert dev.device_features >> lib.VIRTIO_BLK_F_MQ & 1
+        assert dev.read_config(34, 2) == 2             # num_queues
+        disk = b.file()
+        reqs = [b.submit(T_IN, 0, in_lens=[512], indirect=True)]
+        b.drv = b.drvs[1]
+        reqs.append(b.submit(T_IN, 1, in_lens=[512], indirect=True))
+        assert b.run(1) == [(reqs[1][0], 513)]         # queue 1 answers into its own ring
+        assert b.drvs[0].get_used() == []
+        assert b.run(0) == [(reqs[0][0], 513)]
+        assert b.drvs[1].read(reqs[1][1][0], 512) == disk[512:1024]
+        assert b.drvs[0].read(reqs[0][1][0], 512) == disk[:512]
+    finally:
+        b.close()
+
+
+def test_a_single_queue_offers_no_mq(image):
+    for cpus, queues in ((1, None), (4, 1)):
+        b = Blk(image, cpus=cpus, queues=queues)
+        try:
+            assert len(b.dev.queues) == 1
+            assert not b.dev.device_features >> lib.VIRTIO_BLK_F_MQ & 1
+            assert b.dev.read_config(34, 2) == 1
+        finally:
+            b.close()
+
+
+def test_no_more_queues_than_vcpus(image):
+    with pytest.raises(ConfigError, match="queues=3 is more than the 2 vCPUs") as exc:
+        VirtioBlk(DiskSpec(str(image), queues=3), 2)
+    assert "\n" not in str(exc.value)
+    os.close(open_disk(DiskSpec(str(image)))[0])      # nothing left open or locked
+
+
+# --- cache=none: O_DIRECT, unaligned buffers bounced -----------------------------------------
+
+@pytest.fixture
+def direct(image, aio):
+    b = Blk(image, aio=aio, cache="none")
+    yield b
+    b.close()
+
+
+def test_cache_none_opens_the_image_o_direct(direct):
+    assert fcntl.fcntl(direct.dev.fd, fcntl.F_GETFL) & os.O_DIRECT
+    assert direct.dev.read_config(20, 4) == direct.dev.align == SECTOR
+
+
+def test_cache_none_reads_into_unaligned_buffers(direct):
+    disk = direct.file()
+    ops = spy_ops(direct.dev)
+    status, used_len, data = direct.request(T_IN, 3, in_lens=[100 + 412, 1024, 512])
+    assert (status, used_len) == (OK, 2049)
+    assert b"".join(data) == disk[3 * SECTOR:3 * SECTOR + 2048]
+    assert ops == [(blk_io.READ, 2048, 3 * SECTOR)]     # one bounced operation
+
+
+def test_cache_none_writes_from_unaligned_buffers(direct):
+    data = [pattern(300, 1), pattern(724, 2)]
+    status, _, _ = direct.request(T_OUT, 6, out=data)
+    assert status == OK
+    assert direct.file()[6 * SECTOR:8 * SECTOR] == data[0] + data[1]
+
+
+def test_cache_none_aligned_buffers_go_straight_to_guest_ram(direct):
+    disk = direct.file()
+    addr = direct.drv.alloc(4096, align=4096)
+    hdr = struct.pack("<IIQ", T_IN, 0, 8)
+    status = direct.drv.alloc(1, fill=0xFF)
+    direct.drv.add([Buf(direct.drv.alloc(16, hdr), 16), Buf(addr, 4096, True), Buf(status, 1, True)])
+    assert direct.run()[0][1] == 4097
+    assert direct.mem.read_u8(status) == OK
+    assert direct.drv.read(addr, 4096) == disk[8 * SECTOR:8 * SECTOR + 4096]
+    assert direct.dev._bounce_made == 0
+
+
+def test_cache_none_bounces_in_bounded_chunks(image, aio, monkeypatch):
+    monkeypatch.setattr(blk_module, "BOUNCE_CHUNK", 1024)
+    monkeypatch.setattr(blk_module, "BOUNCE_SLOTS", 2)
+    b = Blk(image, aio=aio, cache="none", size=64)
+    try:
+        disk = b.file()
+        reqs = [b.submit(T_IN, 8 * i, in_lens=[4000, 96], indirect=True) for i in range(3)]
+        used = b.run()
+        assert sorted(used) == sorted((h, 4097) for h, _, _ in reqs)
+        for i, (_, addrs, status) in enumerate(reqs):
+            assert b.mem.read_u8(status) == OK
+            got = b.drv.read(addrs[0], 4000) + b.drv.read(addrs[1], 96)
+            assert got == disk[8 * i * SECTOR:8 * i * SECTOR + 4096]
+        assert b.dev._bounce_made == 2
+        status, _, _ = b.request(T_OUT, 1, out=[pattern(3000, 4), pattern(72, 5)])
+        assert status == OK
+        assert b.file()[512:512 + 3072] == pattern(3000, 4) + pattern(72, 5)
+    finally:
+        b.close()
+
+
+def test_cache_none_write_zeroes_without_hole_punching(direct, monkeypatch):
+    """The zeroing fallback writes from an aligned buffer, which O_DIRECT takes."""
+    monkeypatch.setattr(blk_module.lib, "pv_fallocate", lambda *a: -errno.EOPNOTSUPP,
+                        raising=False) if False else None
+    real = blk_module._write_zeroes
+    assert real(direct.dev.fd, 4096, 8192) == 0
+    assert direct.file()[4096:4096 + 8192] == bytes(8192)
+
+
+# --- reset, teardown and snapshots with requests in flight -----------------------------------
+
+def test_a_reset_waits_for_the_requests_in_flight(watched, monkeypatch):
+    gate = Gate(monkeypatch, "preadv")
+    reqs = [watched.submit(T_IN, i, in_lens=[512], indirect=True) for i in range(4)]
+    watched.dev.notify(0)
+    gate.wait_held(4)
+    reset = threading.Thread(target=watched.dev.set_status, args=(0,))
+    reset.start()
+    time.sleep(0.05)
+    assert reset.is_alive()                   # the vCPU's reset waits for the reads
+    gate.release()
+    reset.join(10)
+    assert not reset.is_alive() and watched.dev.status == 0
+    (handler,) = watched.watch.values()
+    handler()                                 # completions after the reset: dropped
+    assert watched.drv.used_idx == 0
+    assert all(watched.mem.read_u8(status) == 0xFF for _, _, status in reqs)
+
+
+def test_close_waits_for_the_requests_in_flight_and_joins_the_workers(image, monkeypatch):
+    b = Blk(image, watched=True)
+    gate = Gate(monkeypatch, "preadv")
+    for i in range(2):                           # (a lone request is waited for in notify)
+        b.submit(T_IN, i, in_lens=[512], indirect=True)
+    b.dev.notify(0)
+    gate.wait_held(2)
+    closer = threading.Thread(target=b.close)
+    closer.start()
+    time.sleep(0.05)
+    assert closer.is_alive()
+    gate.release()
+    closer.join(10)
+    assert not closer.is_alive() and b.dev.fd == -1
+    assert not [t for t in threading.enumerate() if t.name == "blk-io"]
+
+
+def test_a_snapshot_waits_for_the_requests_in_flight(watched, monkeypatch):
+    gate = Gate(monkeypatch, "preadv")
+    for i in range(3):
+        watched.submit(T_IN, i, in_lens=[512], indirect=True)
+    watched.dev.notify(0)
+    gate.wait_held(3)
+    taken = {}
+    snap = threading.Thread(target=lambda: taken.update(state=watched.dev.snapshot_state()))
+    snap.start()
+    time.sleep(0.05)
+    assert snap.is_alive()
+    gate.release()
+    snap.join(10)
+    assert taken["state"]["queues"][0]["used_idx"] == 3    # every request returned first
+    assert len(watched.drv.get_used()) == 3
+
+
+def test_settle_serves_kicks_not_yet_taken_to_the_end(watched):
+    for i in range(3):
+        watched.submit(T_IN, i, in_lens=[512], indirect=True)
+    watched.dev.settle()
+    assert len(watched.drv.get_used()) == 3
+
+
+def test_a_restore_drops_the_requests_in_flight(watched, monkeypatch):
+    state = watched.dev.snapshot_state()
+    gate = Gate(monkeypatch, "preadv")
+    for i in range(2):
+        watched.submit(T_IN, i, in_lens=[512], indirect=True)
+    watched.dev.notify(0)
+    gate.wait_held(2)
+    restore = threading.Thread(target=watched.dev.restore_state, args=(state,))
+    restore.start()
+    time.sleep(0.05)
+    assert restore.is_alive()
+    gate.release()
+    restore.join(10)
+    (handler,) = watched.watch.values()
+    handler()
+    assert watched.drv.used_idx == 0 and watched.dev.queues[0].used_idx == 0
+
+
+def test_read_buffers_count_as_written_by_pyvisor(blk):
+    """The dirty-page reset puts back what pyvisor wrote: a read's buffers are marked."""
+    from pyvisor._native import ffi
+    head, addrs, status = blk.submit(T_IN, 0, in_lens=[512])
+    for written in blk.mem.written_maps:
+        ffi.memmove(written, bytes(len(written)), len(written))
+    blk.run()
+    written = blk.mem.written_maps[0]
+    assert written[addrs[0] >> 12] == 1 and written[status >> 12] == 1
+
+
+# --- aio=io_uring where the host has none ----------------------------------------------------
+
+def test_io_uring_falls_back_to_threads_with_one_line(image, monkeypatch, caplog):
+    def refuse(fd, event_fd):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+    monkeypatch.setattr(blk_io, "UringIo", refuse)
+    with caplog.at_level(logging.INFO, logger="pyvisor.virtio"):
+        b = Blk(image, aio="io_uring")
+        try:
+            assert b.dev.aio == "threads"
+            assert b.request(T_IN, 0, in_lens=[512])[0] == OK
+        finally:
+            b.close()
+    lines = [r for r in caplog.records if "io_uring" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.WARNING
+    assert "not available on this host (Function not implemented); using aio=threads" \
+        in lines[0].getMessage()
+
+
+def test_the_default_backend_is_io_uring_here_and_falls_back_quietly(image, monkeypatch,
+                                                                     caplog):
+    b = VirtioBlk(DiskSpec(str(image)))
+    assert b.aio == "io_uring"
+    b.close()
+    monkeypatch.setattr(blk_io, "UringIo", lambda fd, event_fd: (_ for _ in ()).throw(
+        OSError(errno.EPERM, "Operation not permitted")))
+    with caplog.at_level(logging.WARNING, logger="pyvisor.virtio"):
+        b = VirtioBlk(DiskSpec(str(image)))
+        assert b.aio == "threads"
+        b.close()
+    assert not caplog.records
+
+
+def test_a_lone_request_is_served_before_the_kick_returns(watched, monkeypatch):
+    """Queue depth 1: the one request in flight is waited for on the kick's thread, its
+    completion signal taken with it, so the driver gets its interrupt without a second
+    pass through the I/O loop."""
+    disk = watched.file()
+    head, addrs, status = watched.submit(T_IN, 2, in_lens=[512], indirect=True)
+    watched.dev.notify(0)
+    assert watched.drv.get_used() == [(head, 513)] and queue_interrupts(watched) == 1
+    assert watched.drv.read(addrs[0], 512) == disk[1024:1536]
+    (fd,) = watched.watch
+    with pytest.raises(BlockingIOError):
+        os.eventfd_read(fd)

@@ -245,6 +245,7 @@ class VirtioBlk(VirtioDevice):
 
     # --- requests ---------------------------------------------------------------------------
     def handle_queue(self, index: int, queue: Virtqueue) -> None:
+        idle = not self._total
         while self._in_flight[index] < queue.size and self._total < MAX_IN_FLIGHT:
             chain = queue.pop()
             if chain is None:
@@ -253,17 +254,27 @@ class VirtioBlk(VirtioDevice):
         else:
             self._throttled.add(index)
         self._io.commit()
-        self._complete(self._io.reap())      # what finished inside the submission
+        if idle and self._total == 1:
+            # A lone request (a driver at queue depth 1): waited for here, which saves
+            # the round trip through the eventfd and the I/O loop before its interrupt.
+            self._complete(self._io.wait())
+            _drain(self._event_fd)
+        else:
+            self._complete(self._io.reap())      # what finished inside the submission
         if not self._watched:
             self._finish()
 
     def _request(self, index: int, chain: Chain) -> None:
         """Start one request, or return it at once when it needs no I/O."""
-        header = chain.read(HEADER.size)
+        readable = chain.readable
+        if readable and len(readable[0]) == HEADER.size:     # the usual layout: no copy
+            header, out = readable[0], readable[1:]
+        else:
+            header = chain.read(HEADER.size)
+            out = _skip(readable, HEADER.size)              # driver -> device data
         if len(header) < HEADER.size or not chain.writable or not len(chain.writable[-1]):
             raise QueueError("virtio-blk request without a 16-byte header and a status byte")
         kind, _, sector = HEADER.unpack(header)
-        out = _skip(chain.readable, HEADER.size)            # driver -> device data
         inp = list(chain.writable)
         status_buf = inp[-1][-1:]
         inp[-1] = inp[-1][:-1]
@@ -503,7 +514,7 @@ class VirtioBlk(VirtioDevice):
             self.sectors = size // SECTOR
             struct.pack_into("<Q", self.config, 0, self.sectors)   # capacity comes first
             self.config_generation += 1
-        os.close(old)
+        _release(old)
         self.interrupt(CONFIG_INTERRUPT, self.config_msix_vector)
 
     def close(self) -> None:
@@ -516,8 +527,22 @@ class VirtioBlk(VirtioDevice):
             os.close(self._event_fd)
             self._event_fd = -1
         if self.fd >= 0:
-            os.close(self.fd)
+            _release(self.fd)
             self.fd = -1
+
+
+def _drain(event_fd: int) -> None:
+    try:
+        os.eventfd_read(event_fd)
+    except BlockingIOError:
+        pass
+
+
+def _release(fd: int) -> None:
+    """Unlock and close an image. Unlocked first: a ring that had it registered lets go of
+    its reference a little later, in the kernel, and the lock must not wait for that."""
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
 
 
 def direct_alignment(fd: int, path: str) -> int:

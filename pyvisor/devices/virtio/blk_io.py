@@ -69,12 +69,12 @@ class ThreadIo:
                 result = -(e.errno or 5)
             del item, bufs
             self._done.append((token, result))
-            with self._idle:
-                self._idle.notify_all()
-            try:
+            try:   # before the notify: a wait() that returns has seen the signal come
                 os.eventfd_write(self._event_fd, 1)
             except OSError:   # the device closed it: nobody is left to tell
                 pass
+            with self._idle:
+                self._idle.notify_all()
 
     def reap(self) -> list[Completion]:
         out = []
