@@ -5,8 +5,8 @@ KVM's API is the same everywhere, but what a guest can run is not: under PVM
 natively and everything else goes through KVM's instruction emulator."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from pathlib import Path
 
 PVM_EXPLANATION = (
     "PVM (the kvm_pvm module) virtualizes without VT-x/AMD-V: only PVM-enlightened guest "
@@ -35,20 +35,25 @@ def _cpu_flags(cpuinfo: str) -> set[str]:
     return set()
 
 
-def detect_backend(sys_module: Path = Path("/sys/module"),
-                   cpuinfo: Path = Path("/proc/cpuinfo")) -> Backend:
-    """Decide from the loaded KVM vendor module, falling back to the CPU flags."""
-    if (sys_module / "kvm_pvm").exists():
+def detect_backend(sys_module: str | os.PathLike = "/sys/module",
+                   cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> Backend:
+    """Decide from the loaded KVM vendor module, falling back to the CPU flags. (os.path,
+    not pathlib: every run asks, and importing pathlib would add a few ms to start-up.)"""
+    def loaded(module: str) -> bool:
+        return os.path.exists(os.path.join(sys_module, module))
+
+    if loaded("kvm_pvm"):
         return Backend("pvm", "PVM (pagetable-based virtualization, no VT-x/AMD-V)",
                        PVM_EXPLANATION)
     try:
-        flags = _cpu_flags(cpuinfo.read_text())
+        with open(cpuinfo) as f:
+            flags = _cpu_flags(f.read())
     except OSError:
         flags = set()
-    if (sys_module / "kvm_intel").exists() or "vmx" in flags:
+    if loaded("kvm_intel") or "vmx" in flags:
         return Backend("vmx", "Intel VT-x (kvm_intel)",
                        "hardware virtualization: unmodified guest kernels run natively")
-    if (sys_module / "kvm_amd").exists() or "svm" in flags:
+    if loaded("kvm_amd") or "svm" in flags:
         return Backend("svm", "AMD-V (kvm_amd)",
                        "hardware virtualization: unmodified guest kernels run natively")
     return Backend("unknown", "unknown",

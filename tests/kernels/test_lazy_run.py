@@ -29,9 +29,10 @@ except SystemExit as e:
 sys.stderr.write("MODULES " + json.dumps(sorted(sys.modules)) + "\\n")
 sys.exit(status)
 """
+# pathlib too: the run path uses os.path (pathlib and what it imports are a few ms).
 OPTIONAL = ("pyvisor.api", "pyvisor.debug.gdbstub", "pyvisor.snapshot",
             "pyvisor.devices.virtio", "pyvisor.devices.legacy.pc_testdev", "capstone",
-            "http.server")
+            "http.server", "pathlib")
 
 
 def modules_of_run(*args: str) -> set[str]:
