@@ -8,9 +8,10 @@ OUT that issued it completes, so input-buffer-full is never set and every pollin
 the guest ends on its first read. A controller reply replaces what the buffer holds (a
 driver that left a byte unread gets the reply it asked for); a keyboard byte it replaces
 goes back to the head of the keyboard's queue, so no key is lost. Keyboard bytes wait
-while the guest disables the keyboard port (CTR KBDDIS). While the buffer is full and the command byte enables it (KBDINT), IRQ 1 is
-raised; reading the data port lowers it, and the next byte raises it again (an edge per
-byte, as Linux's IOAPIC routing of ISA IRQ 1 expects).
+while the guest disables the keyboard port (CTR KBDDIS). While the buffer is full and the
+command byte enables it (KBDINT), IRQ 1 is raised; reading the data port lowers it, and
+the next byte raises it again (an edge per byte, as Linux's IOAPIC routing of ISA IRQ 1
+expects).
 
 The AUX (mouse) channel is modelled as absent, and absent quickly: Linux's
 i8042_check_aux() would otherwise wait 500 ms for an unanswered AUX loopback (0xD3) or

@@ -114,7 +114,7 @@ class Ps2Keyboard:
 
     def unread(self, byte: int) -> None:
         """Put back a popped byte the controller could not deliver (a reply displaced it)."""
-        self._queue = bytes([byte]) + self._queue
+        self._queue = (bytes([byte]) + self._queue)[:QUEUE_LIMIT]
 
     def write(self, value: int) -> None:
         """A byte from the guest: a command, or the parameter of the previous one."""
