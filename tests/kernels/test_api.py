@@ -437,8 +437,10 @@ def test_snapshot_create_and_load_in_a_new_pyvisor(served, tmp_path, disk):
     second = served()
     load = {"snapshot_path": snap, "mem_backend": {"backend_path": mem, "backend_type": "File"},
             "resume_vm": False}
+    assert seccomp_mode(second.proc.pid) == 0
     assert second.api("PUT", "/snapshot/load", load) == (204, None)
     assert second.api("GET", "/")[1]["state"] == "Paused"
+    assert seccomp_mode(second.proc.pid) == 2      # from the load on
     config = second.api("GET", "/vm/config")[1]
     assert config["machine-config"] == {"vcpu_count": 1, "mem_size_mib": 32, "smt": False}
     assert config["drives"] == [{"drive_id": "rootfs", "path_on_host": disk,
