@@ -5,23 +5,15 @@ A module of its own, apart from pyvisor._native: only the disk's I/O backend loa
 and a machine without it (or whose kernel refuses io_uring) uses the thread pool.
 """
 
+from pathlib import Path
+
 from cffi import FFI
 
+HEADER = (Path(__file__).parent / "uring.h").read_text()
+DECLARATIONS = HEADER.split("cdef begin", 1)[1].split("*/", 1)[1].split("/* cdef end", 1)[0]
+
 ffibuilder = FFI()
-ffibuilder.cdef("""
-struct iovec { void *iov_base; size_t iov_len; };
-#define PVU_READ ...
-#define PVU_WRITE ...
-#define PVU_FSYNC ...
-struct pvu_ring;
-struct pvu_ring *pvu_open(unsigned entries, int file_fd, int event_fd, int *error);
-unsigned pvu_space(const struct pvu_ring *r);
-int pvu_queue(struct pvu_ring *r, int op, const struct iovec *iov, unsigned count,
-              uint64_t offset, uint64_t user_data);
-int pvu_submit(struct pvu_ring *r, unsigned wait);
-unsigned pvu_reap(struct pvu_ring *r, uint64_t *user_data, int32_t *result, unsigned max);
-void pvu_close(struct pvu_ring *r);
-""")
+ffibuilder.cdef("struct iovec { void *iov_base; size_t iov_len; };\n" + DECLARATIONS)
 ffibuilder.set_source(
     "pyvisor._uring",
     '#include "uring.h"\n',

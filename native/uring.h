@@ -6,6 +6,7 @@
 #include <sys/uio.h>
 #include <linux/io_uring.h>
 
+/* cdef begin: build_uring.py hands what follows, to "cdef end", to cffi as it is */
 enum { PVU_READ = 0, PVU_WRITE = 1, PVU_FSYNC = 2 };
 
 struct pvu_ring;
@@ -16,5 +17,6 @@ int pvu_queue(struct pvu_ring *r, int op, const struct iovec *iov, unsigned coun
 int pvu_submit(struct pvu_ring *r, unsigned wait);
 unsigned pvu_reap(struct pvu_ring *r, uint64_t *user_data, int32_t *result, unsigned max);
 void pvu_close(struct pvu_ring *r);
+/* cdef end */
 
 #endif

@@ -63,8 +63,12 @@ def cli(verbose: int) -> None:
               help="Boot protocol: the Linux 64-bit entry, PVH for an ELF with a Xen PVH "
                    "note, or Multiboot 1/2; auto uses Multiboot for an image with a "
                    "Multiboot header and no Linux setup header, else the 64-bit entry.")
-@click.option("--disk", "disks", multiple=True, metavar="PATH[,ro][,serial=ID]",
-              help="A raw disk image as virtio-blk (repeatable: vda, vdb, ...).")
+@click.option("--disk", "disks", multiple=True,
+              metavar="PATH[,ro][,serial=ID][,cache=writeback|none][,aio=threads|io_uring]"
+                      "[,queues=N]",
+              help="A raw disk image as virtio-blk (repeatable: vda, vdb, ...); cache=none "
+                   "is O_DIRECT, aio defaults to io_uring where the host has it, queues to "
+                   "one per vCPU.")
 @click.option("--net", "nets", multiple=True, metavar="tap=NAME[,mac=MAC]",
               help="A virtio-net interface on a tap device (created when pyvisor may).")
 @click.option("--virtio-transport", default="pci", show_default=True,

@@ -1153,3 +1153,11 @@ def test_a_lone_request_is_served_before_the_kick_returns(watched, monkeypatch):
     (fd,) = watched.watch
     with pytest.raises(BlockingIOError):
         os.eventfd_read(fd)
+
+
+def test_cache_none_bounces_a_write_whose_data_shares_the_header_buffer(direct):
+    data = pattern(1024, 6)
+    header = struct.pack("<IIQ", T_OUT, 0, 4) + data       # one 16-aligned buffer
+    status, used_len, _ = direct.request(T_OUT, header=header)
+    assert (status, used_len) == (OK, 1)
+    assert direct.file()[4 * SECTOR:6 * SECTOR] == data

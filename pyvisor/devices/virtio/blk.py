@@ -283,13 +283,13 @@ class VirtioBlk(VirtioDevice):
         if kind == lib.VIRTIO_BLK_T_IN:
             if out:
                 raise QueueError("virtio-blk read (IN) with device-readable data buffers")
-            status = self._start(index, chain.head, status_buf, READ, sector, inp)
+            status = self._start(index, chain, status_buf, READ, sector, inp)
         elif kind == lib.VIRTIO_BLK_T_OUT:
             if inp:
                 raise QueueError("virtio-blk write (OUT) with device-writable data buffers")
-            status = self._start(index, chain.head, status_buf, WRITE, sector, out)
+            status = self._start(index, chain, status_buf, WRITE, sector, out)
         elif kind == lib.VIRTIO_BLK_T_FLUSH:
-            status = self._start(index, chain.head, status_buf, FSYNC, 0, [])
+            status = self._start(index, chain, status_buf, FSYNC, 0, [])
         elif kind == lib.VIRTIO_BLK_T_GET_ID:
             serial = self.spec.serial.encode().ljust(lib.VIRTIO_BLK_ID_BYTES, b"\0")
             data = chain.write(serial[:sum(len(b) for b in inp)])
@@ -307,9 +307,10 @@ class VirtioBlk(VirtioDevice):
         return (length % SECTOR == 0 and offset + length <= self.size
                 and (offset | length) % max(self.align, SECTOR) == 0)
 
-    def _start(self, index: int, head: int, status: memoryview, op: int, sector: int,
+    def _start(self, index: int, chain: Chain, status: memoryview, op: int, sector: int,
                bufs: list[memoryview]) -> int | None:
-        """Start a read, write or flush; its status now if it fails before any I/O."""
+        """Start a read, write or flush of `bufs`, the chain's data buffers; its status
+        now if it fails before any I/O."""
         length = sum(len(b) for b in bufs)
         if op == FSYNC:
             if self.spec.readonly:
@@ -317,7 +318,7 @@ class VirtioBlk(VirtioDevice):
         elif (op == WRITE and self.spec.readonly) or length > MAX_TRANSFER \
                 or not self._range_ok(sector, length):
             return IOERR
-        req = _Request(index, head, status, op, length)
+        req = _Request(index, chain.head, status, op, length)
         self._in_flight[index] += 1
         self._total += 1
         if op == FSYNC:
@@ -335,7 +336,7 @@ class VirtioBlk(VirtioDevice):
         if self.align > 1 and not _aligned(bufs, self.align):
             for start in range(0, length, BOUNCE_CHUNK):
                 req.parts += 1
-                self._bounce_wait.append((req, bufs, offset, start,
+                self._bounce_wait.append((req, chain, offset, start,
                                           min(BOUNCE_CHUNK, length - start)))
             self._pump_bounce()
         else:
@@ -358,11 +359,11 @@ class VirtioBlk(VirtioDevice):
                 self._bounce_free.append(mmap.mmap(-1, BOUNCE_CHUNK))
                 self._bounce_made += 1
             buffer = self._bounce_free.pop()
-            req, bufs, offset, start, n = self._bounce_wait.popleft()
+            req, chain, offset, start, n = self._bounce_wait.popleft()
             view = memoryview(buffer)[:n]
-            if req.op == WRITE:
-                _gather(bufs, start, view)
-            self._submit(req, req.op, [view], offset + start, (buffer, bufs, start, view))
+            if req.op == WRITE:     # the data follows the header in the readable buffers
+                view[:] = chain.read(n, HEADER.size + start)
+            self._submit(req, req.op, [view], offset + start, (buffer, chain, start, view))
 
     # --- completions ------------------------------------------------------------------------
     def complete(self) -> None:
@@ -384,10 +385,10 @@ class VirtioBlk(VirtioDevice):
             req, bounce = self._parts.pop(token)
             expected = req.length
             if bounce is not None:
-                buffer, bufs, start, view = bounce
+                buffer, chain, start, view = bounce
                 expected = len(view)
-                if req.op == READ and result == expected:
-                    _scatter(bufs, start, view)
+                if req.op == READ and result == expected:   # data first, status last
+                    chain.write(view, start)
                 view.release()
                 self._bounce_free.append(buffer)
             if result != expected:
@@ -567,36 +568,6 @@ def direct_alignment(fd: int, path: str) -> int:
 def _aligned(bufs: list[memoryview], align: int) -> bool:
     return all(not ((int(ffi.cast("uintptr_t", ffi.from_buffer(b))) | len(b)) % align)
                for b in bufs)
-
-
-def _scatter(bufs: list[memoryview], start: int, data: memoryview) -> None:
-    """Copy data into bufs, taken as one run of bytes, from byte `start` on."""
-    done = 0
-    for buf in bufs:
-        if start >= len(buf):
-            start -= len(buf)
-            continue
-        n = min(len(buf) - start, len(data) - done)
-        buf[start:start + n] = data[done:done + n]
-        done += n
-        start = 0
-        if done == len(data):
-            return
-
-
-def _gather(bufs: list[memoryview], start: int, into: memoryview) -> None:
-    """Fill `into` from bufs, taken as one run of bytes, from byte `start` on."""
-    done = 0
-    for buf in bufs:
-        if start >= len(buf):
-            start -= len(buf)
-            continue
-        n = min(len(buf) - start, len(into) - done)
-        into[done:done + n] = buf[start:start + n]
-        done += n
-        start = 0
-        if done == len(into):
-            return
 
 
 def _skip(bufs: list[memoryview], n: int) -> list[memoryview]:

@@ -56,14 +56,19 @@ class Chain:
     def writable_size(self) -> int:
         return sum(len(b) for b in self.writable)
 
-    def read(self, limit: int) -> bytes:
-        """The first `limit` bytes (fewer if there are not that many) the driver gave the
-        device, in order: a device reads what it parses, never the whole chain."""
+    def read(self, limit: int, offset: int = 0) -> bytes:
+        """`limit` bytes (fewer if there are not that many) of what the driver gave the
+        device, in order, from byte `offset` on: a device reads what it parses, never the
+        whole chain."""
         out = bytearray()
         for buf in self.readable:
             if len(out) >= limit:
                 break
-            out += buf[:limit - len(out)]
+            if offset >= len(buf):
+                offset -= len(buf)
+                continue
+            out += buf[offset:offset + limit - len(out)]
+            offset = 0
         return bytes(out)
 
     def write(self, data: bytes | memoryview, offset: int = 0) -> int:
