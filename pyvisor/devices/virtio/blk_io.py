@@ -66,7 +66,10 @@ class ThreadIo:
                     os.fdatasync(self._fd)
                     result = 0
             except OSError as e:
-                result = -(e.errno or 5)
+                result = -(e.errno or errno.EIO)
+            except Exception:   # never lose a worker: wait() counts on every completion
+                log.exception("virtio-blk I/O worker")
+                result = -errno.EIO
             del item, bufs
             self._done.append((token, result))
             try:   # before the notify: a wait() that returns has seen the signal come
