@@ -258,9 +258,10 @@ class VirtioBlk(VirtioDevice):
             # A lone request (a driver at queue depth 1): waited for here, which saves
             # the round trip through the eventfd and the I/O loop before its interrupt.
             self._complete(self._io.wait())
-            _drain(self._event_fd)
         else:
             self._complete(self._io.reap())      # what finished inside the submission
+        if not self._total:      # all returned: their signals need no pass of the loop
+            _drain(self._event_fd)
         if not self._watched:
             self._finish()
 
