@@ -14,12 +14,17 @@ OPTIONAL = ("pyvisor.api", "pyvisor.debug.gdbstub", "pyvisor.snapshot", "pyvisor
             "http.server", "socketserver")
 
 
-def loaded_after(code: str) -> set[str]:
-    """The modules a fresh interpreter holds after running code."""
+def modules_after(code: str) -> set[str]:
     script = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          cwd=ROOT, check=True, timeout=60).stdout
     return set(json.loads(out.splitlines()[-1]))
+
+
+def loaded_after(code: str) -> set[str]:
+    """The modules a fresh interpreter loads running code, beyond those it starts with
+    (site may load some, e.g. for an editable install)."""
+    return modules_after(code) - modules_after("")
 
 
 def optional_in(modules: set[str]) -> list[str]:
