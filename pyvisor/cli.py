@@ -155,9 +155,11 @@ def run(kernel: str, mem: str, cpus: int, cmdline: str, initrd: str | None,
         from .debug.gdbstub import parse_address, serving
 
         parse_address(gdb)              # a bad address is refused before the guest starts
+    timer = None
     if boot_timer:
         from .machine.boot_timer import BootTimer
-    timer = BootTimer() if boot_timer else None
+
+        timer = BootTimer()
     from .machine.machine import Machine
 
     deadline = None if timeout is None else time.monotonic() + timeout
