@@ -158,7 +158,7 @@ def open_disk(spec: DiskSpec) -> tuple[int, int]:
     return fd, size
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Request:
     """A read, write or flush handed to the I/O backend, not yet returned to the driver."""
     queue: int

@@ -130,14 +130,9 @@ class UringIo:
 
     def queue(self, token: int, op: int, bufs: Sequence[memoryview], offset: int) -> None:
         ffi, lib = self._ffi, self._lib
-        iov = ffi.new("struct iovec[]", len(bufs)) if bufs else ffi.NULL
-        keep = [iov]
-        for i, buf in enumerate(bufs):
-            ptr = ffi.from_buffer(buf)
-            keep.append(ptr)
-            iov[i].iov_base = ptr
-            iov[i].iov_len = len(buf)
-        self._inflight[token] = keep
+        ptrs = [ffi.from_buffer(buf) for buf in bufs]
+        iov = ffi.new("struct iovec[]", [(p, len(p)) for p in ptrs]) if bufs else ffi.NULL
+        self._inflight[token] = (iov, ptrs)
         while lib.pvu_queue(self._ring, self._op_code[op], iov, len(bufs), offset, token):
             self.commit()        # the submission ring is full: hand it to the kernel,
             self._early += self._reap()    # and make room in the completion ring
