@@ -3,9 +3,9 @@ does with --api-sock or --config-file."""
 from __future__ import annotations
 
 import logging
+import sys
 
-import click
-
+from ..command_line import CommandParser
 from ..errors import ConfigError
 from ..kvm.system import KVM_DEVICE
 from ..machine.config import parse_timeout
@@ -30,37 +30,41 @@ def run_with_api(api_sock: str | None, config_file: str | None, host: HostOption
         described = {"kernel_image_path": kernel, "boot_args": cmdline, "initrd_path": initrd,
                      "vcpu_count": cpus, "mem_size_mib": size // _MIB}
     outcome = serve_instance(api_sock, config_file, host, described, parse_timeout(timeout),
-                             instance_id, on_notice=lambda line: click.echo(line, err=True))
+                             instance_id, on_notice=lambda line: print(line, file=sys.stderr))
     return _report(outcome)
 
 
 def _report(outcome: Outcome) -> int:
     if outcome.kind in ("fault", "error", "timeout", "signal"):
-        click.echo(outcome.describe(), err=True)
+        print(outcome.describe(), file=sys.stderr)
     else:
         logging.getLogger("pyvisor").info("%s", outcome.detail)
     return outcome.status
 
 
-@click.command()
-@click.option("--api-sock", required=True, metavar="PATH",
-              help="The Unix socket to serve Firecracker's API on (mode 0600).")
-@click.option("--config-file", default=None, metavar="FILE",
-              help="Firecracker's JSON machine description; the guest starts at once.")
-@click.option("--id", "instance_id", default="anonymous-instance", show_default=True,
-              help="The instance ID GET / reports.")
-@click.option("--console", default="stdio", show_default=True, metavar="stdio|none|FILE",
-              help="Where the guest's serial console goes.")
-@click.option("--virtio-transport", default="pci", show_default=True,
-              type=click.Choice(["pci", "mmio"]), help="How the drives and interfaces attach.")
-@click.option("--timeout", type=float, default=None, metavar="SECONDS",
-              help="Stop after this long (exit status 124).")
-@click.option("--kvm-device", default=KVM_DEVICE, show_default=True, metavar="PATH",
-              help="The KVM device node.")
-@click.option("--seccomp", type=click.Choice(["on", "off"]), default="on", show_default=True,
-              help="From InstanceStart (or the snapshot load) on, forbid pyvisor exec, fork, "
-                   "ptrace, mount, module loading and the other calls it has no use for; "
-                   "file opens stay allowed, since the API names any path.")
+def serve_arguments(parser: CommandParser) -> None:
+    parser.add_argument("--api-sock", required=True, metavar="PATH",
+                        help="The Unix socket to serve Firecracker's API on (mode 0600).")
+    parser.add_argument("--config-file", metavar="FILE",
+                        help="Firecracker's JSON machine description; the guest starts at once.")
+    parser.add_argument("--id", dest="instance_id", default="anonymous-instance", metavar="ID",
+                        help="The instance ID GET / reports. [default: %(default)s]")
+    parser.add_argument("--console", default="stdio", metavar="stdio|none|FILE",
+                        help="Where the guest's serial console goes. [default: %(default)s]")
+    parser.add_argument("--virtio-transport", default="pci", choices=("pci", "mmio"),
+                        metavar="pci|mmio",
+                        help="How the drives and interfaces attach. [default: %(default)s]")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="Stop after this long (exit status 124).")
+    parser.add_argument("--kvm-device", default=KVM_DEVICE, metavar="PATH",
+                        help="The KVM device node. [default: %(default)s]")
+    parser.add_argument("--seccomp", default="on", choices=("on", "off"), metavar="on|off",
+                        help="From InstanceStart (or the snapshot load) on, forbid pyvisor "
+                             "exec, fork, ptrace, mount, module loading and the other calls "
+                             "it has no use for; file opens stay allowed, since the API names "
+                             "any path. [default: %(default)s]")
+
+
 def serve(api_sock: str, config_file: str | None, instance_id: str, console: str,
           virtio_transport: str, timeout: float | None, kvm_device: str, seccomp: str) -> int:
     """Serve Firecracker's API on a Unix socket: describe the machine with PUT requests,

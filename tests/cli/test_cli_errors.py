@@ -94,13 +94,38 @@ def test_kvm_device_not_accessible(tmp_path, monkeypatch, capsys):
 
 
 def test_unknown_option():
-    line = one_line_error(pyvisor("run", guest("hello"), "--frobnicate"))
-    assert "frobnicate" in line
+    result = pyvisor("run", guest("hello"), "--frobnicate")
+    assert result.returncode == 2
+    line = one_line_error(result)
+    assert "unrecognized arguments: --frobnicate" in line and "'pyvisor run --help'" in line
+
+
+@pytest.mark.parametrize("args, words", [
+    ((), "missing COMMAND: one of check, restore, run, serve"),
+    (("-v",), "missing COMMAND"),
+    (("frob",), "invalid choice: 'frob'"),
+    (("run", "k.elf", "--boot", "bios"), "argument --boot: invalid choice: 'bios'"),
+    (("run", "k.elf", "--mem"), "argument -m/--mem: expected one argument"),
+    (("run", "k.elf", "--timeout", "soon"), "invalid float value: 'soon'"),
+    (("serve",), "the following arguments are required: --api-sock"),
+    (("restore",), "the following arguments are required: SNAPSHOT"),
+    (("restore", "x.snap", "--gdb-wait"), "--gdb-wait needs --gdb"),
+])
+def test_usage_errors(args, words):
+    """A malformed command line: one line naming what is wrong, status 2."""
+    result = pyvisor(*args)
+    assert result.returncode == 2, result.stderr
+    assert words in one_line_error(result)
 
 
 def test_version_and_help():
     result = pyvisor("--version")
-    assert result.returncode == 0 and b"pyvisor" in result.stdout
-    for args in (["--help"], ["run", "--help"], ["check", "--help"]):
+    assert result.returncode == 0 and result.stdout == b"pyvisor, version 0.1.0\n"
+    for args in (["--help"], ["-h"], ["run", "--help"], ["check", "-h"], ["serve", "--help"],
+                 ["restore", "--help"], ["-v", "run", "--help"]):
         result = pyvisor(*args)
-        assert result.returncode == 0 and b"Usage:" in result.stdout, args
+        assert result.returncode == 0 and result.stdout.startswith(b"Usage: pyvisor"), args
+        assert result.stderr == b"", args
+    commands = pyvisor("--help").stdout.decode().partition("Commands:")[2].split()
+    assert {"check", "restore", "run", "serve"} <= set(commands)
+    assert b"[default: 512M]" in pyvisor("run", "--help").stdout
