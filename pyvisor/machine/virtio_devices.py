@@ -61,7 +61,7 @@ def virtio_devices(cfg: MachineConfig, console_output: Callable[[bytes], None],
             devices.append(VirtioConsole(console_output))
         for disk in cfg.disks:
             from ..devices.virtio.blk import VirtioBlk
-            devices.append(VirtioBlk(disk))
+            devices.append(VirtioBlk(disk, cfg.cpus, io_loop.add_eventfd))
         for net in cfg.nets:
             from ..devices.virtio.net import VirtioNet
             devices.append(VirtioNet(net, lambda fd, handler: io_loop.add(fd, handler)
