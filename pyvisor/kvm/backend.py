@@ -6,7 +6,8 @@ natively and everything else goes through KVM's instruction emulator."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+
+from ..value import Value
 
 PVM_EXPLANATION = (
     "PVM (the kvm_pvm module) virtualizes without VT-x/AMD-V: only PVM-enlightened guest "
@@ -16,12 +17,13 @@ PVM_EXPLANATION = (
     "emulation failure. Tiny integer-only kernels (pyvisor's guests/) run fine.")
 
 
-@dataclass(frozen=True)
-class Backend:
+class Backend(Value):
     """name: 'vmx', 'svm', 'pvm' or 'unknown'."""
-    name: str
-    title: str
-    explanation: str
+
+    __slots__ = ("name", "title", "explanation")
+
+    def __init__(self, name: str, title: str, explanation: str) -> None:
+        self.name, self.title, self.explanation = name, title, explanation
 
     @property
     def runs_stock_linux(self) -> bool:

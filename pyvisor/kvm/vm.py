@@ -3,11 +3,11 @@ interrupt lines, and the eventfd plumbing (ioeventfd, irqfd, GSI routing)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 from .._native import ffi, lib
 from ..errors import KvmError
+from ..value import Value
 from .ioctl import ioctl, ioctl_int
 from .vcpu import Vcpu
 
@@ -15,20 +15,22 @@ if TYPE_CHECKING:
     from .system import Kvm
 
 
-@dataclass(frozen=True)
-class IrqchipRoute:
+class IrqchipRoute(Value):
     """A GSI routed to a pin of the in-kernel PIC or IOAPIC."""
-    gsi: int
-    irqchip: int
-    pin: int
+
+    __slots__ = ("gsi", "irqchip", "pin")
+
+    def __init__(self, gsi: int, irqchip: int, pin: int) -> None:
+        self.gsi, self.irqchip, self.pin = gsi, irqchip, pin
 
 
-@dataclass(frozen=True)
-class MsiRoute:
+class MsiRoute(Value):
     """A GSI that, when raised, sends this MSI message (used by MSI-X vectors)."""
-    gsi: int
-    address: int
-    data: int
+
+    __slots__ = ("gsi", "address", "data")
+
+    def __init__(self, gsi: int, address: int, data: int) -> None:
+        self.gsi, self.address, self.data = gsi, address, data
 
 
 class Vm:

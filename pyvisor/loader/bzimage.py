@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
 from typing import Iterable, NoReturn
 
 from pyvisor.errors import ConfigError, KernelError
 from pyvisor.loader.image_file import read_image
 from pyvisor.memory.guest_memory import GuestMemory
 from pyvisor.units import format_size
+from pyvisor.value import Value
 from pyvisor.x86.boot_layout import CMDLINE_MAX, KERNEL_MIN_ADDR
 from pyvisor.x86.bootparams import BOOT_FLAG, HEADER_MAGIC, SETUP_HEADER_OFFSET
 
@@ -69,26 +69,32 @@ def is_bzimage(data: bytes) -> bool:
             and _U32.unpack_from(data, _OFF_HEADER)[0] == HEADER_MAGIC)
 
 
-@dataclass(frozen=True)
-class BzImage:
-    """A validated bzImage, not yet placed in guest memory. Field names follow boot.rst."""
+class BzImage(Value):
+    """A validated bzImage, not yet placed in guest memory. Field names follow boot.rst;
+    setup_sects is already 4 when the header says 0, syssize counts 16-byte units,
+    cmdline_size is the longest command line without its NUL, initrd_addr_max the highest
+    address the initrd may occupy (inclusive), setup_header the file's bytes 0x1F1 ..
+    0x202 + data[0x201] (copied into the zero page), kernel_offset where the
+    protected-mode kernel starts in the file and kernel_size its bytes (syssize * 16)."""
 
-    version: int
-    setup_sects: int           # already 4 when the header says 0
-    syssize: int               # protected-mode size in 16-byte units
-    loadflags: int
-    xloadflags: int
-    relocatable_kernel: bool
-    kernel_alignment: int
-    pref_address: int
-    init_size: int
-    cmdline_size: int          # longest command line, without the terminating NUL
-    initrd_addr_max: int       # highest address the initrd may occupy (inclusive)
-    payload_offset: int
-    payload_length: int
-    setup_header: bytes        # file bytes 0x1F1 .. 0x202 + data[0x201]: copied into the zero page
-    kernel_offset: int         # where the protected-mode kernel starts in the file
-    kernel_size: int           # bytes of protected-mode kernel (syssize * 16)
+    __slots__ = ("version", "setup_sects", "syssize", "loadflags", "xloadflags",
+                 "relocatable_kernel", "kernel_alignment", "pref_address", "init_size",
+                 "cmdline_size", "initrd_addr_max", "payload_offset", "payload_length",
+                 "setup_header", "kernel_offset", "kernel_size")
+
+    def __init__(self, version: int, setup_sects: int, syssize: int, loadflags: int,
+                 xloadflags: int, relocatable_kernel: bool, kernel_alignment: int,
+                 pref_address: int, init_size: int, cmdline_size: int, initrd_addr_max: int,
+                 payload_offset: int, payload_length: int, setup_header: bytes,
+                 kernel_offset: int, kernel_size: int) -> None:
+        self.version, self.setup_sects, self.syssize = version, setup_sects, syssize
+        self.loadflags, self.xloadflags = loadflags, xloadflags
+        self.relocatable_kernel, self.kernel_alignment = relocatable_kernel, kernel_alignment
+        self.pref_address, self.init_size, self.cmdline_size = pref_address, init_size, cmdline_size
+        self.initrd_addr_max = initrd_addr_max
+        self.payload_offset, self.payload_length = payload_offset, payload_length
+        self.setup_header, self.kernel_offset, self.kernel_size = (setup_header, kernel_offset,
+                                                                   kernel_size)
 
     @property
     def protocol(self) -> str:
@@ -104,13 +110,14 @@ class BzImage:
         return max(self.init_size, self.kernel_size)
 
 
-@dataclass(frozen=True)
-class LoadedBzImage:
-    """Where a bzImage ended up and what the zero page must say about it."""
+class LoadedBzImage(Value):
+    """Where a bzImage ended up and what the zero page must say about it: load_addr is
+    where the protected-mode kernel was copied, entry (load_addr + 0x200) the 64-bit entry."""
 
-    image: BzImage
-    load_addr: int             # where the protected-mode kernel was copied
-    entry: int                 # load_addr + 0x200: the 64-bit entry point
+    __slots__ = ("image", "load_addr", "entry")
+
+    def __init__(self, image: BzImage, load_addr: int, entry: int) -> None:
+        self.image, self.load_addr, self.entry = image, load_addr, entry
 
     @property
     def setup_header(self) -> bytes:

@@ -6,7 +6,6 @@ naming the file, since a bad kernel path or image is the most common user mistak
 
 import os
 import struct
-from dataclasses import dataclass
 from typing import Callable, NoReturn
 
 from pyvisor.errors import KernelError
@@ -14,6 +13,7 @@ from pyvisor.loader.image_file import read_image
 from pyvisor.memory.guest_memory import GuestMemory
 from pyvisor.memory.layout import MMIO_HOLE_END, MMIO_HOLE_START
 from pyvisor.units import format_size
+from pyvisor.value import Value
 from pyvisor.x86.boot_layout import KERNEL_MIN_ADDR
 
 _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
@@ -27,37 +27,35 @@ PT_NOTE = 4
 XEN_ELFNOTE_PHYS32_ENTRY = 18
 
 
-@dataclass(frozen=True)
-class LoadSegment:
+class LoadSegment(Value):
     """A PT_LOAD segment: ``filesz`` bytes from ``offset`` at ``paddr``, zeroed up to ``memsz``."""
 
-    paddr: int
-    offset: int
-    filesz: int
-    memsz: int
+    __slots__ = ("paddr", "offset", "filesz", "memsz")
+
+    def __init__(self, paddr: int, offset: int, filesz: int, memsz: int) -> None:
+        self.paddr, self.offset, self.filesz, self.memsz = paddr, offset, filesz, memsz
 
     @property
     def end(self) -> int:
         return self.paddr + self.memsz
 
 
-@dataclass(frozen=True)
-class ElfImage:
+class ElfImage(Value):
     """A validated kernel image, not yet placed in guest memory."""
 
-    entry: int
-    segments: list[LoadSegment]
-    pvh_entry: int | None
+    __slots__ = ("entry", "segments", "pvh_entry")
+
+    def __init__(self, entry: int, segments: list[LoadSegment], pvh_entry: int | None) -> None:
+        self.entry, self.segments, self.pvh_entry = entry, segments, pvh_entry
 
 
-@dataclass(frozen=True)
-class LoadedKernel:
+class LoadedKernel(Value):
     """Where a kernel ended up: its entry points and the guest-physical span it occupies."""
 
-    entry: int
-    pvh_entry: int | None
-    low: int
-    high: int
+    __slots__ = ("entry", "pvh_entry", "low", "high")
+
+    def __init__(self, entry: int, pvh_entry: int | None, low: int, high: int) -> None:
+        self.entry, self.pvh_entry, self.low, self.high = entry, pvh_entry, low, high
 
 
 def _pvh_entry(note: bytes, fail: Callable[[str], NoReturn]) -> int | None:

@@ -21,7 +21,6 @@ one line) when the image cannot be entered that way.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
 
 from pyvisor.errors import ConfigError, KernelError
 from pyvisor.loader.bzimage import (DEFAULT_INITRD_ADDR_MAX, LoadedBzImage, check_cmdline,
@@ -31,6 +30,7 @@ from pyvisor.loader.image_file import read_image
 from pyvisor.loader.initrd import place_initrd
 from pyvisor.loader.multiboot import MultibootKernel, detect, load_multiboot
 from pyvisor.memory.guest_memory import GuestMemory
+from pyvisor.value import Value
 from pyvisor.x86.boot_layout import CMDLINE_MAX
 
 BOOT_PROTOCOLS = ("auto", "linux64", "pvh", "multiboot")
@@ -45,8 +45,7 @@ def detect_format(data: bytes) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class BootImage:
+class BootImage(Value):
     """A kernel in guest memory and how to enter it.
 
     protocol: "linux64" (64-bit long mode at ``entry``, RSI = zero page), "pvh"
@@ -60,16 +59,17 @@ class BootImage:
     multiboot: the MultibootKernel (its modules, where its boot information goes), else None.
     """
 
-    format: str
-    protocol: str
-    entry: int
-    setup_header: bytes | None
-    initrd: tuple[int, int] | None
-    cmdline_max: int
-    low: int
-    high: int
-    bzimage: LoadedBzImage | None = None
-    multiboot: MultibootKernel | None = None
+    __slots__ = ("format", "protocol", "entry", "setup_header", "initrd", "cmdline_max", "low",
+                 "high", "bzimage", "multiboot")
+
+    def __init__(self, format: str, protocol: str, entry: int, setup_header: bytes | None,
+                 initrd: tuple[int, int] | None, cmdline_max: int, low: int, high: int,
+                 bzimage: LoadedBzImage | None = None,
+                 multiboot: MultibootKernel | None = None) -> None:
+        self.format, self.protocol, self.entry = format, protocol, entry
+        self.setup_header, self.initrd, self.cmdline_max = setup_header, initrd, cmdline_max
+        self.low, self.high = low, high
+        self.bzimage, self.multiboot = bzimage, multiboot
 
 
 def load_kernel(path: str | os.PathLike, mem: GuestMemory, *, cmdline: bytes = b"",
@@ -129,4 +129,4 @@ def load_kernel(path: str | os.PathLike, mem: GuestMemory, *, cmdline: bytes = b
     if initrd is None:
         return image
     placed = place_initrd(mem, initrd, addr_max, image.high)
-    return replace(image, initrd=placed)
+    return image.replace(initrd=placed)

@@ -12,7 +12,6 @@ A file with both headers is booted as Multiboot 1, as QEMU would.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Iterable, NoReturn
 
 from pyvisor.errors import KernelError
@@ -21,6 +20,7 @@ from pyvisor.loader.multiboot_image import (Module, load_image, low_ram_end, pag
                                             place_modules, write_info)
 from pyvisor.memory.guest_memory import GuestMemory
 from pyvisor.memory.layout import E820Entry
+from pyvisor.value import Value
 from pyvisor.x86.boot_layout import KERNEL_MIN_ADDR
 
 LOADER_NAME = b"pyvisor"
@@ -35,16 +35,15 @@ def detect(data: bytes) -> int | None:
     return None
 
 
-@dataclass(frozen=True)
-class MultibootKernel:
+class MultibootKernel(Value):
     """A loaded Multiboot kernel: how to enter it and where its boot information goes."""
 
-    version: int
-    entry: int
-    low: int
-    high: int
-    modules: tuple[Module, ...]
-    info_addr: int
+    __slots__ = ("version", "entry", "low", "high", "modules", "info_addr")
+
+    def __init__(self, version: int, entry: int, low: int, high: int,
+                 modules: tuple[Module, ...], info_addr: int) -> None:
+        self.version, self.entry, self.low, self.high = version, entry, low, high
+        self.modules, self.info_addr = modules, info_addr
 
     @property
     def magic(self) -> int:

@@ -11,12 +11,12 @@ address fields (the "a.out kludge") say where the image goes instead of its ELF 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from pyvisor.loader.multiboot_image import (Fail, KernelImage, Module, address_image,
                                             elf_image, find_magic, memory_kib)
 from pyvisor.memory.layout import E820Entry
+from pyvisor.value import Value
 
 HEADER_MAGIC = 0x1BADB002
 BOOTLOADER_MAGIC = 0x2BADB002   # EAX at entry
@@ -48,11 +48,14 @@ def find_header(data: bytes) -> int | None:
     return find_magic(data, HEADER_MAGIC, SEARCH_LIMIT, HEADER_ALIGN)
 
 
-@dataclass(frozen=True)
-class Header:
-    offset: int
-    flags: int
-    addresses: tuple[int, int, int, int, int] | None   # with FLAG_AOUT_KLUDGE
+class Header(Value):
+    """addresses: with FLAG_AOUT_KLUDGE, else None."""
+
+    __slots__ = ("offset", "flags", "addresses")
+
+    def __init__(self, offset: int, flags: int,
+                 addresses: tuple[int, int, int, int, int] | None) -> None:
+        self.offset, self.flags, self.addresses = offset, flags, addresses
 
 
 def parse_header(data: bytes, offset: int, fail: Fail) -> Header:

@@ -9,12 +9,12 @@ requirement: one pyvisor cannot meet refuses the kernel, as the specification as
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from pyvisor.loader.multiboot_image import (Fail, KernelImage, Module, address_image,
                                             elf_image, find_magic, memory_kib)
 from pyvisor.memory.layout import E820Entry
+from pyvisor.value import Value
 
 HEADER_MAGIC = 0xE85250D6
 BOOTLOADER_MAGIC = 0x36D76289   # EAX at entry
@@ -68,20 +68,23 @@ def find_header(data: bytes) -> int | None:
     return find_magic(data, HEADER_MAGIC, SEARCH_LIMIT, HEADER_ALIGN)
 
 
-@dataclass(frozen=True)
-class Relocatable:
-    min_addr: int
-    max_addr: int
-    align: int
-    preference: int
+class Relocatable(Value):
+    __slots__ = ("min_addr", "max_addr", "align", "preference")
+
+    def __init__(self, min_addr: int, max_addr: int, align: int, preference: int) -> None:
+        self.min_addr, self.max_addr, self.align, self.preference = (min_addr, max_addr, align,
+                                                                     preference)
 
 
-@dataclass(frozen=True)
-class Header:
-    offset: int
-    addresses: tuple[int, int, int, int] | None = None   # header, load, load_end, bss_end
-    entry: int | None = None
-    relocatable: Relocatable | None = None
+class Header(Value):
+    """addresses: header, load, load_end, bss_end (the address tag), or None."""
+
+    __slots__ = ("offset", "addresses", "entry", "relocatable")
+
+    def __init__(self, offset: int, addresses: tuple[int, int, int, int] | None = None,
+                 entry: int | None = None, relocatable: Relocatable | None = None) -> None:
+        self.offset, self.addresses, self.entry, self.relocatable = (offset, addresses, entry,
+                                                                     relocatable)
 
 
 def _align8(n: int) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
 from typing import Callable, Iterable, NoReturn
 
 from pyvisor._native import lib
@@ -20,6 +19,7 @@ from pyvisor.loader.elf import EM_X86_64, ET_EXEC, PT_LOAD, LoadSegment
 from pyvisor.loader.image_file import read_image
 from pyvisor.memory.guest_memory import GuestMemory
 from pyvisor.memory.layout import E820Entry
+from pyvisor.value import Value
 from pyvisor.x86.boot_layout import KERNEL_MIN_ADDR
 
 Fail = Callable[[str], NoReturn]
@@ -50,12 +50,13 @@ def page_up(addr: int) -> int:
     return -(-addr // PAGE) * PAGE
 
 
-@dataclass(frozen=True)
-class KernelImage:
+class KernelImage(Value):
     """A Multiboot kernel's load segments and physical entry point, not yet in memory."""
 
-    segments: tuple[LoadSegment, ...]
-    entry: int
+    __slots__ = ("segments", "entry")
+
+    def __init__(self, segments: tuple[LoadSegment, ...], entry: int) -> None:
+        self.segments, self.entry = segments, entry
 
     @property
     def low(self) -> int:
@@ -174,14 +175,14 @@ def load_image(image: KernelImage, data: bytes, mem: GuestMemory, fail: Fail) ->
         mem.fill(seg.paddr + seg.filesz, seg.memsz - seg.filesz)
 
 
-@dataclass(frozen=True)
-class Module:
+class Module(Value):
     """A boot module in guest RAM: [gpa, gpa + size), with its command line (QEMU's: the
     whole "FILE ARGS" text the user wrote)."""
 
-    gpa: int
-    size: int
-    cmdline: bytes
+    __slots__ = ("gpa", "size", "cmdline")
+
+    def __init__(self, gpa: int, size: int, cmdline: bytes) -> None:
+        self.gpa, self.size, self.cmdline = gpa, size, cmdline
 
     @property
     def end(self) -> int:

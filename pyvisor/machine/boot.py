@@ -11,7 +11,6 @@ The protocols differ only in that structure and in the CPU mode at entry:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 from ..acpi import build_acpi
@@ -22,6 +21,7 @@ from ..loader.multiboot import kernel_cmdline, write_boot_info
 from ..loader.multiboot2 import RSDP_V2_SIZE
 from ..memory.guest_memory import GuestMemory
 from ..memory.layout import MemoryLayout
+from ..value import Value
 from ..x86.boot_layout import CMDLINE_ADDR, ZERO_PAGE_ADDR
 from ..x86.bootparams import ZeroPage
 from ..x86.cpuid import CpuidEntry, cpuid_has_1g_pages
@@ -33,15 +33,16 @@ from .config import MachineConfig
 from .virtio_devices import mmio_placements
 
 
-@dataclass(frozen=True)
-class BootPlan:
-    """What prepare_boot wrote, and what enter_kernel needs to start the BSP."""
-    image: BootImage
-    rsdp: int
-    gdt_base: int
-    gdt_limit: int
-    cr3: int
-    boot_info: int       # the zero page, the hvm_start_info or the Multiboot information
+class BootPlan(Value):
+    """What prepare_boot wrote, and what enter_kernel needs to start the BSP. boot_info:
+    the zero page, the hvm_start_info or the Multiboot information."""
+
+    __slots__ = ("image", "rsdp", "gdt_base", "gdt_limit", "cr3", "boot_info")
+
+    def __init__(self, image: BootImage, rsdp: int, gdt_base: int, gdt_limit: int, cr3: int,
+                 boot_info: int) -> None:
+        self.image, self.rsdp, self.gdt_base, self.gdt_limit = image, rsdp, gdt_base, gdt_limit
+        self.cr3, self.boot_info = cr3, boot_info
 
 
 def prepare_boot(cfg: MachineConfig, memory: GuestMemory, layout: MemoryLayout,

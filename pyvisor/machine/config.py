@@ -6,13 +6,13 @@ import math
 import os
 import stat
 import threading
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 from ..devices.pci.root import SLOT_COUNT
 from ..errors import ConfigError
 from ..loader.kernel import BOOT_PROTOCOLS
 from ..units import MAX_SIZE, parse_size
+from ..value import Value
 from .console_pipe import DEFAULT_CONSOLE_LIMIT
 from ..x86.boot_layout import CMDLINE_MAX
 
@@ -115,27 +115,30 @@ def _positive_int(value: int, name: str) -> int:
     return value
 
 
-@dataclass(frozen=True)
-class MachineConfig:
+class MachineConfig(Value):
     """A validated machine description. Build it with `MachineConfig.build(...)` from user
-    input (sizes as strings like '512M'); the fields hold parsed values."""
-    kernel: str
-    mem: int
-    cpus: int = 1
-    cmdline: str = ""
-    console: str = "none"
-    capture_output: bool = True
-    console_limit: int = DEFAULT_CONSOLE_LIMIT   # bytes of console output the library keeps
-    kvm_path: str = "/dev/kvm"
-    initrd: str | None = None
-    boot_protocol: str = "auto"
-    disks: tuple[DiskSpec, ...] = ()
-    rng: bool = False
-    nets: tuple[NetSpec, ...] = ()
-    virtio_transport: str = "pci"
-    seccomp: bool = False   # install the process-wide seccomp filter once the machine is built
-    testdev: bool = False   # QEMU's pc-testdev (devices/legacy/pc_testdev.py)
-    hpet: bool = False      # the HPET and its ACPI table (devices/legacy/hpet.py)
+    input (sizes as strings like '512M'); the fields hold parsed values. console_limit:
+    the bytes of console output the library keeps; seccomp: install the process-wide
+    seccomp filter once the machine is built; testdev: QEMU's pc-testdev
+    (devices/legacy/pc_testdev.py); hpet: the HPET and its ACPI table (devices/legacy/hpet.py)."""
+
+    __slots__ = ("kernel", "mem", "cpus", "cmdline", "console", "capture_output",
+                 "console_limit", "kvm_path", "initrd", "boot_protocol", "disks", "rng", "nets",
+                 "virtio_transport", "seccomp", "testdev", "hpet")
+
+    def __init__(self, kernel: str, mem: int, cpus: int = 1, cmdline: str = "",
+                 console: str = "none", capture_output: bool = True,
+                 console_limit: int = DEFAULT_CONSOLE_LIMIT, kvm_path: str = "/dev/kvm",
+                 initrd: str | None = None, boot_protocol: str = "auto",
+                 disks: tuple[DiskSpec, ...] = (), rng: bool = False,
+                 nets: tuple[NetSpec, ...] = (), virtio_transport: str = "pci",
+                 seccomp: bool = False, testdev: bool = False, hpet: bool = False) -> None:
+        self.kernel, self.mem, self.cpus, self.cmdline = kernel, mem, cpus, cmdline
+        self.console, self.capture_output, self.console_limit = console, capture_output, console_limit
+        self.kvm_path, self.initrd, self.boot_protocol = kvm_path, initrd, boot_protocol
+        self.disks, self.rng, self.nets = disks, rng, nets
+        self.virtio_transport, self.seccomp = virtio_transport, seccomp
+        self.testdev, self.hpet = testdev, hpet
 
     @classmethod
     def build(cls, kernel: str, mem: str | int = DEFAULT_MEM, cpus: int = 1, cmdline: str = "",

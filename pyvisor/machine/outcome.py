@@ -5,16 +5,14 @@ Ctrl-A x give 0; a guest fault or host error gives 2; a timeout gives 124; a sig
 gives 128 + its number."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from ..value import Value
 from .report import FaultReport
 
 FAULT_STATUS = 2
 TIMEOUT_STATUS = 124
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(Value):
     """kind: 'exit' (exit device), 'reset', 'poweroff', 'quit' (Ctrl-A x), 'signal',
     'timeout', 'fault' (the guest broke: triple fault, emulation failure, failed entry) or
     'error' (the host side failed: a hook that raised carries its `traceback`).
@@ -22,14 +20,14 @@ class Outcome:
     A machine that paused itself on a debug event nobody handled reports it from
     `Machine.wait()` as kind 'breakpoint' or 'watchpoint', with the `vcpu` and the
     `address`; the machine is then paused, not stopped."""
-    kind: str
-    status: int
-    detail: str = ""
-    report: FaultReport | None = None
-    vcpu: int | None = None
-    address: int | None = None
-    traceback: str = ""
-    point: object = None      # the Breakpoint or Watchpoint of a debug event
+    __slots__ = ("kind", "status", "detail", "report", "vcpu", "address", "traceback", "point")
+
+    def __init__(self, kind: str, status: int, detail: str = "",
+                 report: FaultReport | None = None, vcpu: int | None = None,
+                 address: int | None = None, traceback: str = "",
+                 point: object = None) -> None:   # point: the Breakpoint or Watchpoint
+        self.kind, self.status, self.detail, self.report = kind, status, detail, report
+        self.vcpu, self.address, self.traceback, self.point = vcpu, address, traceback, point
 
     def describe(self) -> str:
         if self.report is not None:

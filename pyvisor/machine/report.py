@@ -5,15 +5,13 @@ the guest's own page tables) and disassembled with capstone, so a triple fault o
 emulation failure reads like a debugger stop, not like a hang."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-
 from .._native import lib
 from ..errors import GuestMemoryError
 from ..kvm.backend import Backend
 from ..kvm.vcpu import Vcpu
 from ..memory.guest_memory import GuestMemory
 from ..x86.pagewalk import translate
+from ..value import Value
 from ..x86.registers import EFER_LMA
 
 _GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
@@ -29,26 +27,31 @@ INTERNAL_ERROR_NAMES = {
 }
 
 
-@dataclass
-class Instruction:
-    address: int
-    raw: bytes
-    text: str
+class Instruction(Value):
+    __slots__ = ("address", "raw", "text")
+
+    def __init__(self, address: int, raw: bytes, text: str) -> None:
+        self.address, self.raw, self.text = address, raw, text
 
 
-@dataclass
-class FaultReport:
-    """Why the guest stopped, with enough CPU state to start debugging."""
-    reason: str
-    vcpu: int
-    detail: str = ""
-    regs: dict[str, int] = field(default_factory=dict)
-    control: dict[str, int] = field(default_factory=dict)
-    segments: dict[str, tuple[int, int, int]] = field(default_factory=dict)
-    code_address: int | None = None
-    code: list[Instruction] = field(default_factory=list)
-    code_error: str = ""
-    note: str = ""
+class FaultReport(Value):
+    """Why the guest stopped, with enough CPU state to start debugging. build_report fills
+    it in as it reads the vCPU: regs, control, segments and code may stay empty."""
+
+    __slots__ = ("reason", "vcpu", "detail", "regs", "control", "segments", "code_address",
+                 "code", "code_error", "note")
+
+    def __init__(self, reason: str, vcpu: int, detail: str = "",
+                 regs: dict[str, int] | None = None, control: dict[str, int] | None = None,
+                 segments: dict[str, tuple[int, int, int]] | None = None,
+                 code_address: int | None = None, code: list[Instruction] | None = None,
+                 code_error: str = "", note: str = "") -> None:
+        self.reason, self.vcpu, self.detail = reason, vcpu, detail
+        self.regs = {} if regs is None else regs
+        self.control = {} if control is None else control
+        self.segments = {} if segments is None else segments
+        self.code_address, self.code = code_address, [] if code is None else code
+        self.code_error, self.note = code_error, note
 
     def format(self) -> str:
         lines = [f"pyvisor: guest stopped: {self.reason} on vCPU {self.vcpu}"]

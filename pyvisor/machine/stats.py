@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Sequence
 
 from .._native import ffi, lib
@@ -12,7 +11,6 @@ from ..devices.bus import Registration
 from ..kvm.vcpu import EXIT_REASON_NAMES
 
 
-@dataclass
 class MachineStats:
     """exits: by KVM exit reason ("io", "mmio", "debug", ...), all vCPUs; ports and mmio:
     port I/O exits by port, MMIO exits by device region ("unclaimed" for the rest), both
@@ -23,15 +21,20 @@ class MachineStats:
     rest of the vCPU threads' running (not paused) time; handled_seconds: by exit reason,
     the time from KVM_RUN's return to the next KVM_RUN, which is what serving that kind of
     exit cost ("interrupted" for kicks)."""
-    exits: dict[str, int] = field(default_factory=dict)
-    handled_seconds: dict[str, float] = field(default_factory=dict)
-    ports: dict[int, int] = field(default_factory=dict)
-    mmio: dict[str, int] = field(default_factory=dict)
-    native_exits: int = 0
-    coalesced: int = 0
-    interrupted: int = 0
-    kvm_run_seconds: float = 0.0
-    pyvisor_seconds: float = 0.0
+    __slots__ = ("exits", "handled_seconds", "ports", "mmio", "native_exits", "coalesced",
+                 "interrupted", "kvm_run_seconds", "pyvisor_seconds")
+
+    def __init__(self, exits: dict[str, int] | None = None,
+                 handled_seconds: dict[str, float] | None = None,
+                 ports: dict[int, int] | None = None, mmio: dict[str, int] | None = None,
+                 native_exits: int = 0, coalesced: int = 0, interrupted: int = 0,
+                 kvm_run_seconds: float = 0.0, pyvisor_seconds: float = 0.0) -> None:
+        self.exits = {} if exits is None else exits
+        self.handled_seconds = {} if handled_seconds is None else handled_seconds
+        self.ports = {} if ports is None else ports
+        self.mmio = {} if mmio is None else mmio
+        self.native_exits, self.coalesced, self.interrupted = native_exits, coalesced, interrupted
+        self.kvm_run_seconds, self.pyvisor_seconds = kvm_run_seconds, pyvisor_seconds
 
     @property
     def total_exits(self) -> int:

@@ -12,7 +12,6 @@ import errno
 import logging
 import os
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from .._native import ffi, lib
@@ -37,15 +36,18 @@ class StepAborted(PyvisorError):
     or waits for a SIPI): it was interrupted, and the vCPU is where it was."""
 
 
-@dataclass
 class Routing:
     """Where the vCPU loop sends accesses: the buses, or hooks in front of them, and the
     native UART shortcut (NULL when a hook covers the UART's ports)."""
-    pio_read: Callable[[int, int], int]
-    pio_write: Callable[[int, int, int], None]
-    mmio_read: Callable[[int, int], int]
-    mmio_write: Callable[[int, int, int], None]
-    uart: Any
+
+    __slots__ = ("pio_read", "pio_write", "mmio_read", "mmio_write", "uart")
+
+    def __init__(self, pio_read: Callable[[int, int], int],
+                 pio_write: Callable[[int, int, int], None], mmio_read: Callable[[int, int], int],
+                 mmio_write: Callable[[int, int, int], None], uart: Any) -> None:
+        self.pio_read, self.pio_write = pio_read, pio_write
+        self.mmio_read, self.mmio_write = mmio_read, mmio_write
+        self.uart = uart
 
 
 class VcpuRunner:

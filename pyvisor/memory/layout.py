@@ -4,11 +4,11 @@ RAM above 3 GiB is moved to 4 GiB and up so the 3-4 GiB window stays free for MM
 (the LAPIC at 0xFEE00000, the IOAPIC at 0xFEC00000, and later PCI BARs).
 """
 
-from dataclasses import dataclass
 
 from pyvisor._native import lib
 from pyvisor.errors import ConfigError
 from pyvisor.units import format_size
+from pyvisor.value import Value
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -29,25 +29,26 @@ BIOS_AREA_START = 0xE0000
 HIGH_MEMORY_START = 0x100000
 
 
-@dataclass(frozen=True)
-class Region:
+class Region(Value):
     """A contiguous range of guest RAM in guest-physical address space."""
 
-    gpa: int
-    size: int
+    __slots__ = ("gpa", "size")
+
+    def __init__(self, gpa: int, size: int) -> None:
+        self.gpa, self.size = gpa, size
 
     @property
     def end(self) -> int:
         return self.gpa + self.size
 
 
-@dataclass(frozen=True)
-class E820Entry:
+class E820Entry(Value):
     """One entry of the BIOS e820 memory map; ``type`` is ``lib.E820_RAM`` etc."""
 
-    addr: int
-    size: int
-    type: int
+    __slots__ = ("addr", "size", "type")
+
+    def __init__(self, addr: int, size: int, type: int) -> None:
+        self.addr, self.size, self.type = addr, size, type
 
 
 class MemoryLayout:

@@ -5,10 +5,10 @@ processor counts must be rewritten per vCPU, or a multi-CPU guest sees every vCP
 same processor. All functions here are pure; entries are immutable.
 """
 
-from dataclasses import dataclass, replace
 from typing import Sequence
 
 from .._native import lib
+from ..value import Value
 
 # The entry applies to one subleaf only (the header spells it SIGNIFCANT).
 SIGNIFICANT_INDEX = lib.KVM_CPUID_FLAG_SIGNIFCANT_INDEX
@@ -25,17 +25,15 @@ _TOPOLOGY_CORE = 2
 DEFAULT_PHYS_BITS = 36
 
 
-@dataclass(frozen=True)
-class CpuidEntry:
+class CpuidEntry(Value):
     """One struct kvm_cpuid_entry2."""
 
-    function: int
-    index: int
-    flags: int
-    eax: int
-    ebx: int
-    ecx: int
-    edx: int
+    __slots__ = ("function", "index", "flags", "eax", "ebx", "ecx", "edx")
+
+    def __init__(self, function: int, index: int, flags: int, eax: int, ebx: int, ecx: int,
+                 edx: int) -> None:
+        self.function, self.index, self.flags = function, index, flags
+        self.eax, self.ebx, self.ecx, self.edx = eax, ebx, ecx, edx
 
 
 def _find(entries: Sequence[CpuidEntry], function: int, index: int = 0) -> CpuidEntry | None:
@@ -57,11 +55,11 @@ def _shape_one(e: CpuidEntry, apic_id: int, count: int) -> CpuidEntry:
     if e.function == 1:
         ebx = (e.ebx & 0xFFFF) | min(count, 0xFF) << 16 | (apic_id & 0xFF) << 24
         edx = e.edx | _LEAF1_EDX_HTT if count > 1 else e.edx & ~_LEAF1_EDX_HTT
-        return replace(e, ebx=ebx, ecx=e.ecx | _LEAF1_ECX_HYPERVISOR, edx=edx)
+        return e.replace(ebx=ebx, ecx=e.ecx | _LEAF1_ECX_HYPERVISOR, edx=edx)
     if e.function == 4 and e.eax & 0x1F:  # a cache subleaf (type 0 ends the list)
-        return replace(e, eax=(e.eax & 0x03FFFFFF) | min(count - 1, 0x3F) << 26)
+        return e.replace(eax=(e.eax & 0x03FFFFFF) | min(count - 1, 0x3F) << 26)
     if e.function == 0x80000008:
-        return replace(e, ecx=(e.ecx & ~0xFF) | (count - 1) & 0xFF)
+        return e.replace(ecx=(e.ecx & ~0xFF) | (count - 1) & 0xFF)
     return e
 
 

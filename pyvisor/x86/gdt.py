@@ -5,9 +5,8 @@ segment registers handed to KVM are decoded from the very descriptors written to
 memory, so the cached state and the GDT a guest might reload from always agree.
 """
 
-from dataclasses import dataclass
-
 from pyvisor.memory.guest_memory import GuestMemory
+from pyvisor.value import Value
 from pyvisor.x86.boot_layout import GDT_ADDR, TSS_ADDR, TSS_SIZE
 
 CODE32_SELECTOR = 0x08
@@ -35,21 +34,17 @@ BOOT_GDT: list[int] = [
 ]
 
 
-@dataclass(frozen=True)
-class Segment:
+class Segment(Value):
     """A segment register's hidden state, field for field as in struct kvm_segment."""
 
-    base: int
-    limit: int
-    selector: int
-    type: int
-    present: int
-    dpl: int
-    db: int
-    s: int
-    l: int  # noqa: E741 - the architectural name
-    g: int
-    avl: int
+    __slots__ = ("base", "limit", "selector", "type", "present", "dpl", "db", "s", "l", "g",
+                 "avl")
+
+    def __init__(self, base: int, limit: int, selector: int, type: int, present: int,
+                 dpl: int, db: int, s: int, l: int, g: int, avl: int) -> None:  # noqa: E741
+        self.base, self.limit, self.selector, self.type = base, limit, selector, type
+        self.present, self.dpl, self.db, self.s = present, dpl, db, s
+        self.l, self.g, self.avl = l, g, avl  # noqa: E741 - the architectural name
 
 
 def segment_from_descriptor(selector: int, descriptor: int) -> Segment:

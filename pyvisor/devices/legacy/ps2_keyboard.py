@@ -13,10 +13,10 @@ needed. Set 3, which Linux only asks for with atkbd.set=3, is refused (RESEND).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from ...errors import PyvisorError
+from ...value import Value
 from ..state import DeviceStateError, capture, restore_fields
 
 QUEUE_LIMIT = 16        # bytes; Firecracker's i8042 buffers 16 as well
@@ -45,12 +45,13 @@ SET2_BREAK = 0xF0       # set 2 prefix of a key release; set 1 sets bit 7 instea
 SET1_BREAK = 0x80
 
 
-@dataclass(frozen=True)
-class Key:
+class Key(Value):
     """A key's make code in scancode sets 1 and 2 (the E0 prefix when extended)."""
-    set1: int
-    set2: int
-    extended: bool = False
+
+    __slots__ = ("set1", "set2", "extended")
+
+    def __init__(self, set1: int, set2: int, extended: bool = False) -> None:
+        self.set1, self.set2, self.extended = set1, set2, extended
 
     def make(self, set1: bool) -> bytes:
         return bytes([EXTENDED] * self.extended + [self.set1 if set1 else self.set2])
