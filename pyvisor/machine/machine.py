@@ -109,6 +109,7 @@ class Machine:
         self._start_lock = threading.Lock()
         self._signal: int | None = None
         self._save_dir: int | None = None   # Ctrl-A s saves here
+        self._save_refused: str | None = None   # why the sandbox leaves Ctrl-A s no writes
         # Guards outcome and events; re-entrant since _finish may run inside wait().
         self._changed = threading.Condition(threading.RLock())
         self._events: deque[Outcome] = deque()
@@ -356,11 +357,17 @@ class Machine:
             self._started = True
         _install_kick_handler()
         if self.config.console in ("stdio", "virtio"):
-            # Where Ctrl-A s saves snapshots: opened now, so the seccomp filter can allow
-            # writes there and nowhere else.
+            # Where Ctrl-A s saves snapshots: opened now, so the sandbox can allow writes
+            # there and nowhere else.
             self._save_dir = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        if self.config.seccomp:
-            seccomp.install(save_dir_fd=self._save_dir)   # everything else is open by now
+        if self.config.seccomp:   # everything else is open by now
+            if self._save_dir is not None:
+                from ..sandbox import landlock
+
+                # Landlock keeps every thread's writes beneath the save directory; where
+                # it cannot, the filter forbids writes and Ctrl-A s says why.
+                self._save_refused = landlock.install(self._save_dir)
+            seccomp.install(save_dir_fd=None if self._save_refused else self._save_dir)
         if paused:
             self._control.pausing = True
         if self.config.console in ("stdio", "virtio"):
@@ -603,6 +610,12 @@ class Machine:
     def _save_from_console(self) -> None:
         """Ctrl-A s: save to pyvisor-DATE-TIME.snap in the working directory, on a thread
         of its own (the pause waits for device work, which runs on the I/O thread)."""
+        if self._save_refused is not None:
+            self._console.write(f"\r\n[pyvisor: cannot save a snapshot: the seccomp filter "
+                                f"forbids writing files, since {self._save_refused}; "
+                                f"pyvisor run --seccomp off can save]\r\n".encode())
+            return
+
         def save() -> None:
             name = time.strftime("pyvisor-%Y%m%d-%H%M%S.snap")
             was_running = self.state == "running"

@@ -22,9 +22,12 @@ EPERM instead:
   O_TRUNC; creat; openat2, whose flags a filter cannot read), truncate, mknod, unlink,
   rename, mkdir, rmdir, link, symlink, chmod and chown by path.
 
-With ``save_dir_fd`` (Ctrl-A s), openat and renameat relative to that directory stay
-allowed. That does not confine them to it: an absolute path ignores the directory fd, and
-a filter sees only the path's address, never its text.
+With ``save_dir_fd`` (Ctrl-A s), openat, renameat and unlinkat relative to that
+directory stay allowed (an open without write access still may not truncate). A filter
+cannot confine them to it: an absolute path ignores the directory fd, and a filter sees
+only the path's address, never its text. So pass ``save_dir_fd`` only once Landlock
+(landlock.py) holds every thread's writes beneath that directory; where Landlock is not
+available, Machine.start passes none and Ctrl-A s says it cannot save.
 
 In API mode (``file_writes=True``) the file rules are left out: Firecracker's API names
 any path for a snapshot (PUT /snapshot/create) or a drive's new backing file (PATCH
@@ -87,9 +90,10 @@ def build_program(pid: int, save_dir_fd: int | None = None, file_writes: bool = 
     """The filter for process ``pid``, as an array of struct sock_filter (8 bytes each).
     Each test on the syscall number is followed by a body that always returns, so the
     accumulator holds the number again wherever a test is reached. With ``save_dir_fd``
-    (a directory opened before the filter), openat and renameat relative to that directory
-    stay allowed: that is where a snapshot saved from the console (Ctrl-A s) goes. With
-    ``file_writes`` (API mode) opening for writing and FILE_NAMING are allowed."""
+    (a directory opened before the filter, whose writes Landlock confines), openat,
+    renameat and unlinkat relative to that directory stay allowed: that is where a
+    snapshot saved from the console (Ctrl-A s) goes. With ``file_writes`` (API mode)
+    opening for writing and FILE_NAMING are allowed."""
     ld_abs = lib.BPF_LD | lib.BPF_W | lib.BPF_ABS
     jeq, jge, jset = (lib.BPF_JMP | op | lib.BPF_K for op in (lib.BPF_JEQ, lib.BPF_JGE,
                                                               lib.BPF_JSET))
@@ -119,9 +123,16 @@ def build_program(pid: int, save_dir_fd: int | None = None, file_writes: bool = 
         on("clone3", enosys),
     ]
     if save_dir_fd is not None and not file_writes:
-        # openat(save_dir_fd, ...) and renameat(save_dir_fd, old, save_dir_fd, new).
-        flags_check = verdict(OPEN_FLAGS_ARG["openat"], jset, WRITE_FLAGS, eperm, allow)
-        program.append(on("openat", verdict(0, jeq, save_dir_fd, allow, flags_check)))
+        # openat(save_dir_fd, ...), renameat(save_dir_fd, old, save_dir_fd, new) and
+        # unlinkat(save_dir_fd, ...). O_TRUNC without write access is refused there too:
+        # Landlock, without its ABI 3 TRUNCATE right, would let such an open truncate.
+        flags = OPEN_FLAGS_ARG["openat"]
+        flags_check = verdict(flags, jset, WRITE_FLAGS, eperm, allow)
+        truncate_check = verdict(flags, jset, os.O_TRUNC,
+                                 verdict(flags, jset, os.O_WRONLY | os.O_RDWR, allow, eperm),
+                                 allow)
+        program.append(on("openat", verdict(0, jeq, save_dir_fd, truncate_check, flags_check)))
+        program.append(on("unlinkat", verdict(0, jeq, save_dir_fd, allow, eperm)))
         same_dir = verdict(2, jeq, save_dir_fd, allow, eperm)
         program += [on(name, verdict(0, jeq, save_dir_fd, same_dir, eperm))
                     for name in ("renameat", "renameat2")]
