@@ -35,7 +35,8 @@ any path for a snapshot (PUT /snapshot/create) or a drive's new backing file (PA
 filter can tell one path from another. Everything else above stays forbidden. Confining
 the files too needs the paths checked where the guest cannot reach: a second process that
 serves the API and opens the files, handing the fds to the filtered VMM over a Unix socket
-(Firecracker's jailer gets the same effect with a chroot), or Landlock rules.
+(Firecracker's jailer gets the same effect with a chroot), or Landlock rules for a
+directory fixed at start-up, as landlock.py makes for Ctrl-A s; API mode has neither yet.
 
 Everything else is allowed, so threads started afterwards (vCPUs, the I/O loop, the
 console) work as before. A call from another ABI (i386 int 0x80, x32) always fails: the
