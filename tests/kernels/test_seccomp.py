@@ -15,6 +15,7 @@ import textwrap
 import pytest
 
 from helpers import ROOT, guest, needs_kvm
+from sandbox_calls import child_env
 
 pytestmark = [needs_kvm, pytest.mark.kvm]
 
@@ -22,19 +23,13 @@ SCRIPT = textwrap.dedent("""
     import errno, json, os, subprocess, sys
     from pyvisor import Machine
     from pyvisor.sandbox import seccomp
+    from sandbox_calls import attempt
 
     kernel, disk, console, scratch = sys.argv[1:]
     machine = Machine(kernel=kernel, mem="64M", cpus=2, disks=[disk], console=console,
                       cmdline="write=1 irq=1")
     assert seccomp.install()
     assert not seccomp.install()        # once per process
-
-    def attempt(call):
-        try:
-            call()
-        except OSError as e:
-            return errno.errorcode[e.errno]
-        return "allowed"
 
     def child():
         if os.fork() == 0:
@@ -82,7 +77,7 @@ def test_forbidden_calls_fail_and_the_guest_runs_on(tmp_path):
     scratch = tmp_path / "scratch"
     result = subprocess.run([sys.executable, "-c", SCRIPT, guest("virtio_blk"), str(disk),
                              str(console), str(scratch)],
-                            capture_output=True, timeout=90, cwd=ROOT)
+                            capture_output=True, timeout=90, cwd=ROOT, env=child_env())
     assert result.returncode == 0, result.stderr.decode()
     report = json.loads(result.stdout.decode().splitlines()[-1])
     outcome = report.pop("outcome")
@@ -112,6 +107,7 @@ SAVE_SCRIPT = textwrap.dedent("""
     import errno, glob, json, os, sys, threading, time
     from pyvisor import Machine
     from pyvisor.sandbox import landlock
+    from sandbox_calls import attempt
 
     kernel, save_dir, console, outside, victim, mode = sys.argv[1:]
     if mode == "no-landlock":
@@ -120,13 +116,6 @@ SAVE_SCRIPT = textwrap.dedent("""
     keys, typed = os.pipe()
     os.dup2(keys, 0)
     os.dup2(os.open(console, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 1)
-
-    def attempt(call):
-        try:
-            call()
-        except OSError as e:
-            return errno.errorcode[e.errno]
-        return "allowed"
 
     report, go = {}, threading.Event()
 
@@ -178,7 +167,8 @@ def run_save_script(tmp_path, mode: str) -> tuple[dict, object]:
     outside = tmp_path / "outside"
     result = subprocess.run([sys.executable, "-c", SAVE_SCRIPT, guest("shell"), str(save_dir),
                              str(tmp_path / "console.log"), str(outside), str(victim), mode],
-                            capture_output=True, timeout=120, cwd=ROOT)
+                            capture_output=True, timeout=120, cwd=ROOT,
+                            env=child_env())
     assert result.returncode == 0, result.stderr.decode()
     report = json.loads(result.stderr.decode().splitlines()[-1])
     assert not outside.exists()

@@ -14,6 +14,7 @@ import pytest
 
 from pyvisor._native import ffi, lib
 from pyvisor.sandbox import landlock
+from sandbox_calls import child_env
 
 # ABI 1's filesystem rights, bit by bit, as the kernel documents them.
 EXECUTE, WRITE_FILE, READ_FILE, READ_DIR, REMOVE_DIR, REMOVE_FILE = (1 << b for b in range(6))
@@ -57,16 +58,11 @@ needs_landlock = pytest.mark.skipif(landlock.abi_version() < 1,
                                     reason="the kernel offers no Landlock")
 
 CONFINE = textwrap.dedent("""
-    import errno, json, os, signal, sys, threading
+    import json, os, signal, sys, threading
     from pyvisor.sandbox import landlock
+    from sandbox_calls import attempt
 
     inside, outside, mode = sys.argv[1:]
-    def attempt(call):
-        try:
-            call()
-        except OSError as e:
-            return errno.errorcode[e.errno]
-        return "allowed"
 
     def create(path, **kw):
         return attempt(lambda: os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600, **kw)))
@@ -107,7 +103,7 @@ def confine(tmp_path, mode: str) -> dict:
     inside.mkdir()
     result = subprocess.run([sys.executable, "-c", CONFINE, str(inside),
                              str(tmp_path / "outside"), mode],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, env=child_env())
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
