@@ -1,16 +1,15 @@
 """Value: the base of pyvisor's small immutable records (a segment, an e820 entry, a boot
-image, an outcome). Each names its fields in __slots__ and sets them in its own __init__;
-Value compares, hashes and shows it by those fields, and makes changed copies.
+image, an outcome). Each names its fields in __slots__ and takes them by those names in its
+own __init__; Value compares, hashes and shows it by its fields, and makes changed copies.
 
-Not frozen dataclasses: a dataclass compiles its methods from source when its module is
-imported, about 0.5 ms a class, and the `dataclasses` module brings `inspect` and `ast` -
-together about 20 ms of `pyvisor run`'s start-up for the records it loads. A Value is
-immutable by convention: nothing assigns to a field once __init__ has run."""
+Neither dataclasses nor NamedTuples: both generate source and compile it when their module
+is imported (a dataclass about 0.5 ms, and the first compile of a process 1.5 ms more), and
+`dataclasses` brings `inspect` and `ast`: together about 20 ms of `pyvisor run`'s start-up
+for the records it loads. A Value is immutable by convention: nothing assigns to a field
+once __init__ has run."""
 from __future__ import annotations
 
-from typing import TypeVar
-
-V = TypeVar("V", bound="Value")
+from typing import Self
 
 
 class Value:
@@ -31,6 +30,6 @@ class Value:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
         return f"{type(self).__name__}({fields})"
 
-    def replace(self: V, **changes) -> V:
+    def replace(self, **changes) -> Self:
         """A copy with the named fields changed (as dataclasses.replace)."""
         return type(self)(**{name: getattr(self, name) for name in self.__slots__} | changes)

@@ -7,7 +7,7 @@ FACS version 2, MADT 4, DSDT 2 (64-bit AML integers).
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 from pyvisor.acpi import aml
 from pyvisor.acpi.platform import (INTI_ACTIVE_HIGH, INTI_CONFORMS, INTI_LEVEL,
@@ -18,6 +18,7 @@ from pyvisor.acpi.platform import (INTI_ACTIVE_HIGH, INTI_CONFORMS, INTI_LEVEL,
 from pyvisor.devices.legacy.acpi_pm import (PM1_CNT, PM1_CNT_LEN, PM1_EVT_LEN, PM1_STS,
                                             PM_BASE, PM_TMR, PM_TMR_LEN, RESET, RESET_VALUE,
                                             SCI_IRQ, SLP_TYP_S3, SLP_TYP_S5)
+from pyvisor.value import Value
 from pyvisor.devices.legacy.fw_cfg import FW_CFG_ACPI_HID, FW_CFG_PORT, FW_CFG_PORTS
 from pyvisor.devices.legacy.hpet import HPET_BASE, HPET_SIZE, capabilities
 
@@ -217,11 +218,13 @@ def fadt(dsdt_addr: int, facs_addr: int) -> bytes:
     return sdt(b"FACP", FADT_REVISION, bytes(body[HEADER_SIZE:]))
 
 
-class Override(NamedTuple):
+class Override(Value):
     """A MADT interrupt source override: ISA `irq` arrives at `gsi` with MPS INTI `flags`."""
-    irq: int
-    gsi: int
-    flags: int
+
+    __slots__ = ("irq", "gsi", "flags")
+
+    def __init__(self, irq: int, gsi: int, flags: int) -> None:
+        self.irq, self.gsi, self.flags = irq, gsi, flags
 
 
 SCI_OVERRIDE = Override(SCI_IRQ, SCI_IRQ, INTI_ACTIVE_HIGH | INTI_LEVEL)

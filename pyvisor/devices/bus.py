@@ -10,19 +10,22 @@ import logging
 import threading
 from bisect import bisect_right
 from collections import Counter
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
+
+from ..value import Value
 
 _log = logging.getLogger("pyvisor.devices")
 
 PIO_SPACE = 0x10000
 
 
-class Registration(NamedTuple):
+class Registration(Value):
     """One claimed range, as listed by `registrations()`."""
-    base: int
-    length: int
-    device: Any
-    name: str
+
+    __slots__ = ("base", "length", "device", "name")
+
+    def __init__(self, base: int, length: int, device: Any, name: str) -> None:
+        self.base, self.length, self.device, self.name = base, length, device, name
 
 
 # Distinct unclaimed (address, "r"/"w") pairs counted one by one; the guest picks the

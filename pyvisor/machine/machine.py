@@ -17,7 +17,6 @@ from collections import deque
 from typing import TYPE_CHECKING, Callable
 
 from .._native import ffi, lib
-from ..console import Console
 from ..debug.breakpoints import Breakpoint, DebugTable, Watchpoint
 from ..debug.cpu import Cpu
 from ..debug.page_watch import PageWatches
@@ -58,6 +57,7 @@ from .stats import MachineStats, collect_stats
 from .vcpu_runner import EXIT_NAMES, Routing, VcpuRunner
 
 if TYPE_CHECKING:   # imported where used: a machine that never snapshots never loads them
+    from ..console import Console
     from ..snapshot.engine import Snapshot, Snapshotter
 
 log = logging.getLogger("pyvisor.machine")
@@ -371,6 +371,8 @@ class Machine:
         if paused:
             self._control.pausing = True
         if self.config.console in ("stdio", "virtio"):
+            from ..console import Console   # the terminal's: not for console none or a file
+
             stdin_fd = 0 if _fd_open(0) else None
             self._console = Console(self.io_loop, stdin_fd, 1, on_input=self._console_input,
                                     on_quit=lambda: self._finish(Outcome("quit", 0, "Ctrl-A x")),

@@ -7,8 +7,9 @@ builds the space with the helpers here; the guest reaches it only through `read`
 """
 from __future__ import annotations
 
-from typing import Callable, Literal, NamedTuple
+from typing import Callable, Literal
 
+from ...value import Value
 from ..state import DeviceStateError
 
 CONFIG_SPACE_SIZE = 256
@@ -60,10 +61,13 @@ _MAX_SIZE = {"mem32": 1 << 31, "mem64": 1 << 63, "io": IO_SPACE_SIZE}
 _BAR_AREA = range(COMMAND, BAR0 + 4 * BAR_COUNT)   # writes here may move a BAR
 
 
-class _Bar(NamedTuple):
-    kind: BarKind
-    size: int
-    width_mask: int     # all ones over the BAR's 32 or 64 bits
+class _Bar(Value):
+    """width_mask: all ones over the BAR's 32 or 64 bits."""
+
+    __slots__ = ("kind", "size", "width_mask")
+
+    def __init__(self, kind: BarKind, size: int, width_mask: int) -> None:
+        self.kind, self.size, self.width_mask = kind, size, width_mask
 
 
 class PciConfigSpace:
