@@ -20,7 +20,8 @@ EPERM instead:
   (native/uring.c);
 - touching files: opening for writing (open and openat with O_WRONLY, O_RDWR, O_CREAT or
   O_TRUNC; creat; openat2, whose flags a filter cannot read), truncate, mknod, unlink,
-  rename, mkdir, rmdir, link, symlink, chmod and chown by path.
+  rename, mkdir, rmdir, link, symlink, chmod, chown, extended attributes and timestamps
+  by path (the last two are what Landlock cannot restrict).
 
 With ``save_dir_fd`` (Ctrl-A s), openat, renameat and unlinkat relative to that
 directory stay allowed (an open without write access still may not truncate). A filter
@@ -64,7 +65,7 @@ pidfd_open pidfd_send_signal unshare setns swapon swapoff reboot iopl ioperm
 userfaultfd open_by_handle_at name_to_handle_at io_uring_setup
 io_uring_register creat openat2 truncate mknod mknodat unlink unlinkat rename renameat
 renameat2 rmdir mkdir mkdirat link linkat symlink symlinkat chmod fchmodat chown lchown
-fchownat
+fchownat setxattr lsetxattr removexattr lremovexattr utime utimes utimensat futimesat
 """.split()
 # What PUT /snapshot/create and the API socket's removal need, allowed with file_writes.
 FILE_NAMING = ("link", "linkat", "rename", "renameat", "renameat2", "unlink", "unlinkat")

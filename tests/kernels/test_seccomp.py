@@ -45,6 +45,8 @@ SCRIPT = textwrap.dedent("""
         "open_read": attempt(lambda: open(kernel, "rb").close()),
         "unlink": attempt(lambda: os.unlink(disk)),
         "mkdir": attempt(lambda: os.mkdir(scratch + ".d")),
+        "utime": attempt(lambda: os.utime(disk, (0, 0))),
+        "setxattr": attempt(lambda: os.setxattr(disk, "user.pyvisor", b"1")),
         "chroot": attempt(lambda: os.chroot("/")),
         "kill_parent": attempt(lambda: os.kill(os.getppid(), 0)),
         "kill_self": attempt(lambda: os.kill(os.getpid(), 0)),
@@ -84,6 +86,7 @@ def test_forbidden_calls_fail_and_the_guest_runs_on(tmp_path):
     assert report == {"execv": "EPERM", "fork": "EPERM", "subprocess": "EPERM",
                       "open_write": "EPERM", "open_append": "EPERM", "open_rdwr": "EPERM",
                       "open_read": "allowed", "unlink": "EPERM", "mkdir": "EPERM",
+                      "utime": "EPERM", "setxattr": "EPERM",
                       "chroot": "EPERM", "kill_parent": "EPERM", "kill_self": "allowed",
                       "clone3": "ENOSYS",
                       **{name: "EPERM" for name in (
