@@ -30,7 +30,8 @@ only the path's address, never its text. So pass ``save_dir_fd`` only once Landl
 (landlock.py) holds every thread's writes beneath that directory; where Landlock is not
 available, Machine.start passes none and Ctrl-A s says it cannot save.
 
-In API mode (``file_writes=True``) the file rules are left out: Firecracker's API names
+In API mode (``file_writes=True``) opening for writing, link, rename and unlink are
+allowed: Firecracker's API names
 any path for a snapshot (PUT /snapshot/create) or a drive's new backing file (PATCH
 /drives), to be opened, linked and renamed after the machine is built, and no seccomp
 filter can tell one path from another. Everything else above stays forbidden. Confining
