@@ -31,10 +31,9 @@ only the path's address, never its text. So pass ``save_dir_fd`` only once Landl
 available, Machine.start passes none and Ctrl-A s says it cannot save.
 
 In API mode (``file_writes=True``) opening for writing, link, rename and unlink are
-allowed: Firecracker's API names
-any path for a snapshot (PUT /snapshot/create) or a drive's new backing file (PATCH
-/drives), to be opened, linked and renamed after the machine is built, and no seccomp
-filter can tell one path from another. Everything else above stays forbidden. Confining
+allowed: Firecracker's API names any path for a snapshot (PUT /snapshot/create) or a
+drive's new backing file (PATCH /drives), to be opened, linked and renamed after the
+machine is built, and no seccomp filter can tell one path from another. Everything else above stays forbidden. Confining
 the files too needs the paths checked where the guest cannot reach: a second process that
 serves the API and opens the files, handing the fds to the filtered VMM over a Unix socket
 (Firecracker's jailer gets the same effect with a chroot), or Landlock rules for a
