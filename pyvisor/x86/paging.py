@@ -4,6 +4,8 @@ They map at least the first 4 GiB so the LAPIC/IOAPIC in the MMIO hole are reach
 before the kernel builds its own tables, and all of RAM beyond that.
 """
 
+import struct
+
 from pyvisor.errors import ConfigError
 from pyvisor.memory.guest_memory import GuestMemory
 from pyvisor.units import format_size
@@ -20,7 +22,7 @@ _PDPT_SPAN = _ENTRIES * _GIB  # what one PDPT (one PML4 entry) covers
 
 
 def _table(entries: list[int]) -> bytes:
-    return b"".join(e.to_bytes(8, "little") for e in entries).ljust(_ENTRIES * 8, b"\0")
+    return struct.pack(f"<{len(entries)}Q", *entries).ljust(_ENTRIES * 8, b"\0")
 
 
 def build_identity_map(mem: GuestMemory, top: int, huge_1g: bool) -> int:
