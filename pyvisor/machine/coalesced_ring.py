@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import mmap
 import threading
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from .._native import ffi, lib
 from ..kvm.ioctl import ioctl
+
+if TYPE_CHECKING:
+    from ..kvm.system import Kvm
+    from ..kvm.vm import Vm
 
 
 class CoalescedRing:
@@ -32,7 +36,7 @@ class CoalescedRing:
         self._zones: frozenset[int] = frozenset()
 
     @classmethod
-    def open(cls, kvm, vm, run_size: int) -> "CoalescedRing | None":
+    def open(cls, kvm: "Kvm", vm: "Vm", run_size: int) -> "CoalescedRing | None":
         """The VM's ring, mapped in its first vCPU's kvm_run area, or None when this KVM
         cannot coalesce port writes."""
         page = mmap.PAGESIZE
