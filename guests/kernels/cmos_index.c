@@ -19,6 +19,12 @@ static u8 pattern(u8 index)
     return (u8)(index * 37 + 11);
 }
 
+/* Its own function, so a test can stop at it and step over the write. */
+__attribute__((noinline)) void park_index(void)
+{
+    outb(RTC_INDEX, PARK_INDEX);
+}
+
 void kmain(void)
 {
     u64 rounds = cmdline_get_u64("rounds", 1000);
@@ -40,7 +46,7 @@ void kmain(void)
     printf("cmos_index: %lu reads, %lu errors, %lu index writes\n", rounds, errors, index_writes);
     if (cmdline_get_u64("park", 0)) {
         printf("parking\n");
-        outb(RTC_INDEX, PARK_INDEX);
+        park_index();
         for (volatile u64 spin = 0;; spin++)
             ;
     }

@@ -10,6 +10,7 @@ from helpers import guest, needs_kvm
 from pyvisor import Machine
 from pyvisor._native import lib
 from pyvisor.kvm.system import Kvm
+from pyvisor.loader.symbols import symbols
 
 pytestmark = [needs_kvm, pytest.mark.kvm]
 
@@ -91,5 +92,19 @@ def test_a_pause_hands_the_queued_index_write_to_the_rtc_before_a_snapshot():
         snap = m.snapshot()
         assert m.rtc.snapshot_state()["_index"] == PARK_INDEX
         assert [d["_index"] for d in snap.devices.values() if "_index" in d] == [PARK_INDEX]
+        m.stop()
+        m.wait()
+
+
+def test_a_step_over_a_coalesced_write_leaves_it_in_the_rtc():
+    needs_coalescing()
+    park_index = symbols(guest("cmos_index"))["park_index"]
+    with cmos_machine(10, park=True) as m:
+        cpu = m.run_until(park_index, timeout=30)
+        before = m.stats.ports[RTC_INDEX]
+        cpu.step(2)                                     # mov $0x4a, %eax; out %al, $0x70
+        assert cpu.regs.rip == park_index + 7
+        assert m.rtc.snapshot_state()["_index"] == PARK_INDEX
+        assert m.stats.ports[RTC_INDEX] == before + 1
         m.stop()
         m.wait()
