@@ -4,6 +4,7 @@ ring fills one page), parsed by the C shim on a page built here, and which ports
 machine coalesces."""
 import os
 import struct
+import threading
 
 import pytest
 
@@ -127,6 +128,34 @@ def test_a_failing_device_still_takes_its_write_off_the_ring():
         r.ring.drain(fail, fail, r.ports, r.stats)
     assert r.indices() == (1, 2)
     assert r.drain() == [("pio", 0x70, 1, 2)]
+
+
+def test_a_write_being_dispatched_stays_queued_for_every_other_vcpu():
+    """Another vCPU's exit meanwhile sees the write still queued (pv_run would hand it to
+    Python, whose drain waits for the first): it cannot be overtaken."""
+    r = FakeRing()
+    r.queue((0x70, 1, 0x4A, True))
+    inside, release, order = threading.Event(), threading.Event(), []
+
+    def slow_device(addr, size, value):
+        inside.set()
+        release.wait(5)
+        order.append(("first", value))
+
+    first = threading.Thread(target=r.ring.drain, args=(slow_device, None, r.ports, r.stats))
+    first.start()
+    assert inside.wait(5)
+    w = ffi.new("struct pv_write *")
+    assert lib.pv_coalesced_next(r.ring.native, r.ports, r.stats, w) == 1 and w.value == 0x4A
+    second = threading.Thread(target=r.ring.drain, args=(
+        lambda a, s, v: order.append(("second", v)), None, r.ports, r.stats))
+    second.start()
+    second.join(0.2)
+    assert second.is_alive() and order == []      # waiting for the first drain
+    release.set()
+    first.join(5)
+    second.join(5)
+    assert order == [("first", 0x4A)] and r.ring.drained == 1
 
 
 class _Device:
