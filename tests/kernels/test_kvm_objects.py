@@ -91,12 +91,13 @@ def test_irqfd_and_routing(vm):
 
 
 def test_ioeventfd_absorbs_port_writes():
-    """pio_bench writes port 0x80 N times; with an ioeventfd there, KVM signals the eventfd
-    and pyvisor never sees the exits."""
+    """pio_bench writes port 0x81 N times; with an ioeventfd there, KVM signals the eventfd
+    and pyvisor never sees the exits. (Not 0x80: pyvisor has KVM coalesce its writes, and
+    the coalesced zone, registered first, would take them.)"""
     efd = os.eventfd(0, os.EFD_NONBLOCK)
     try:
-        with Machine(kernel=guest("pio_bench"), mem="16M", cmdline="iterations=7") as m:
-            m.vm.ioeventfd(efd, 0x80, 1, pio=True)
+        with Machine(kernel=guest("pio_bench"), mem="16M", cmdline="iterations=7 port=129") as m:
+            m.vm.ioeventfd(efd, 0x81, 1, pio=True)
             outcome = m.run(timeout=60)
             assert outcome.status == 0
             assert m.pio_bus.unclaimed_writes == 0
