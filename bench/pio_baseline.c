@@ -275,19 +275,11 @@ static void *run_vcpu(void *arg)
     }
 }
 
-int main(int argc, char **argv)
+/* The VM every baseline runs: irqchip and PIT as pyvisor has them, RAM_SIZE of RAM in
+ * slot 0 (slot_flags: KVM_MEM_LOG_DIRTY_PAGES for the reset loop), the kernel loaded and
+ * its boot structures written. Returns the kernel's entry point. */
+static uint64_t create_vm(const char *kernel, const char *cmdline, uint32_t slot_flags)
 {
-    if (argc < 2 || argc > 3) {
-        fprintf(stderr, "usage: %s KERNEL.elf [CMDLINE]\n", argv[0]);
-        return 2;
-    }
-    const char *env = getenv("PIO_BASELINE_CPUS");
-    int ncpus = env ? atoi(env) : 1;
-    if (ncpus < 1 || ncpus > MAX_CPUS)
-        ncpus = 1;
-    if ((env = getenv("PIO_BASELINE_MEM_MB")) && atoi(env) >= 2 && atoi(env) < 3072)
-        RAM_SIZE = (uint64_t)atoi(env) << 20;
-
     kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
     if (kvm_fd < 0)
         die("/dev/kvm");
@@ -305,23 +297,46 @@ int main(int argc, char **argv)
     ram = mmap(NULL, RAM_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (ram == MAP_FAILED)
         die("mmap RAM");
-    struct kvm_userspace_memory_region mr = { .slot = 0, .guest_phys_addr = 0,
-                                              .memory_size = RAM_SIZE, .userspace_addr = (uint64_t)ram };
+    struct kvm_userspace_memory_region mr = { .slot = 0, .flags = slot_flags,
+                                              .guest_phys_addr = 0, .memory_size = RAM_SIZE,
+                                              .userspace_addr = (uint64_t)ram };
     if (ioctl(vm_fd, KVM_SET_USER_MEMORY_REGION, &mr) < 0)
         die("KVM_SET_USER_MEMORY_REGION");
 
     uint64_t entry;
-    load_elf(argv[1], &entry);
-    setup_boot_structures(argc > 2 ? argv[2] : "");
-
+    load_elf(kernel, &entry);
+    setup_boot_structures(cmdline);
     run_size = ioctl(kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
-    int vcpu[MAX_CPUS];
-    for (int i = 0; i < ncpus; i++) {
-        vcpu[i] = ioctl(vm_fd, KVM_CREATE_VCPU, i);
-        if (vcpu[i] < 0)
-            die("KVM_CREATE_VCPU");
-        set_cpuid(vcpu[i], i, ncpus);
+    return entry;
+}
+
+/* vCPU `id` of ncpus with its CPUID set. */
+static int create_vcpu(int id, int ncpus)
+{
+    int fd = ioctl(vm_fd, KVM_CREATE_VCPU, id);
+    if (fd < 0)
+        die("KVM_CREATE_VCPU");
+    set_cpuid(fd, id, ncpus);
+    return fd;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || argc > 3) {
+        fprintf(stderr, "usage: %s KERNEL.elf [CMDLINE]\n", argv[0]);
+        return 2;
     }
+    const char *env = getenv("PIO_BASELINE_CPUS");
+    int ncpus = env ? atoi(env) : 1;
+    if (ncpus < 1 || ncpus > MAX_CPUS)
+        ncpus = 1;
+    if ((env = getenv("PIO_BASELINE_MEM_MB")) && atoi(env) >= 2 && atoi(env) < 3072)
+        RAM_SIZE = (uint64_t)atoi(env) << 20;
+
+    uint64_t entry = create_vm(argv[1], argc > 2 ? argv[2] : "", 0);
+    int vcpu[MAX_CPUS];
+    for (int i = 0; i < ncpus; i++)
+        vcpu[i] = create_vcpu(i, ncpus);
     setup_bsp(vcpu[0], entry);
 
     pthread_t t;

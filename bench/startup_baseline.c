@@ -22,31 +22,8 @@ int main(int argc, char **argv)
         return 2;
     }
     RAM_SIZE = (uint64_t)atoi(argv[2]) << 20;
-    kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-    if (kvm_fd < 0)
-        die("/dev/kvm");
-    vm_fd = ioctl(kvm_fd, KVM_CREATE_VM, 0);
-    if (vm_fd < 0 || ioctl(vm_fd, KVM_SET_TSS_ADDR, 0xfffbd000ul) < 0 ||
-        ioctl(vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
-        die("VM setup");
-    struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
-    if (ioctl(vm_fd, KVM_CREATE_PIT2, &pit) < 0)
-        die("KVM_CREATE_PIT2");
-    ram = mmap(NULL, RAM_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (ram == MAP_FAILED)
-        die("mmap RAM");
-    struct kvm_userspace_memory_region mr = { .slot = 0, .guest_phys_addr = 0,
-                                              .memory_size = RAM_SIZE, .userspace_addr = (uint64_t)ram };
-    if (ioctl(vm_fd, KVM_SET_USER_MEMORY_REGION, &mr) < 0)
-        die("KVM_SET_USER_MEMORY_REGION");
-    uint64_t entry;
-    load_elf(argv[1], &entry);
-    setup_boot_structures("");
-    run_size = ioctl(kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
-    int fd = ioctl(vm_fd, KVM_CREATE_VCPU, 0);
-    if (fd < 0)
-        die("KVM_CREATE_VCPU");
-    set_cpuid(fd, 0, 1);
+    uint64_t entry = create_vm(argv[1], "", 0);
+    int fd = create_vcpu(0, 1);
     setup_bsp(fd, entry);
     struct kvm_run *run = mmap(NULL, run_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (run == MAP_FAILED)
