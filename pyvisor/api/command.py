@@ -62,13 +62,18 @@ def serve_arguments(parser: CommandParser) -> None:
                         help="From InstanceStart (or the snapshot load) on, forbid pyvisor "
                              "exec, fork, ptrace, mount, module loading and the other calls "
                              "it has no use for; file opens stay allowed, since the API names "
-                             "any path. [default: %(default)s]")
+                             "any path (see --files-dir). [default: %(default)s]")
+    parser.add_argument("--files-dir", metavar="DIR",
+                        help="From InstanceStart (or the snapshot load) on, write files "
+                             "only beneath DIR (Landlock, Linux 5.13+): snapshots and drives' "
+                             "new backing files; the drives at boot may lie anywhere.")
 
 
 def serve(api_sock: str, config_file: str | None, instance_id: str, console: str,
-          virtio_transport: str, timeout: float | None, kvm_device: str, seccomp: str) -> int:
+          virtio_transport: str, timeout: float | None, kvm_device: str, seccomp: str,
+          files_dir: str | None) -> int:
     """Serve Firecracker's API on a Unix socket: describe the machine with PUT requests,
     start it with PUT /actions InstanceStart. pyvisor ends when the guest does."""
     host = HostOptions(console=console, kvm_path=kvm_device, virtio_transport=virtio_transport,
-                       seccomp=seccomp == "on")
+                       seccomp=seccomp == "on", files_dir=files_dir)
     return run_with_api(api_sock, config_file, host, None, "", 1, "", None, timeout, instance_id)

@@ -35,6 +35,7 @@ class HostOptions:
     virtio_transport: str = "pci"
     boot_protocol: str = "auto"
     seccomp: bool = False      # the API variant of the filter (sandbox/seccomp.py), at start
+    files_dir: str | None = None   # --files-dir: files written only beneath it (landlock.py)
 
 
 class Instance:
@@ -169,8 +170,11 @@ class Instance:
 
     def _launch(self, machine: Machine, paused: bool) -> None:
         """Start the built machine, under the seccomp filter when asked: installed before
-        the vCPUs run, allowing the file opens the API makes later (see seccomp.py)."""
+        the vCPUs run, allowing the file opens the API makes later (see seccomp.py); with
+        --files-dir, those writes only beneath it (landlock.py)."""
         try:
+            if self.host.files_dir is not None:
+                _confine_writes(self.host.files_dir)
             if self.host.seccomp:
                 seccomp.install(file_writes=True)
             machine.start(paused=paused)
@@ -314,6 +318,23 @@ def _net_spec(iface: dict[str, Any], index: int) -> NetSpec:
         return NetSpec.parse(spec, index)
     except PyvisorError as e:
         raise ApiError(f"network interface {iface['iface_id']}: {e}") from None
+
+
+def _confine_writes(files_dir: str) -> None:
+    """Every thread writes only beneath files_dir from now on, as Firecracker's jailer
+    keeps it in a chroot; an ApiError if that cannot be had."""
+    from ..sandbox import landlock
+
+    try:
+        fd = os.open(files_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise ApiError(f"--files-dir {files_dir}: {e.strerror}") from None
+    try:
+        refused = landlock.install(fd)
+    finally:
+        os.close(fd)
+    if refused is not None:
+        raise ApiError(f"--files-dir {files_dir} cannot be enforced: {refused}")
 
 
 def _check_same_file(snapshot_path: str, memory_path: str) -> None:

@@ -5,6 +5,7 @@ that, then for the guest to stop, and turns signals and the time limit into the 
 as `pyvisor run` does. Like Firecracker, pyvisor ends when its guest does."""
 from __future__ import annotations
 
+import os
 import signal
 import time
 from contextlib import ExitStack
@@ -48,6 +49,8 @@ def serve(api_sock: str | None, config_file: str | None, host: HostOptions,
             server = None if api_sock is None else ApiServer(api_sock, Router(instance))
             if server is not None:
                 stack.callback(server.close)
+            if host.files_dir is not None:
+                _check_files_dir(host.files_dir)
             if config_file is not None or kernel is not None:
                 try:
                     instance.start()
@@ -66,6 +69,18 @@ def serve(api_sock: str | None, config_file: str | None, host: HostOptions,
     finally:
         for signo, handler in previous.items():
             signal.signal(signo, handler)
+
+
+def _check_files_dir(files_dir: str) -> None:
+    """--files-dir is refused before anything is served where it could not be enforced
+    at InstanceStart (Instance.start confines the writes then)."""
+    from ..sandbox import landlock
+
+    if not os.path.isdir(files_dir):
+        raise PyvisorError(f"--files-dir {files_dir}: no such directory")
+    refused = landlock.unavailable(landlock.abi_version())
+    if refused is not None:
+        raise PyvisorError(f"--files-dir cannot be enforced: {refused}")
 
 
 def _run(machine: Machine, signals: list[int], deadline: float | None) -> Outcome:

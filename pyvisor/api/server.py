@@ -180,7 +180,7 @@ class ApiServer:
         self._server.server_close()
         try:
             os.unlink(self.path)
-        except FileNotFoundError:
+        except OSError:     # gone, or outside --files-dir: the next run replaces it
             pass
 
     def __enter__(self) -> "ApiServer":

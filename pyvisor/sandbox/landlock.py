@@ -1,4 +1,5 @@
-"""Landlock rules that keep `pyvisor run`'s writes beneath the directory Ctrl-A s saves in.
+"""Landlock rules that keep a process's writes beneath one directory: for `pyvisor run`,
+the one Ctrl-A s saves in; for `pyvisor serve --files-dir DIR`, DIR.
 
 The seccomp filter lets openat and renameat through when they are relative to the save
 directory's fd (seccomp.py), but a filter sees a path's address, never its text, and an
@@ -6,9 +7,10 @@ absolute path ignores the directory fd: openat(save_dir_fd, "/home/u/.bashrc", O
 passes it. Landlock judges the path the kernel resolved. With this ruleset, every thread
 of the process fails (EACCES; EXDEV for a rename or link across directories) to open a
 file for writing, to create, remove or rename a file or directory, to make a device node,
-FIFO, socket or symbolic link, and to execute a file; beneath the save directory alone it
-may create, write and remove regular files (what a snapshot's temporary file and its
-rename need). Files opened before (disks, the console file, /dev/kvm) are not affected.
+FIFO, socket or symbolic link, and to execute a file; beneath the directory alone it may
+create, write and remove regular files (what a snapshot's temporary file and its rename
+need, and a drive opened for writing). Files opened before (disks, the console file,
+/dev/kvm) are not affected.
 Reads are not confined: Python imports modules lazily from anywhere on sys.path, and what a
 run reads besides is not known in advance.
 
@@ -48,9 +50,9 @@ HANDLED = (lib.LANDLOCK_ACCESS_FS_EXECUTE | lib.LANDLOCK_ACCESS_FS_WRITE_FILE
            | lib.LANDLOCK_ACCESS_FS_MAKE_REG | lib.LANDLOCK_ACCESS_FS_MAKE_SOCK
            | lib.LANDLOCK_ACCESS_FS_MAKE_FIFO | lib.LANDLOCK_ACCESS_FS_MAKE_BLOCK
            | lib.LANDLOCK_ACCESS_FS_MAKE_SYM)
-# What a snapshot save needs beneath the save directory: a new file, written, renamed over
-# the final name (a rename removes the old name and makes the new one), removed on failure.
-SAVE_DIR_ACCESS = (lib.LANDLOCK_ACCESS_FS_WRITE_FILE | lib.LANDLOCK_ACCESS_FS_MAKE_REG
+# What a snapshot save needs beneath the directory: a new file, written, renamed over the
+# final name (a rename removes the old name and makes the new one), removed on failure.
+DIR_ACCESS = (lib.LANDLOCK_ACCESS_FS_WRITE_FILE | lib.LANDLOCK_ACCESS_FS_MAKE_REG
                    | lib.LANDLOCK_ACCESS_FS_REMOVE_FILE)
 
 _result: str | None | bool = False   # False until install() ran: then its answer
@@ -91,9 +93,9 @@ def unavailable(abi: int) -> str | None:
     return f"Landlock cannot be used here ({os.strerror(-abi)})"
 
 
-def build_ruleset(save_dir_fd: int, abi: int) -> int:
-    """A ruleset fd: the rights handled_access(abi) denied, except SAVE_DIR_ACCESS beneath
-    the directory save_dir_fd (an O_PATH fd does). Raises OSError."""
+def build_ruleset(dir_fd: int, abi: int) -> int:
+    """A ruleset fd: the rights handled_access(abi) denied, except DIR_ACCESS beneath the
+    directory dir_fd (an O_PATH fd does). Raises OSError."""
     attr = ffi.new("struct landlock_ruleset_attr *", {"handled_access_fs": handled_access(abi)})
     fd = _syscall(lib.__NR_landlock_create_ruleset,
                   ctypes.c_void_p(int(ffi.cast("uintptr_t", attr))),
@@ -101,8 +103,7 @@ def build_ruleset(save_dir_fd: int, abi: int) -> int:
     if fd < 0:
         raise OSError(-fd, f"landlock_create_ruleset: {os.strerror(-fd)}")
     rule = ffi.new("struct landlock_path_beneath_attr *",
-                   {"allowed_access": SAVE_DIR_ACCESS & handled_access(abi),
-                    "parent_fd": save_dir_fd})
+                   {"allowed_access": DIR_ACCESS & handled_access(abi), "parent_fd": dir_fd})
     added = _syscall(lib.__NR_landlock_add_rule, fd, lib.LANDLOCK_RULE_PATH_BENEATH,
                      ctypes.c_void_p(int(ffi.cast("uintptr_t", rule))), 0)
     if added < 0:
@@ -111,11 +112,11 @@ def build_ruleset(save_dir_fd: int, abi: int) -> int:
     return fd
 
 
-def install(save_dir_fd: int) -> str | None:
-    """Confine every thread of this process to the ruleset (writes only beneath
-    save_dir_fd); None once they all are, else why not, in a few words (the caller then
-    forbids writes altogether). Once per process: a second call says the first one's rules
-    stand. Call it once every file the machine writes is open, before the vCPUs run."""
+def install(dir_fd: int) -> str | None:
+    """Confine every thread of this process to the ruleset (writes only beneath dir_fd);
+    None once they all are, else why not, in a few words (the caller then forbids writes
+    altogether, or stops). Once per process: a second call says the first one's rules
+    stand. Call it once every file written outside the directory is open."""
     global _result
     with _install_lock:
         if _result is not False:
@@ -124,7 +125,7 @@ def install(save_dir_fd: int) -> str | None:
         _result = unavailable(abi)
         if _result is None:
             try:
-                ruleset = build_ruleset(save_dir_fd, abi)
+                ruleset = build_ruleset(dir_fd, abi)
             except OSError as e:
                 _result = f"cannot build the Landlock rules ({e.strerror})"
             else:
