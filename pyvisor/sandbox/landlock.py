@@ -10,14 +10,14 @@ file for writing, to create, remove or rename a file or directory, to make a dev
 FIFO, socket or symbolic link, and to execute a file; beneath the directory alone it may
 create, write and remove regular files (what a snapshot's temporary file and its rename
 need, and a drive opened for writing). Files opened before (disks, the console file,
-/dev/kvm) are not affected.
-Reads are not confined: Python imports modules lazily from anywhere on sys.path, and what a
-run reads besides is not known in advance.
+/dev/kvm) are not affected. Reads are not confined: Python imports modules lazily from
+anywhere on sys.path, and what a run reads besides is not known in advance.
 
 The rights are Landlock ABI 1's (Linux 5.13), which every later ABI knows. The later ones
 are left out: REFER (ABI 2) is denied by every ruleset even unhandled, so cross-directory
-renames and links fail anyway; TRUNCATE (ABI 3) is covered by the filter, which refuses
-truncate() and an O_TRUNC open without write access; device ioctls (ABI 5), the network
+renames and links fail anyway; TRUNCATE (ABI 3) is covered by the seccomp filter, which
+refuses truncate() and an O_TRUNC open without write access (so `pyvisor serve --files-dir`
+with `--seccomp off` lets an open for reading truncate a file elsewhere); device ioctls (ABI 5), the network
 (ABI 4) and scopes (ABI 6) are not in the 6.1 headers this is built against, and the
 filter already keeps signals inside the process.
 

@@ -30,8 +30,8 @@ only the path's address, never its text. So pass ``save_dir_fd`` only once Landl
 (landlock.py) holds every thread's writes beneath that directory; where Landlock is not
 available, Machine.start passes none and Ctrl-A s says it cannot save.
 
-In API mode (``file_writes=True``) opening for writing, link, rename and unlink are
-allowed: Firecracker's API names any path for a snapshot (PUT /snapshot/create) or a
+In API mode (``file_writes=True``) opening for writing (but not O_TRUNC without write
+access), link, rename and unlink are allowed: Firecracker's API names any path for a snapshot (PUT /snapshot/create) or a
 drive's new backing file (PATCH /drives), to be opened, linked and renamed after the
 machine is built, and no seccomp filter can tell one path from another. Everything else above stays forbidden. Confining
 the files too needs the paths checked where the guest cannot reach: a second process that
@@ -116,6 +116,12 @@ def build_program(pid: int, save_dir_fd: int | None = None, file_writes: bool = 
         """If the call is ``syscall``, run ``body`` (which returns); else skip past it."""
         return _insn(jeq, getattr(lib, f"__NR_{syscall}"), 0, len(body) // 8) + body
 
+    def truncate_check(arg: int) -> bytes:
+        """O_TRUNC only with write access: Landlock, without its ABI 3 TRUNCATE right,
+        would let an open for reading truncate a file outside its directory."""
+        writes = verdict(arg, jset, os.O_WRONLY | os.O_RDWR, allow, eperm)
+        return verdict(arg, jset, os.O_TRUNC, writes, allow)
+
     program = [
         _insn(ld_abs, ffi.offsetof("struct seccomp_data", "arch")),
         _insn(jeq, lib.AUDIT_ARCH_X86_64, 1, 0), eperm,
@@ -126,21 +132,18 @@ def build_program(pid: int, save_dir_fd: int | None = None, file_writes: bool = 
     ]
     if save_dir_fd is not None and not file_writes:
         # openat(save_dir_fd, ...), renameat(save_dir_fd, old, save_dir_fd, new) and
-        # unlinkat(save_dir_fd, ...). O_TRUNC without write access is refused there too:
-        # Landlock, without its ABI 3 TRUNCATE right, would let such an open truncate.
+        # unlinkat(save_dir_fd, ...).
         flags = OPEN_FLAGS_ARG["openat"]
         flags_check = verdict(flags, jset, WRITE_FLAGS, eperm, allow)
-        truncate_check = verdict(flags, jset, os.O_TRUNC,
-                                 verdict(flags, jset, os.O_WRONLY | os.O_RDWR, allow, eperm),
-                                 allow)
-        program.append(on("openat", verdict(0, jeq, save_dir_fd, truncate_check, flags_check)))
+        program.append(on("openat", verdict(0, jeq, save_dir_fd, truncate_check(flags),
+                                            flags_check)))
         program.append(on("unlinkat", verdict(0, jeq, save_dir_fd, allow, eperm)))
         same_dir = verdict(2, jeq, save_dir_fd, allow, eperm)
         program += [on(name, verdict(0, jeq, save_dir_fd, same_dir, eperm))
                     for name in ("renameat", "renameat2")]
-    if not file_writes:
-        program += [on(syscall, verdict(arg, jset, WRITE_FLAGS, eperm, allow))
-                    for syscall, arg in OPEN_FLAGS_ARG.items()]
+    program += [on(syscall, truncate_check(arg) if file_writes
+                   else verdict(arg, jset, WRITE_FLAGS, eperm, allow))
+                for syscall, arg in OPEN_FLAGS_ARG.items()]
     program += [on(syscall, verdict(0, jeq, pid, allow, eperm)) for syscall in SIGNAL_CALLS]
     program += [on(name, eperm) for name in DENIED
                 if not (file_writes and name in FILE_NAMING)]

@@ -1,6 +1,7 @@
 """The API variant of the seccomp filter (`pyvisor serve`'s, from InstanceStart on): the
-files the API names may be opened, linked, renamed and removed; exec, fork, mkdir and the
-rest still fail with EPERM. In a child process, since a filter cannot be taken off."""
+files the API names may be opened, linked, renamed and removed; exec, fork, mkdir, an open
+that would truncate without writing and the rest still fail with EPERM. In a child process,
+since a filter cannot be taken off."""
 from __future__ import annotations
 
 import json
@@ -18,6 +19,7 @@ SCRIPT = textwrap.dedent("""
     calls = {
         "open_create": lambda: open(scratch, "w").close(),
         "open_rdwr": lambda: os.close(os.open(scratch, os.O_RDWR)),
+        "truncate_readonly": lambda: os.close(os.open(scratch, os.O_RDONLY | os.O_TRUNC)),
         "link": lambda: os.link(scratch, scratch + ".mem"),
         "rename": lambda: os.replace(scratch + ".mem", scratch + ".m2"),
         "unlink": lambda: os.unlink(scratch + ".m2"),
@@ -44,7 +46,8 @@ def test_api_filter_allows_the_files_and_nothing_else(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
-    assert report == {"open_create": "allowed", "open_rdwr": "allowed", "link": "allowed",
+    assert report == {"open_create": "allowed", "open_rdwr": "allowed",
+                      "truncate_readonly": "EPERM", "link": "allowed",
                       "rename": "allowed", "unlink": "allowed", "execv": "EPERM",
                       "fork": "EPERM", "mkdir": "EPERM", "symlink": "EPERM",
                       "chmod": "EPERM", "kill_parent": "EPERM"}
