@@ -16,10 +16,10 @@ anywhere on sys.path, and what a run reads besides is not known in advance.
 The rights are Landlock ABI 1's (Linux 5.13), which every later ABI knows. The later ones
 are left out: REFER (ABI 2) is denied by every ruleset even unhandled, so cross-directory
 renames and links fail anyway; TRUNCATE (ABI 3) is covered by the seccomp filter, which
-refuses truncate() and an O_TRUNC open without write access (so `pyvisor serve --files-dir`
-with `--seccomp off` lets an open for reading truncate a file elsewhere); device ioctls (ABI 5), the network
-(ABI 4) and scopes (ABI 6) are not in the 6.1 headers this is built against, and the
-filter already keeps signals inside the process.
+refuses truncate() and an O_TRUNC open without write access (so `pyvisor serve
+--files-dir` with `--seccomp off` lets an open for reading truncate a file elsewhere);
+device ioctls (ABI 5), the network (ABI 4) and scopes (ABI 6) are not in the 6.1 headers
+this is built against, and the filter already keeps signals inside the process.
 
 landlock_restrict_self confines only the calling thread and the threads it starts later,
 and the kernel has no TSYNC for Landlock up to ABI 7 (this module was written against 7).
