@@ -40,10 +40,11 @@ def find_magic(data: bytes, magic: int, search_limit: int, align: int) -> int | 
     """The file offset of a header's 32-bit magic within the first search_limit bytes, at
     an offset aligned to align (both Multiboot specifications say where to look), or None."""
     wanted = magic.to_bytes(4, "little")
-    for offset in range(0, min(len(data), search_limit) - 3, align):
-        if data[offset:offset + 4] == wanted:
-            return offset
-    return None
+    end = min(len(data), search_limit)
+    offset = data.find(wanted, 0, end)     # bytes.find: every ELF boot searches 40 KiB
+    while offset % align and offset != -1:
+        offset = data.find(wanted, offset + 1, end)
+    return None if offset == -1 else offset
 
 
 def page_up(addr: int) -> int:
