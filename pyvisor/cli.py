@@ -54,6 +54,7 @@ def _top_parser() -> CommandParser:
 
 
 def run_arguments(parser: CommandParser) -> None:
+    """`pyvisor run`'s options; their help is what `pyvisor run --help` shows."""
     parser.add_argument("kernel", nargs="?", metavar="KERNEL",
                         help="A Linux bzImage or vmlinux, or an ELF64 or Multiboot kernel.")
     parser.add_argument("-m", "--mem", default=DEFAULT_MEM, metavar="SIZE",
@@ -216,6 +217,7 @@ def _seccomp_wanted(choice: str | None, on_reboot: str) -> bool:
 
 
 def check_arguments(parser: CommandParser) -> None:
+    """`pyvisor check`'s one option."""
     parser.add_argument("--device", default=KVM_DEVICE, metavar="PATH",
                         help="The KVM device. [default: %(default)s]")
 

@@ -43,6 +43,7 @@ def _report(outcome: Outcome) -> int:
 
 
 def serve_arguments(parser: CommandParser) -> None:
+    """`pyvisor serve`'s options (cli.COMMANDS names this module for it)."""
     parser.add_argument("--api-sock", required=True, metavar="PATH",
                         help="The Unix socket to serve Firecracker's API on (mode 0600).")
     parser.add_argument("--config-file", metavar="FILE",

@@ -13,6 +13,7 @@ from ..machine.machine import Machine
 
 
 def restore_arguments(parser: CommandParser) -> None:
+    """`pyvisor restore`'s options (cli.COMMANDS names this module for it)."""
     parser.add_argument("snapshot", metavar="SNAPSHOT", help="A file Machine.save wrote.")
     parser.add_argument("--console", default="stdio", metavar="stdio|virtio|none|FILE",
                         help="Where the console goes now. [default: %(default)s]")
