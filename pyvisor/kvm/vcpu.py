@@ -40,6 +40,8 @@ class Vcpu:
         # time of the KVM_RUN return they followed, stats.last_exit_ns).
         self._mp_written_ns = 0
         self._sregs_stored_ns = 0
+        # The exit complete_exit() last finished (stats.last_exit_ns of its KVM_RUN return).
+        self._completed_ns = 0
 
     # --- running -----------------------------------------------------------------------
     def run(self, read_value: int = 0) -> int:
@@ -192,17 +194,30 @@ class Vcpu:
         if ret < 0:
             raise KvmError(_state_step(state, "SET"), -ret)
 
-    # --- in-place restores (pyvisor/snapshot/engine.py) ------------------------------------
-    def complete_exit(self) -> None:
+    # --- snapshots and in-place restores (pyvisor/snapshot/engine.py) -----------------------
+    def complete_exit(self, before: str = "a restore") -> None:
         """Finish the exit this vCPU is in (from its own thread, e.g. a hook) without entering
-        the guest, before a restore changes anything: an IN's or MMIO read's emulation
-        writes registers and memory. KVM stores the sregs on the way out (restore_state
-        uses them)."""
+        the guest (a KVM_RUN with immediate_exit, as KVM's API asks before saving state),
+        before a restore changes anything: an IN's or MMIO read's emulation writes
+        registers and memory. KVM stores the sregs on the way out (restore_state uses
+        them). A read's answer is dropped: only a restore, which replaces it, may do this
+        in a read's exit."""
         ret = lib.pv_complete_exit(self.fd, self.kvm_run, lib.KVM_SYNC_X86_SREGS)
         if ret < 0:
-            raise KvmError("KVM_RUN (completing the pending exit before a restore)", -ret)
+            raise KvmError(f"KVM_RUN (completing the pending exit before {before})", -ret)
         self.exit.read_pending = 0
-        self._sregs_stored_ns = self.stats.last_exit_ns
+        self._sregs_stored_ns = self._completed_ns = self.stats.last_exit_ns
+
+    def complete_write_exit(self) -> None:
+        """Before a snapshot from a hook: finish the exit when it is a write (OUT, MMIO write),
+        so the snapshot is after it on every KVM. VT-x and AMD-V move RIP past an OUT only
+        when the next KVM_RUN completes it (complete_fast_pio_out); PVM's emulator does so
+        before the exit. A read's exit stays as it is: its value is what the hook has yet
+        to return, and the vCPU is before the read on every KVM."""
+        now = self.stats.last_exit_ns
+        if (now and self._completed_ns != now and self.exit.is_write
+                and self.stats.last_reason in _ACCESS_EXITS):
+            self.complete_exit("a snapshot")
 
     def restore_state(self, state, in_exit: bool) -> None:
         """Set a `struct pv_vcpu_state` with the fewest ioctls that give the same vCPU
@@ -233,6 +248,7 @@ class Vcpu:
 _MAX_CPUID_ENTRIES = 256
 # Exits from guest code: KVM returns them only while the vCPU is RUNNABLE.
 _GUEST_EXITS = (lib.KVM_EXIT_IO, lib.KVM_EXIT_MMIO, lib.KVM_EXIT_DEBUG)
+_ACCESS_EXITS = (lib.KVM_EXIT_IO, lib.KVM_EXIT_MMIO)
 _RUNNABLE = lib.KVM_MP_STATE_RUNNABLE
 _STEP_NAMES = {lib.PV_STEP_MP_STATE: "MP_STATE", lib.PV_STEP_REGS: "REGS",
                lib.PV_STEP_SREGS: "SREGS", lib.PV_STEP_XSAVE: "XSAVE", lib.PV_STEP_XCRS: "XCRS",

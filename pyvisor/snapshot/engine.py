@@ -2,7 +2,9 @@
 
 A snapshot is taken with every vCPU out of KVM_RUN (the machine paused, or from a hook on
 the only vCPU's thread) and every device's lock held, after the devices have finished what
-the guest asked of them (`settle`). Restoring puts back, in this order: the in-kernel
+the guest asked of them (`settle`). From a hook in a write's exit it first finishes the
+exit, so it is after the write on every KVM; in a read's exit it is before the read (its
+value is what the hook has yet to return). Restoring puts back, in this order: the in-kernel
 interrupt controllers, PIT and kvm-clock; the devices (which then drive their interrupt
 lines afresh); guest RAM (only the pages changed since); each vCPU (in C, one crossing,
 with the fewest vCPU ioctls that give the same state: see Vcpu.restore_state). A restore
@@ -97,12 +99,14 @@ class Snapshotter:
     def capture(self, with_memory: bool = True) -> Snapshot:
         """The whole machine now; with_memory False leaves guest RAM out (a file save
         writes it straight from the guest's mappings)."""
-        self._stopped_vcpus("take a snapshot")
+        me = self._stopped_vcpus("take a snapshot")
         found = self.devices()
         devices = found.devices
         if with_memory and self._tracker is None:
             self._tracker = DirtyTracker(self._vm, self._memory, self._slots)
         with found.held():
+            if me is not None:
+                self._vm.vcpus[me].complete_write_exit()   # a hook's OUT: after it
             try:
                 for device in devices.values():
                     if hasattr(device, "settle"):
