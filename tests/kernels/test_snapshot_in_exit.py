@@ -80,13 +80,15 @@ def test_1000_resets_to_a_write_hook_go_on_after_the_write(access):
     assert r.rounds == [0x001] * 1001 + [0x002]
 
 
-def test_a_paused_snapshot_after_a_write_hook_asked_for_the_pause_goes_on_after_it():
-    """A vCPU parks only once KVM has finished its exit: a snapshot of the paused machine
-    is after the write too."""
-    r = Resets("out", resets=20)
+@pytest.mark.parametrize("access", ["out", "mmio_write", "in", "mmio_read"])
+def test_a_paused_snapshot_after_a_hook_asked_for_the_pause_is_after_the_access(access):
+    """A vCPU parks only once KVM has finished its exit (with the hook's answer, for a
+    read): a snapshot of the machine paused from a hook is after the access, whichever."""
+    r = Resets(access, resets=20, answer=access in ("in", "mmio_read"))
     r.run(pause_at_ready=True)
-    assert r.ready == [1]
-    assert r.rounds == [0x001] * 21 + [0x002]
+    assert len(r.ready) == 1
+    got = 1 << 8 if r.answer else 0
+    assert r.rounds == [0x001 | got] * 21 + [0x002 | got]
 
 
 def test_resets_to_a_string_out_hook_go_on_after_the_exit():
