@@ -27,6 +27,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0,
 CHILD = textwrap.dedent("""
     import encodings.ascii, locale, os, sys   # locale: argparse's gettext imports it lazily
     import pyvisor.cli, pyvisor.machine.machine, pyvisor.devices.virtio.blk, pyvisor.sandbox.seccomp
+    import pyvisor.console, pyvisor.sandbox.landlock   # console stdio's: termios, Landlock
 
     os.setgroups([])
     os.setresgid({group}, {group}, {group})
