@@ -1,15 +1,14 @@
-"""The snapshot tests on the nested host's SVM /dev/kvm, where guests run natively (not
-in KVM's instruction emulator, as on a PVM host): in-place restores from hooks and while
-paused, many snapshots, two vCPUs, virtio-blk and virtio-rng across a restore, the state
-a reset leaves to the next KVM_RUN (where port exits complete on KVM's fast path, not in
-its emulator), snapshots taken in a hook's exit (an OUT is finished only by the next
-KVM_RUN here: the snapshot must still be after it, as on PVM), and snapshot files restored
-in a new process. Left to the fast suite: test_snapshot.py's 1,000-reset loop (Python runs
+"""The snapshot tests on the nested host's SVM /dev/kvm, where guests run natively (not in
+KVM's instruction emulator, as on a PVM host): in-place restores from hooks and while
+paused, many snapshots, two vCPUs, virtio-blk and virtio-rng across a restore, the state a
+reset leaves to the next KVM_RUN (where port exits complete on KVM's fast path, not in its
+emulator), snapshots taken in a hook's exit (an OUT is finished only by the next KVM_RUN
+here: the snapshot must still be after it, as on PVM), and snapshot files restored in a
+new process. Left to the fast suite: test_snapshot.py's 1,000-reset loop (Python runs
 about 16 times slower inside; test_snapshot_in_exit.py's 1,000 resets to a write hook are
-cheaper and do run) and the tests that take their
-snapshot at a hardware breakpoint (virtio-blk/rng, the changed disk): QEMU 7.2's SVM
-ignores a nested guest's DR7, so those breakpoints never fire there (see
-test_nested_scripting.py)."""
+cheaper and do run) and the tests that take their snapshot at a hardware breakpoint
+(virtio-blk/rng, the changed disk): QEMU 7.2's SVM ignores a nested guest's DR7, so those
+breakpoints never fire there (see test_nested_scripting.py)."""
 from __future__ import annotations
 
 from pathlib import Path
