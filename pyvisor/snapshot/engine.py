@@ -4,8 +4,8 @@ A snapshot is taken with every vCPU out of KVM_RUN (the machine paused, or from 
 the only vCPU's thread) and every device's lock held, after the devices have finished what
 the guest asked of them (`settle`). From a hook in a write's exit it first finishes the
 exit, so it is after the write on every KVM; in a read's exit it is before the read (its
-value is what the hook has yet to return). Restoring puts back, in this order: the in-
-kernel interrupt controllers, PIT and kvm-clock; the devices (which then drive their
+value is what the hook has yet to return). Restoring puts back, in this order: the
+in-kernel interrupt controllers, PIT and kvm-clock; the devices (which then drive their
 interrupt lines afresh); guest RAM (only the pages changed since); each vCPU (in C, one
 crossing, with the fewest vCPU ioctls that give the same state: see Vcpu.restore_state). A
 restore from a hook first finishes the exit its vCPU is in. The machine stays paused. What
