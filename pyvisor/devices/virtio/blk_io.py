@@ -95,10 +95,6 @@ class ThreadIo:
                 self._idle.wait()
         return self.reap()
 
-    @property
-    def busy(self) -> bool:
-        return self._pending > 0
-
     def close(self) -> None:
         self.wait()
         for _ in self._workers:
@@ -164,10 +160,6 @@ class UringIo:
             self.commit(wait=1)
             out += self._reap()
         return out
-
-    @property
-    def busy(self) -> bool:
-        return bool(self._inflight)
 
     def close(self) -> None:
         if self._ring is not None:
