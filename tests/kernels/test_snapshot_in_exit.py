@@ -120,3 +120,24 @@ def test_resets_to_a_string_in_hook_read_every_element_of_the_exit_again():
     assert len(r.ready) == 4 * 31
     sums = [sum(range(4 * k + 1, 4 * k + 5)) & 0xFF for k in range(31)]
     assert r.rounds == [0x001 | s << 8 for s in sums] + [0x002 | sums[-1] << 8]
+
+
+@pytest.mark.parametrize("access, ready_again", [("out", 0), ("in", 1)])
+def test_a_file_saved_in_a_hook_resumes_where_the_hook_snapshot_is(tmp_path, access,
+                                                                    ready_again):
+    """m.save() from a hook: a machine restored from the file goes on after the OUT (its
+    hook is not called), or makes the IN again (and reads what the new hook answers)."""
+    path = str(tmp_path / "ready.snap")
+    with Machine(kernel=guest("snap_access"), mem="64M",
+                 cmdline=f"access={access} rounds=2") as m:
+        m.on_pio(READY_PORT, callback=lambda *a: m.save(path) and 7)
+        m.on_pio(ROUND_PORT, callback=lambda *a: True)
+        assert m.run(timeout=60).status == 3
+    ready, rounds = [], []
+    with Machine.restore_from(path, console="none") as m:
+        m.on_pio(READY_PORT, callback=lambda *a: ready.append(a[3]) or 9)
+        m.on_pio(ROUND_PORT, callback=lambda *a: rounds.append(a[3]) or True)
+        assert m.run(timeout=60).status == 3
+    assert len(ready) == ready_again
+    got = 9 << 8 if ready_again else 0
+    assert rounds == [0x001 | got, 0x002 | got]
