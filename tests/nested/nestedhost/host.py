@@ -8,6 +8,7 @@ output comes back on the serial console between markers that carry a per-run tok
 """
 from __future__ import annotations
 
+import compileall
 import hashlib
 import os
 import re
@@ -87,6 +88,17 @@ COMMAND_ENV = {
     "LANG": "C.UTF-8",
     "PYTHONDONTWRITEBYTECODE": "1",
 }
+
+PACKAGE = Path(__file__).resolve().parents[3] / "pyvisor"
+
+
+def compile_pyvisor() -> None:
+    """Bytecode for the pyvisor tree, as an installed pyvisor has it. L1 sees this
+    machine's root read-only and runs commands with PYTHONDONTWRITEBYTECODE, so without
+    it every pyvisor start there compiles every module from source under TCG (measured:
+    2.6-3.6 s from import to the guest's first instruction, against 1.4-1.6 s)."""
+    compileall.compile_dir(PACKAGE, quiet=1)
+
 
 MARK = "@@pyvisor-nested"
 CPU_MODEL = "EPYC,+svm,+npt"     # an AMD CPU with SVM and nested paging, which TCG emulates
@@ -202,6 +214,7 @@ class NestedHost:
         bzImage's XZ self-decompression costs about 2.7 s under TCG.
         """
         debian.ensure_tools()
+        compile_pyvisor()
         cache = cache or debian.cache_dir()
         l1 = l1_qemu(qemu, cache)
         series = (kernel_series or os.environ.get("PYVISOR_NESTED_L1_KERNEL")
