@@ -292,14 +292,15 @@ class Instance:
             raise ApiError(f"Create snapshot error: cannot make {memory_path} a name for "
                            f"{snapshot_path} ({e.strerror}): pyvisor keeps guest memory in "
                            f"the snapshot file, so mem_file_path must be on its file "
-                           f"system") from None
+                           f"system (and, under --files-dir, in its directory)") from None
 
     def stats(self) -> dict[str, Any]:
         stats = self._started_machine().stats
         return {"exits": stats.exits, "ports": {f"{p:#x}": n for p, n in stats.ports.items()},
                 "mmio": stats.mmio, "native_exits": stats.native_exits,
                 "interrupted": stats.interrupted, "kvm_run_seconds": stats.kvm_run_seconds,
-                "pyvisor_seconds": stats.pyvisor_seconds}
+                "pyvisor_seconds": stats.pyvisor_seconds,
+                "handled_seconds": stats.handled_seconds, "coalesced": stats.coalesced}
 
     def console(self) -> dict[str, Any]:
         output = self._started_machine().console_output[-CONSOLE_TAIL:]

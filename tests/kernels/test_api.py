@@ -114,6 +114,7 @@ def test_getting_started_with_a_python_client(served, disk):
         204, None)
     stats = api("GET", "/pyvisor/stats")[1]
     assert stats["exits"]["io"] > 0 and stats["ports"]["0x3f8"] > 0
+    assert stats["handled_seconds"]["io"] > 0
     s.type("exit 3\r")
     assert s.wait() == 3
     assert not os.path.exists(s.sock)               # removed when pyvisor ends
