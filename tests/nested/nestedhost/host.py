@@ -139,24 +139,15 @@ class NestedHostWedged(NestedHostError):
 T = TypeVar("T")
 
 
-WEDGE_RETRIES = 2   # coalesced port writes made wedges far likelier (see the note below)
-
-
 def once_more_if_wedged(session: Callable[[], T]) -> T:
     """Run a nested-host session; if L1's own kernel wedged (the emulator, not a command),
-    run it again from scratch, up to WEDGE_RETRIES times. `session` must build its inputs
-    afresh on each call. A wedge after those fails like any other error.
-
-    Since pyvisor coalesces port writes (an L2 guest's POST and CMOS index writes stay in
-    L1's KVM instead of reaching pyvisor), test_nested_linux_snapshot.py's session wedged
-    in 5 of 5 first attempts, against none in one attempt with coalescing off."""
-    for attempt in range(WEDGE_RETRIES):
-        try:
-            return session()
-        except NestedHostWedged as exc:
-            warnings.warn(f"nested host wedged (attempt {attempt + 1}), running the session "
-                          f"again: {str(exc)[:300]}")
-    return session()
+    run it once more from scratch. `session` must build its inputs afresh on each call.
+    A second wedge fails like any other error."""
+    try:
+        return session()
+    except NestedHostWedged as exc:
+        warnings.warn(f"nested host wedged, running the session again: {str(exc)[:300]}")
+        return session()
 
 
 def _tail(text: str, lines: int = 40) -> str:
