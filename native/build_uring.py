@@ -1,5 +1,6 @@
 """cffi (API mode) builder for pyvisor._uring: the io_uring ring virtio-blk uses with
-`aio=io_uring` (native/uring.c, raw syscalls over <linux/io_uring.h>, no liburing).
+`aio=io_uring` (native/uring.c, raw syscalls over <linux/io_uring.h>, no liburing), and
+the C data path of virtio-blk's common requests on that ring (native/blk_ring.c).
 
 A module of its own, apart from pyvisor._native: only the disk's I/O backend loads it,
 and a machine without it (or whose kernel refuses io_uring) uses the thread pool.
@@ -9,15 +10,20 @@ from pathlib import Path
 
 from cffi import FFI
 
-HEADER = (Path(__file__).parent / "uring.h").read_text()
-DECLARATIONS = HEADER.split("cdef begin", 1)[1].split("*/", 1)[1].split("/* cdef end", 1)[0]
+
+def declarations(header: str) -> str:
+    """What a header holds between its "cdef begin" and "cdef end" comments."""
+    text = (Path(__file__).parent / header).read_text()
+    return text.split("cdef begin", 1)[1].split("*/", 1)[1].split("/* cdef end", 1)[0]
+
 
 ffibuilder = FFI()
-ffibuilder.cdef("struct iovec { void *iov_base; size_t iov_len; };\n" + DECLARATIONS)
+ffibuilder.cdef("struct iovec { void *iov_base; size_t iov_len; };\n"
+                + declarations("uring.h") + declarations("blk_ring.h"))
 ffibuilder.set_source(
     "pyvisor._uring",
-    '#include "uring.h"\n',
-    sources=["native/uring.c"],
+    '#include "uring.h"\n#include "blk_ring.h"\n',
+    sources=["native/uring.c", "native/blk_ring.c"],
     include_dirs=["native"],
     extra_compile_args=["-O2", "-Wall"],
 )

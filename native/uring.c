@@ -2,7 +2,8 @@
  *
  * The ring is made disabled, given the disk's fd as its only fixed file and an eventfd
  * for completions, then restricted before it is enabled: READV, WRITEV and FSYNC on
- * fixed files only, and no further io_uring_register calls. So io_uring_enter, which
+ * fixed files only (IOSQE_IO_DRAIN allowed, which orders a flush after the writes before
+ * it), and no further io_uring_register calls. So io_uring_enter, which
  * pyvisor's seccomp filter lets through, can do nothing with this ring but move disk data
  * into and out of the buffers pyvisor names; io_uring_setup and io_uring_register stay
  * denied by the filter.
@@ -71,7 +72,7 @@ static int restrict_ring(int fd)
     res[2].opcode = IORING_RESTRICTION_SQE_OP;
     res[2].sqe_op = IORING_OP_FSYNC;
     res[3].opcode = IORING_RESTRICTION_SQE_FLAGS_ALLOWED;
-    res[3].sqe_flags = IOSQE_FIXED_FILE;
+    res[3].sqe_flags = IOSQE_FIXED_FILE | IOSQE_IO_DRAIN;
     res[4].opcode = IORING_RESTRICTION_SQE_FLAGS_REQUIRED;
     res[4].sqe_flags = IOSQE_FIXED_FILE;
     if (uring_register(fd, IORING_REGISTER_RESTRICTIONS, res, 5) < 0)
@@ -157,7 +158,9 @@ int pvu_queue(struct pvu_ring *r, int op, const struct iovec *iov, unsigned coun
     memset(sqe, 0, sizeof(*sqe));
     sqe->opcode = op == PVU_READ ? IORING_OP_READV : op == PVU_WRITE ? IORING_OP_WRITEV
                                                                     : IORING_OP_FSYNC;
-    sqe->flags = IOSQE_FIXED_FILE;
+    /* a flush starts once everything submitted before it has completed (and holds back
+     * what comes after it): virtio-blk's FLUSH guarantee, kept by the kernel */
+    sqe->flags = IOSQE_FIXED_FILE | (op == PVU_FSYNC ? IOSQE_IO_DRAIN : 0);
     sqe->fd = 0;                          /* the one registered file */
     sqe->off = offset;
     sqe->addr = (uint64_t)(uintptr_t)iov;
@@ -173,6 +176,8 @@ int pvu_queue(struct pvu_ring *r, int op, const struct iovec *iov, unsigned coun
 
 int pvu_submit(struct pvu_ring *r, unsigned wait)
 {
+    if (!r->queued && !wait)
+        return 0;                   /* nothing to hand over: no system call */
     long done = uring_enter(r->fd, r->queued, wait, wait ? IORING_ENTER_GETEVENTS : 0);
     if (done < 0)
         return -errno;

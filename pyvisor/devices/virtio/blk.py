@@ -13,6 +13,12 @@ MAX_DISCARD_SEGMENTS segments, counted from the buffer lengths before anything i
 
 The image is locked as long as pyvisor has it open (flock: exclusive for a writable disk,
 shared for `ro`), so a second pyvisor cannot write an image another one uses.
+
+With aio=io_uring, the common requests never reach Python: plain reads, writes and
+flushes are popped, started and returned by native/blk_ring.c (one call per kick, one per
+completion batch), which leaves everything else in the available ring for the Python path
+below (GET_ID, DISCARD, WRITE_ZEROES, a cache=none bounce, a request that fails, a chain
+queue.py refuses).
 """
 from __future__ import annotations
 
@@ -27,10 +33,14 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from ..._native import ffi, lib
+from ..._uring import lib as _uring
 from ...errors import ConfigError
 from .blk_io import FSYNC, READ, WRITE, open_io
+from .blk_ring import RingQueue
 from .device import CONFIG_INTERRUPT, VirtioDevice
 from .queue import Chain, QueueError, Virtqueue
+
+PVB_PYTHON, PVB_FULL = _uring.PVB_PYTHON, _uring.PVB_FULL
 
 SECTOR = 512
 QUEUE_SIZE = 256
@@ -207,6 +217,7 @@ class VirtioBlk(VirtioDevice):
         else:
             features |= 1 << lib.VIRTIO_BLK_F_DISCARD | 1 << lib.VIRTIO_BLK_F_WRITE_ZEROES
         super().__init__(features)
+        self.queues = [RingQueue(size, i) for i, size in enumerate(self.queue_sizes)]
         self.spec = spec
         self.fd, self.size = open_disk(spec)
         self.name = f"blk {os.path.basename(spec.path)}"
@@ -214,7 +225,7 @@ class VirtioBlk(VirtioDevice):
         try:
             self.align = direct_alignment(self.fd, spec.path) if spec.cache == "none" else 1
             self._event_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-            self._io = open_io(spec.aio, self.fd, self._event_fd, self.name)
+            self._io = open_io(spec.aio, self.fd, self._event_fd, self.name, self._geometry())
         except BaseException:
             self.close()
             raise
@@ -238,29 +249,50 @@ class VirtioBlk(VirtioDevice):
         if watch is not None:
             watch(self._event_fd, self.complete)
 
+    def _geometry(self) -> tuple[int, int, bool, int, int]:
+        return self.size, self.align, self.spec.readonly, MAX_TRANSFER, MAX_IN_FLIGHT
+
+    def _busy(self) -> int:
+        """Requests popped and not yet returned, Python's and the C path's."""
+        return self._total + self._io.c_in_flight()
+
     @property
     def aio(self) -> str:
         """The I/O backend in use (io_uring may have fallen back to threads)."""
         return self._io.name
 
     # --- requests ---------------------------------------------------------------------------
-    def handle_queue(self, index: int, queue: Virtqueue) -> None:
-        idle = not self._total
-        while self._in_flight[index] < queue.size and self._total < MAX_IN_FLIGHT:
+    def handle_queue(self, index: int, queue: RingQueue) -> None:
+        fast = self._io.fast
+        idle = not self._busy()
+        while True:
+            room = min(queue.size - self._in_flight[index] - queue.in_flight,
+                       MAX_IN_FLIGHT - self._busy())
+            if fast is not None and room > 0:
+                # C serves what it can; a flush waits for Python's bounced writes
+                got = _uring.pvb_serve(fast, queue.c, room,
+                                       bool(self._bounce_wait or self._flushes))
+                if got < 0:
+                    raise OSError(-got, f"io_uring_enter: {os.strerror(-got)}")
+                if got == PVB_FULL:
+                    room = 0
+                elif got != PVB_PYTHON:
+                    break                 # the available ring is empty
+            if room <= 0:
+                self._throttled.add(index)
+                break
             chain = queue.pop()
             if chain is None:
                 break
             self._request(index, chain)
-        else:
-            self._throttled.add(index)
         self._io.commit()
-        if idle and self._total == 1:
+        if idle and self._busy() == 1:
             # A lone request (a driver at queue depth 1): waited for here, which saves
             # the round trip through the eventfd and the I/O loop before its interrupt.
             self._complete(self._io.wait())
         else:
             self._complete(self._io.reap())      # what finished inside the submission
-        if not self._total:      # all returned: their signals need no pass of the loop
+        if not self._busy():     # all returned: their signals need no pass of the loop
             _drain(self._event_fd)
         if not self._watched:
             self._finish()
@@ -382,6 +414,10 @@ class VirtioBlk(VirtioDevice):
 
     def _complete(self, results: list[tuple[int, int]]) -> None:
         touched = set()
+        failed, error = self._io.take_failures()
+        if failed:
+            self.log.error("%s: %d request%s failed: %s", self.name, failed,
+                           "s" if failed > 1 else "", os.strerror(error))
         for token, result in results:
             req, bounce = self._parts.pop(token)
             expected = req.length
@@ -406,6 +442,8 @@ class VirtioBlk(VirtioDevice):
             self._submit(self._flushes.popleft()[1], FSYNC, [], 0)
         if results:
             self._io.commit()
+        c_touched = self._io.take_touched()
+        touched.update(i for i in range(len(self.queues)) if c_touched >> i & 1)
         for index in touched:
             self.signal_used(self.queues[index])
 
@@ -422,9 +460,10 @@ class VirtioBlk(VirtioDevice):
 
     def _finish(self) -> None:
         """Wait until every request popped so far has been returned used (lock held)."""
-        while self._total:
+        while self._busy():
+            c_before = self._io.c_in_flight()
             results = self._io.wait()
-            if not results:
+            if not results and not c_before:
                 break
             self._complete(results)
             self._serve_throttled()
@@ -432,7 +471,9 @@ class VirtioBlk(VirtioDevice):
     def _drop_in_flight(self) -> None:
         """Wait for every operation in flight and forget its request: the queues are being
         reset or replaced, and nothing may write guest RAM or a ring after this returns."""
-        self._io.wait()
+        self._io.wait(drop=True)
+        self._io.take_touched()
+        self._io.take_failures()
         for _, bounce in self._parts.values():
             if bounce is not None:
                 self._bounce_free.append(bounce[0])
@@ -511,7 +552,7 @@ class VirtioBlk(VirtioDevice):
             self._finish()
             self._io.close()
             old, self.fd, self.size, self.align = self.fd, fd, size, align
-            self._io = open_io(spec.aio, fd, self._event_fd, self.name)
+            self._io = open_io(spec.aio, fd, self._event_fd, self.name, self._geometry())
             self.spec = spec
             self.sectors = size // SECTOR
             struct.pack_into("<Q", self.config, 0, self.sectors)   # capacity comes first

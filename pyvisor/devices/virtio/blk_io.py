@@ -9,6 +9,10 @@ device: the device reaps, on its own thread and under its own lock, so a worker 
 touch device state, and a device waiting for its I/O (a reset, a snapshot) cannot
 deadlock with it. An operation's buffers stay referenced here until its completion is
 reaped, so guest RAM they point into stays mapped while the kernel or a worker uses it.
+
+With io_uring the ring also carries the C data path's requests (native/blk_ring.c,
+`fast`): reaping completes those itself (status byte, used-ring entry) and gives back only
+the operations the device queued from Python.
 """
 from __future__ import annotations
 
@@ -28,12 +32,16 @@ REAP_BATCH = 64
 log = logging.getLogger("pyvisor.virtio")
 
 Completion = tuple[int, int]      # (token, bytes moved or -errno)
+# What the C data path needs of a disk: (image size, O_DIRECT alignment or 1, read-only,
+# bytes per request at most, requests in flight at most)
+Geometry = tuple[int, int, bool, int, int]
 
 
 class ThreadIo:
     """aio=threads: THREADS workers serve operations in submission order of pick-up."""
 
     name = "threads"
+    fast = None                       # no C data path: every request goes through Python
 
     def __init__(self, fd: int, event_fd: int) -> None:
         self._fd, self._event_fd = fd, event_fd
@@ -88,12 +96,22 @@ class ThreadIo:
                 self._pending -= len(out)
         return out
 
-    def wait(self) -> list[Completion]:
-        """Block until every queued operation has completed; all the completions."""
+    def wait(self, drop: bool = False) -> list[Completion]:
+        """Block until every queued operation has completed; all the completions (drop
+        is the io_uring backend's, for its C requests: the pool has none)."""
         with self._idle:
             while len(self._done) < self._pending:
                 self._idle.wait()
         return self.reap()
+
+    def c_in_flight(self) -> int:
+        return 0
+
+    def take_touched(self) -> int:
+        return 0
+
+    def take_failures(self) -> tuple[int, int]:
+        return 0, 0
 
     def close(self) -> None:
         self.wait()
@@ -110,7 +128,7 @@ class UringIo:
 
     name = "io_uring"
 
-    def __init__(self, fd: int, event_fd: int) -> None:
+    def __init__(self, fd: int, event_fd: int, geometry: Geometry) -> None:
         from ..._uring import ffi, lib
         self._ffi, self._lib = ffi, lib
         error = ffi.new("int *")
@@ -118,6 +136,12 @@ class UringIo:
         if ring == ffi.NULL:
             raise OSError(error[0], os.strerror(error[0]))
         self._ring = ring
+        self.fast = lib.pvb_open(ring, *geometry)   # the C data path on this ring
+        if self.fast == ffi.NULL:
+            lib.pvu_close(ring)
+            raise MemoryError("virtio-blk: no memory for the C data path")
+        self._drop = False
+        self._error = ffi.new("int *")
         self._op_code = {READ: lib.PVU_READ, WRITE: lib.PVU_WRITE, FSYNC: lib.PVU_FSYNC}
         self._inflight: dict[int, object] = {}   # token -> what keeps its buffers alive
         self._early: list[Completion] = []        # reaped while the submission ring was full
@@ -145,36 +169,59 @@ class UringIo:
         return out
 
     def _reap(self) -> list[Completion]:
+        """Python's completions; the C path's are completed on the way (dropped, without
+        touching guest RAM, while wait(drop=True) runs)."""
         out: list[Completion] = []
         tokens, results = self._tokens, self._results
-        while n := self._lib.pvu_reap(self._ring, tokens, results, REAP_BATCH):
+        while n := self._lib.pvb_reap(self.fast, tokens, results, REAP_BATCH, self._drop):
             for i in range(n):
                 token = tokens[i]
                 del self._inflight[token]
                 out.append((token, results[i]))
         return out
 
-    def wait(self) -> list[Completion]:
-        out = self.reap()
-        while self._inflight:
-            self.commit(wait=1)
-            out += self._reap()
+    def wait(self, drop: bool = False) -> list[Completion]:
+        """Block until every operation has completed, Python's and C's; Python's
+        completions. With drop, C's complete without writing their status or used entry
+        (the queues they belong to are being reset or replaced)."""
+        self._drop = drop
+        try:
+            out = self.reap()
+            while self._inflight or self._lib.pvb_in_flight(self.fast):
+                self.commit(wait=1)
+                out += self._reap()
+        finally:
+            self._drop = False
         return out
+
+    def c_in_flight(self) -> int:
+        """Requests the C data path has in flight."""
+        return self._lib.pvb_in_flight(self.fast)
+
+    def take_touched(self) -> int:
+        """Queues (a bit per index) the C path pushed used entries to since the last call."""
+        return self._lib.pvb_take_touched(self.fast)
+
+    def take_failures(self) -> tuple[int, int]:
+        """C requests that failed since the last call, and the last errno among them."""
+        return self._lib.pvb_take_failures(self.fast, self._error), self._error[0]
 
     def close(self) -> None:
         if self._ring is not None:
-            self.wait()
+            self.wait(drop=True)
+            self._lib.pvb_close(self.fast)
             self._lib.pvu_close(self._ring)
-            self._ring = None
+            self._ring = self.fast = None
 
 
-def open_io(aio: str | None, fd: int, event_fd: int, where: str) -> ThreadIo | UringIo:
+def open_io(aio: str | None, fd: int, event_fd: int, where: str,
+            geometry: Geometry) -> ThreadIo | UringIo:
     """The backend `aio` names (None: io_uring where the host has it). Where the host
     cannot make the ring (an old kernel, kernel.io_uring_disabled, a container's seccomp
     profile) io_uring falls back to threads, with one line saying why if it was asked for."""
     if aio in ("io_uring", None):
         try:
-            return UringIo(fd, event_fd)
+            return UringIo(fd, event_fd, geometry)
         except (OSError, ImportError) as e:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             (log.warning if aio else log.info)(
