@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import logging
 import os
 import sys
 import time
@@ -14,6 +13,7 @@ from .command_line import CommandParser, UsageError
 from .errors import PyvisorError
 from .kvm.system import KVM_DEVICE
 from .loader.kernel import BOOT_PROTOCOLS
+from .log import DEBUG, INFO, WARNING, get_logger, to_stderr
 from .machine.config import DEFAULT_MEM, MachineConfig, parse_timeout
 
 # Each command: the module that defines it, as `NAME_arguments(parser)` and `NAME(**values)`,
@@ -197,13 +197,13 @@ def run(kernel: str, mem: str, cpus: int, cmdline: str, initrd: str | None,
                 print(machine.stats.format(), file=sys.stderr)
         if not (outcome.kind == "reset" and on_reboot == "restart"):
             break
-        logging.getLogger("pyvisor").info("the guest rebooted: booting again")
+        get_logger("pyvisor").info("the guest rebooted: booting again")
     if timer is not None:
         print(f"pyvisor: {timer.describe()}", file=sys.stderr)
     if outcome.kind in ("fault", "error", "timeout", "signal"):
         print(outcome.describe(), file=sys.stderr)
     else:
-        logging.getLogger("pyvisor").info("%s", outcome.detail)
+        get_logger("pyvisor").info("%s", outcome.detail)
     return outcome.status
 
 
@@ -299,8 +299,7 @@ def _run_command(name: str, prog: str, argv: list[str]) -> int:
 
 
 def _log_to_stderr(verbose: int) -> None:
-    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
-    logging.basicConfig(level=level, format="pyvisor: %(name)s: %(message)s")
+    to_stderr({0: WARNING, 1: INFO}.get(verbose, DEBUG), "pyvisor: %(name)s: %(message)s")
 
 
 if __name__ == "__main__":

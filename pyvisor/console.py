@@ -7,16 +7,16 @@ virtio eventfds and tap fds: device work, typing included, runs on that one thre
 """
 from __future__ import annotations
 
-import logging
 import os
 import termios
 import threading
 from typing import Callable
 
 from .devices.io_loop import IoLoop
+from .log import get_logger
 from .output_sink import FdSink
 
-_log = logging.getLogger("pyvisor.console")
+_log = get_logger("pyvisor.console")
 
 ESCAPE = 0x01   # Ctrl-A
 

@@ -8,12 +8,13 @@ sink's output. Writes go in chunks a writable pipe or terminal takes without blo
 """
 from __future__ import annotations
 
-import logging
 import os
 import select
 import threading
 
-log = logging.getLogger("pyvisor.console")
+from .log import get_logger
+
+log = get_logger("pyvisor.console")
 
 STALL_SECONDS = 0.5
 _CHUNK = 512

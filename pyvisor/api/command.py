@@ -2,12 +2,12 @@
 does with --api-sock or --config-file."""
 from __future__ import annotations
 
-import logging
 import sys
 
 from ..command_line import CommandParser
 from ..errors import ConfigError
 from ..kvm.system import KVM_DEVICE
+from ..log import get_logger
 from ..machine.config import parse_timeout
 from ..machine.outcome import Outcome
 from ..units import parse_size
@@ -38,7 +38,7 @@ def _report(outcome: Outcome) -> int:
     if outcome.kind in ("fault", "error", "timeout", "signal"):
         print(outcome.describe(), file=sys.stderr)
     else:
-        logging.getLogger("pyvisor").info("%s", outcome.detail)
+        get_logger("pyvisor").info("%s", outcome.detail)
     return outcome.status
 
 

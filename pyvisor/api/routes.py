@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import json
-import logging
 import re
 from typing import Any, Callable
 
 from .. import __version__
 from . import schema
+from ..log import get_logger
 from .faults import ApiError
 from .instance import Instance
 
@@ -17,7 +17,7 @@ OK = 200
 NO_CONTENT = 204
 INTERNAL_ERROR = 500
 
-log = logging.getLogger("pyvisor.api")
+log = get_logger("pyvisor.api")
 
 # Firecracker paths pyvisor has no device or feature for: refused by name, not as unknown.
 _UNSUPPORTED = re.compile(r"/(balloon(/.*)?|cpu-config|logger|metrics|mmds(/config)?|vsock|"

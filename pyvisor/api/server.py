@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import json
-import logging
 import os
 import socket
 import socketserver
@@ -22,10 +21,11 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from ..errors import ConfigError
+from ..log import get_logger
 from .faults import BAD_REQUEST
 from .routes import Router
 
-log = logging.getLogger("pyvisor.api")
+log = get_logger("pyvisor.api")
 
 MAX_BODY = 51200          # Firecracker's default --http-api-max-payload-size
 MAX_CLIENTS = 32

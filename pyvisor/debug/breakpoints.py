@@ -15,13 +15,13 @@ Addresses are guest-virtual (linear), as the debug registers and gdb see them.
 """
 from __future__ import annotations
 
-import logging
 from typing import Any, Callable
 
 from .._native import lib
 from ..errors import PyvisorError
+from ..log import get_logger
 
-log = logging.getLogger("pyvisor.debug")
+log = get_logger("pyvisor.debug")
 
 HW_SLOTS = 4
 INT3 = 0xCC

@@ -6,15 +6,15 @@ Registration is expected to finish before the vCPUs run; dispatch itself takes n
 """
 from __future__ import annotations
 
-import logging
 import threading
 from bisect import bisect_right
 from collections import Counter
 from typing import Any, Callable
 
+from ..log import DEBUG, get_logger
 from ..value import Value
 
-_log = logging.getLogger("pyvisor.devices")
+_log = get_logger("pyvisor.devices")
 
 PIO_SPACE = 0x10000
 
@@ -79,7 +79,7 @@ class _Bus:
         with self._count_lock:
             self.unclaimed_reads += 1
             self._count_at(addr, "r")
-        if _log.isEnabledFor(logging.DEBUG):
+        if _log.isEnabledFor(DEBUG):
             _log.debug("unclaimed %s read %#x size %d", self._kind, addr, size)
         return (1 << (size * 8)) - 1
 
@@ -87,7 +87,7 @@ class _Bus:
         with self._count_lock:
             self.unclaimed_writes += 1
             self._count_at(addr, "w")
-        if _log.isEnabledFor(logging.DEBUG):
+        if _log.isEnabledFor(DEBUG):
             _log.debug("unclaimed %s write %#x size %d value %#x",
                        self._kind, addr, size, value)
 

@@ -2,15 +2,15 @@
 and the console's stdin, so device work never runs on, or stops, a vCPU thread."""
 from __future__ import annotations
 
-import logging
 import os
 import select
 import threading
 from typing import Callable
 
+from ..log import get_logger
 from .ratelimit import RateLimitedLog
 
-log = logging.getLogger("pyvisor.io")
+log = get_logger("pyvisor.io")
 
 
 class IoLoop:

@@ -3,9 +3,10 @@ posting bad chains and resetting the device): a few lines per interval, then a c
 what was left out, so stderr stays readable and cheap whatever the guest does."""
 from __future__ import annotations
 
-import logging
 import threading
 import time
+
+from ..log import ERROR, WARNING, Logger
 
 BURST = 10             # lines allowed per interval ...
 INTERVAL = 5.0         # ... of this many seconds
@@ -15,7 +16,7 @@ class RateLimitedLog:
     """Logs through `logger` at most `burst` lines per `interval` seconds; the first line
     after a quiet spell says how many were suppressed."""
 
-    def __init__(self, logger: logging.Logger, burst: int = BURST,
+    def __init__(self, logger: Logger, burst: int = BURST,
                  interval: float = INTERVAL, clock=time.monotonic) -> None:
         self._log = logger
         self._burst = burst
@@ -42,7 +43,7 @@ class RateLimitedLog:
         self._log.log(level, msg, *args, exc_info=exc_info)
 
     def error(self, msg: str, *args: object, exc_info: bool = False) -> None:
-        self.log(logging.ERROR, msg, *args, exc_info=exc_info)
+        self.log(ERROR, msg, *args, exc_info=exc_info)
 
     def warning(self, msg: str, *args: object) -> None:
-        self.log(logging.WARNING, msg, *args)
+        self.log(WARNING, msg, *args)

@@ -13,15 +13,15 @@ sinks themselves never block for long either (output_sink.FdSink).
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
 import threading
 import time
 from typing import Callable
 
 from .._native import ffi
+from ..log import get_logger
 
-log = logging.getLogger("pyvisor.console")
+log = get_logger("pyvisor.console")
 
 _READ_SIZE = 65536
 # After each delivery the pump waits this long so that bytes arrive in batches: waking a

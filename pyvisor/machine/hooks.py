@@ -9,7 +9,6 @@ returning None passes it on to the device, so a hook can watch without emulating
 from __future__ import annotations
 
 import threading
-import traceback
 from typing import Any, Callable
 
 HookCallback = Callable[[Any, int, int, int, bool], Any]
@@ -30,6 +29,8 @@ class HookError(Exception):
     """A user callback raised: the machine stops and the Outcome carries the traceback."""
 
     def __init__(self, where: str, error: BaseException) -> None:
+        import traceback   # only a failing hook needs it (2 ms of imports at start-up)
+
         super().__init__(f"{where} raised {error!r}")
         self.traceback = "".join(traceback.format_exception(error))
 

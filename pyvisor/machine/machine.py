@@ -8,7 +8,6 @@ loop), `hooks` (Python callbacks on ports and MMIO), `stats`, and `pyvisor.debug
 """
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import threading
@@ -37,6 +36,7 @@ from ..devices.pci.root import PORT_COUNT as PCI_PORT_COUNT
 from ..errors import ConfigError, KvmUnavailableError, PyvisorError
 from ..kvm.backend import detect_backend
 from ..kvm.system import REQUIRED_CAPS, Kvm
+from ..log import get_logger
 from ..sandbox import seccomp
 from ..memory.guest_memory import GuestMemory
 from ..memory.layout import MemoryLayout
@@ -60,7 +60,7 @@ if TYPE_CHECKING:   # imported where used: a machine that never snapshots never 
     from ..console import Console
     from ..snapshot.engine import Snapshot, Snapshotter
 
-log = logging.getLogger("pyvisor.machine")
+log = get_logger("pyvisor.machine")
 
 # Three pages KVM needs for VT-x real-mode support, and its identity-map page, just
 # below the 4 GiB boundary where no RAM or device lives (the addresses QEMU uses).

@@ -13,7 +13,6 @@ spent beyond the wait.
 """
 from __future__ import annotations
 
-import logging
 import struct
 import threading
 from typing import TYPE_CHECKING
@@ -22,13 +21,14 @@ from .._native import lib
 from ..acpi import tables
 from ..acpi.builder import AcpiError, parse_tables
 from ..errors import PyvisorError
+from ..log import get_logger
 from ..memory.guest_memory import GuestMemoryError
 
 if TYPE_CHECKING:
     from ..debug.cpu import Cpu
     from .machine import Machine
 
-_log = logging.getLogger("pyvisor.machine")
+_log = get_logger("pyvisor.machine")
 
 FACS_WAKING_VECTOR = 12          # ACPI 6.0, table 5-37: Firmware Waking Vector (32 bits)
 CR0_POWER_ON = 0x60000010        # CD | NW | ET, as after RESET or INIT

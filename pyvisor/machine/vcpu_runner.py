@@ -9,7 +9,6 @@ whenever KVM_RUN is interrupted for a pause or a stop.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import time
 from typing import Any, Callable
@@ -19,6 +18,7 @@ from ..debug.breakpoints import DR6_BS, Breakpoint, DebugTable, Watchpoint
 from ..errors import PyvisorError
 from ..kvm.backend import Backend
 from ..kvm.vcpu import EXIT_REASON_NAMES, Vcpu
+from ..log import get_logger
 from ..memory.guest_memory import GuestMemory
 from .coalesced_ring import CoalescedRing
 from .hooks import HookError, set_current_cpu
@@ -26,7 +26,7 @@ from .outcome import FAULT_STATUS, Outcome
 from .report import INTERNAL_ERROR_NAMES, build_report
 from .run_control import RunControl
 
-log = logging.getLogger("pyvisor.machine")
+log = get_logger("pyvisor.machine")
 
 EXIT_NAMES = {name.lower(): number for number, name in EXIT_REASON_NAMES.items()}
 

@@ -1,13 +1,13 @@
 """`pyvisor restore SNAPSHOT`: resume a saved machine in this process."""
 from __future__ import annotations
 
-import logging
 import sys
 
 from ..command_line import CommandParser, UsageError
 from ..debug.gdbstub import parse_address as parse_gdb_address
 from ..debug.gdbstub import serving as gdb_serving
 from ..kvm.system import KVM_DEVICE
+from ..log import get_logger
 from ..machine.config import parse_timeout
 from ..machine.machine import Machine
 
@@ -50,5 +50,5 @@ def restore(snapshot: str, console: str, timeout: float | None, force: bool,
     if outcome.kind in ("fault", "error", "timeout", "signal"):
         print(outcome.describe(), file=sys.stderr)
     else:
-        logging.getLogger("pyvisor").info("%s", outcome.detail)
+        get_logger("pyvisor").info("%s", outcome.detail)
     return outcome.status

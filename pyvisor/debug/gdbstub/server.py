@@ -8,7 +8,6 @@ the server or the guest with it.
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
 import select
 import socket
@@ -18,10 +17,11 @@ import time
 from dataclasses import dataclass
 
 from ...errors import ConfigError
+from ...log import get_logger
 from .protocol import Ack, BadPacket, Interrupt, Packet, PacketReader, frame
 from .session import Resume, Session
 
-log = logging.getLogger("pyvisor.gdbstub")
+log = get_logger("pyvisor.gdbstub")
 
 IDLE_POLL_SECONDS = 0.25        # how often a stopped gdb session checks the machine ended
 RECV_SIZE = 4096

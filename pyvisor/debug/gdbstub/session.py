@@ -9,17 +9,17 @@ stop reply is due, asking `poll_client` whether gdb interrupted or went away.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Callable
 
 from ...errors import PyvisorError
+from ...log import get_logger
 from ...machine.vcpu_runner import StepAborted
 from . import registers
 from .protocol import (ProtocolError, escape_binary, hex_decode, hex_encode, parse_hex,
                        unescape_binary)
 
-log = logging.getLogger("pyvisor.gdbstub")
+log = get_logger("pyvisor.gdbstub")
 
 PACKET_SIZE = 0x4000            # advertised; the longest reply we build
 MAX_MEMORY = (PACKET_SIZE - 8) // 2   # bytes of one m reply (hex doubles them)

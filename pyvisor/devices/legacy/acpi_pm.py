@@ -34,14 +34,14 @@ writes.
 """
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from typing import Callable
 
+from ...log import get_logger
 from ..state import capture, restore_fields
 
-_log = logging.getLogger("pyvisor.devices")
+_log = get_logger("pyvisor.devices")
 
 PM_BASE = 0x600
 PM_LENGTH = 0x10

@@ -17,19 +17,20 @@ the operations the device queued from Python.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import queue
 import threading
 from collections import deque
 from typing import Sequence
 
+from ...log import get_logger
+
 READ, WRITE, FSYNC = 0, 1, 2
 THREADS = 8                       # aio=threads: workers per disk
 RING_ENTRIES = 1024               # aio=io_uring: submission entries per disk
 REAP_BATCH = 64
 
-log = logging.getLogger("pyvisor.virtio")
+log = get_logger("pyvisor.virtio")
 
 Completion = tuple[int, int]      # (token, bytes moved or -errno)
 # What the C data path needs of a disk: (image size, O_DIRECT alignment or 1, read-only,

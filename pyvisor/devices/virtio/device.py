@@ -8,17 +8,17 @@ device `interrupt(kind, vector)` to signal the driver.
 """
 from __future__ import annotations
 
-import logging
 import threading
 from typing import Callable
 
 from ..._native import lib
+from ...log import get_logger
 from ...memory.guest_memory import GuestMemory
 from ..ratelimit import RateLimitedLog
 from ..state import DeviceStateError, capture, restore_fields
 from .queue import QueueError, Virtqueue
 
-log = logging.getLogger("pyvisor.virtio")
+log = get_logger("pyvisor.virtio")
 
 VERSION_1 = 1 << lib.VIRTIO_F_VERSION_1
 RING_FEATURES = (1 << lib.VIRTIO_RING_F_INDIRECT_DESC) | (1 << lib.VIRTIO_RING_F_EVENT_IDX)

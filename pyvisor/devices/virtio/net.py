@@ -11,7 +11,6 @@ some. A transmit chain longer than MAX_FRAME is dropped unread.
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
 import re
 import struct
@@ -20,11 +19,12 @@ from typing import Callable
 
 from ..._native import lib
 from ...errors import ConfigError
+from ...log import get_logger
 from ..state import DeviceStateError
 from .device import VirtioDevice
 from .queue import Chain, QueueError, Virtqueue
 
-log = logging.getLogger("pyvisor.virtio")
+log = get_logger("pyvisor.virtio")
 
 QUEUE_SIZE = 256
 RX, TX = 0, 1
