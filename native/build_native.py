@@ -398,6 +398,20 @@ int pv_harvest_dirty(int vm_fd, const struct pv_log_slot *slots, uint32_t nslots
 int64_t pv_reset_memory(int vm_fd, const struct pv_log_slot *slots, uint32_t nslots,
                         const struct pv_ram_region *regions, uint8_t *const *saved,
                         uint32_t nregions);
+struct pv_reset_vm { int vm_fd; struct kvm_irqchip *chips; struct kvm_irqchip *now;
+                     uint32_t nchips; struct kvm_pit_state2 *pit; struct kvm_clock_data *clock;
+                     uint32_t failed; uint32_t chips_set; };
+#define PV_RESET_STEP_RUN ...
+#define PV_RESET_STEP_GET_IRQCHIP ...
+#define PV_RESET_STEP_SET_IRQCHIP ...
+#define PV_RESET_STEP_PIT2 ...
+#define PV_RESET_STEP_CLOCK ...
+int pv_reset_vm(int vcpu_fd, struct kvm_run *run, struct pv_reset_vm *r);
+struct pv_reset_vcpu { int fd; struct kvm_run *run; struct pv_vcpu_state *state; uint32_t how; };
+int64_t pv_reset_guest(int vm_fd, const struct pv_log_slot *slots, uint32_t nslots,
+                       const struct pv_ram_region *regions, uint8_t *const *saved,
+                       uint32_t nregions, struct pv_reset_vcpu *vcpus, uint32_t nvcpus,
+                       uint32_t *failed_vcpu);
 uint64_t pv_copy_differing(uint8_t *dst, const uint8_t *src, uint64_t npages);
 uint64_t pv_copy_nonzero(uint8_t *dst, const uint8_t *src, uint64_t npages);
 int pv_page_is_zero(const uint8_t *page);

@@ -645,3 +645,60 @@ uint64_t pv_scan_nonzero(const uint8_t *base, uint64_t npages, uint8_t *map)
     }
     return count;
 }
+
+/* --- the in-place reset in two crossings (pyvisor/snapshot/engine.py) -------------------- */
+
+int pv_reset_vm(int vcpu_fd, struct kvm_run *run, struct pv_reset_vm *r)
+{
+    int ret;
+    r->failed = 0;
+    r->chips_set = 0;
+    if (vcpu_fd >= 0 && (ret = pv_complete_exit(vcpu_fd, run, KVM_SYNC_X86_SREGS)) < 0) {
+        r->failed = PV_RESET_STEP_RUN;
+        return ret;
+    }
+    for (uint32_t i = 0; i < r->nchips; i++) {
+        struct kvm_irqchip *now = &r->now[i];
+        memset(now, 0, sizeof(*now));
+        now->chip_id = r->chips[i].chip_id;
+        if (ioctl(r->vm_fd, KVM_GET_IRQCHIP, now) < 0) {
+            r->failed = PV_RESET_STEP_GET_IRQCHIP;
+            return -errno;
+        }
+        if (!memcmp(now, &r->chips[i], sizeof(*now)))
+            continue;
+        if (ioctl(r->vm_fd, KVM_SET_IRQCHIP, &r->chips[i]) < 0) {
+            r->failed = PV_RESET_STEP_SET_IRQCHIP;
+            return -errno;
+        }
+        r->chips_set++;
+    }
+    if (ioctl(r->vm_fd, KVM_SET_PIT2, r->pit) < 0) {
+        r->failed = PV_RESET_STEP_PIT2;
+        return -errno;
+    }
+    if (ioctl(r->vm_fd, KVM_SET_CLOCK, r->clock) < 0) {
+        r->failed = PV_RESET_STEP_CLOCK;
+        return -errno;
+    }
+    return 0;
+}
+
+int64_t pv_reset_guest(int vm_fd, const struct pv_log_slot *slots, uint32_t nslots,
+                       const struct pv_ram_region *regions, uint8_t *const *saved,
+                       uint32_t nregions, struct pv_reset_vcpu *vcpus, uint32_t nvcpus,
+                       uint32_t *failed_vcpu)
+{
+    *failed_vcpu = nvcpus;
+    int64_t copied = pv_reset_memory(vm_fd, slots, nslots, regions, saved, nregions);
+    if (copied < 0)
+        return copied;
+    for (uint32_t i = 0; i < nvcpus; i++) {
+        int r = pv_restore_vcpu_state(vcpus[i].fd, vcpus[i].run, vcpus[i].state, vcpus[i].how);
+        if (r < 0) {
+            *failed_vcpu = i;
+            return r;
+        }
+    }
+    return copied;
+}

@@ -251,6 +251,41 @@ int pv_harvest_dirty(int vm_fd, const struct pv_log_slot *slots, uint32_t nslots
 int64_t pv_reset_memory(int vm_fd, const struct pv_log_slot *slots, uint32_t nslots,
                         const struct pv_ram_region *regions, uint8_t *const *saved,
                         uint32_t nregions);
+/* The in-place reset in two crossings, around the devices' restore (Python): pv_reset_vm
+ * first (with vcpu_fd >= 0: pv_complete_exit of that vCPU's exit, storing its sregs, then),
+ * the VM-wide state: each irqchip is read (KVM_GET_IRQCHIP, a VM ioctl without vcpu_load,
+ * far cheaper than the set) and set only when it differs from the snapshot's; PIT2 and the
+ * clock are always set (the PIT's state holds the time its count was loaded, and every
+ * KVM_SET_PIT2 loads it anew; the clock moves on). 0, or -errno with r->failed the step. */
+struct pv_reset_vm {
+    int vm_fd;
+    struct kvm_irqchip *chips;   /* the snapshot's, nchips of them */
+    struct kvm_irqchip *now;     /* scratch for KVM_GET_IRQCHIP, nchips of them */
+    uint32_t nchips;
+    struct kvm_pit_state2 *pit;
+    struct kvm_clock_data *clock;
+    uint32_t failed;             /* PV_RESET_STEP_* (0: none) */
+    uint32_t chips_set;          /* how many chips differed and were set */
+};
+#define PV_RESET_STEP_RUN 1
+#define PV_RESET_STEP_GET_IRQCHIP 2
+#define PV_RESET_STEP_SET_IRQCHIP 3
+#define PV_RESET_STEP_PIT2 4
+#define PV_RESET_STEP_CLOCK 5
+int pv_reset_vm(int vcpu_fd, struct kvm_run *run, struct pv_reset_vm *r);
+/* Then pv_reset_guest: pv_reset_memory, and pv_restore_vcpu_state(fd, run, state, how) of
+ * each vCPU in order. The pages copied, or -errno with *failed_vcpu the vCPU that failed
+ * (its state->failed names the ioctl), nvcpus when the dirty log did. */
+struct pv_reset_vcpu {
+    int fd;
+    struct kvm_run *run;
+    struct pv_vcpu_state *state;
+    uint32_t how;
+};
+int64_t pv_reset_guest(int vm_fd, const struct pv_log_slot *slots, uint32_t nslots,
+                       const struct pv_ram_region *regions, uint8_t *const *saved,
+                       uint32_t nregions, struct pv_reset_vcpu *vcpus, uint32_t nvcpus,
+                       uint32_t *failed_vcpu);
 /* Copy npages pages from src to dst where they differ (memcmp first: untouched pages of
  * either side stay unallocated); the number copied. */
 uint64_t pv_copy_differing(uint8_t *dst, const uint8_t *src, uint64_t npages);

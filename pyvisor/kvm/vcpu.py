@@ -205,8 +205,7 @@ class Vcpu:
         ret = lib.pv_complete_exit(self.fd, self.kvm_run, lib.KVM_SYNC_X86_SREGS)
         if ret < 0:
             raise KvmError(f"KVM_RUN (completing the pending exit before {before})", -ret)
-        self.exit.read_pending = 0
-        self._sregs_stored_ns = self._completed_ns = self.stats.last_exit_ns
+        self.exit_completed()
 
     def complete_write_exit(self) -> None:
         """Before a snapshot from a hook: finish the exit when it is a write (OUT, MMIO write),
@@ -221,9 +220,18 @@ class Vcpu:
 
     def restore_state(self, state, in_exit: bool) -> None:
         """Set a `struct pv_vcpu_state` with the fewest ioctls that give the same vCPU
-        (pv_restore_vcpu_state): the last parts ride on the next KVM_RUN; in_exit (after
-        complete_exit, in an exit from guest code) also lets it leave out an MP_STATE that
-        is RUNNABLE already and, when the sregs it depends on are unchanged, REGS and SREGS."""
+        (pv_restore_vcpu_state with restore_flags)."""
+        ret = lib.pv_restore_vcpu_state(self.fd, self.kvm_run, state,
+                                        self.restore_flags(state, in_exit))
+        if ret < 0:
+            self.raise_restore_error(state, ret)
+
+    def restore_flags(self, state, in_exit: bool) -> int:
+        """pv_restore_vcpu_state's `how` for an in-place restore of state, called right
+        before it (it notes what the restore leaves): the last parts ride on the next
+        KVM_RUN; in_exit (after complete_exit, in an exit from guest code) also lets it
+        leave out an MP_STATE that is RUNNABLE already and, when the sregs it depends on
+        are unchanged, REGS and SREGS."""
         how = lib.PV_RESTORE_SYNC
         now = self.stats.last_exit_ns
         if in_exit and now:
@@ -234,9 +242,18 @@ class Vcpu:
         self._sregs_stored_ns = 0
         if not (how & lib.PV_RESTORE_RUNNABLE and state.mp_state.mp_state == _RUNNABLE):
             self._mp_written_ns = now
-        ret = lib.pv_restore_vcpu_state(self.fd, self.kvm_run, state, how)
-        if ret < 0:
-            raise KvmError(_state_step(state, "SET"), -ret)
+        return how
+
+    def exit_completed(self) -> None:
+        """What complete_exit notes, for a caller that finished the exit in C itself
+        (pv_reset_vm)."""
+        self.exit.read_pending = 0
+        self._sregs_stored_ns = self._completed_ns = self.stats.last_exit_ns
+
+    @staticmethod
+    def raise_restore_error(state, ret: int) -> None:
+        """The KvmError for a pv_restore_vcpu_state that returned ret < 0."""
+        raise KvmError(_state_step(state, "SET"), -ret)
 
     def close(self) -> None:
         if self.fd >= 0:

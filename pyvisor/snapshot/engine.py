@@ -5,10 +5,11 @@ the only vCPU's thread) and every device's lock held, after the devices have fin
 the guest asked of them (`settle`). From a hook in a write's exit it first finishes the
 exit, so it is after the write on every KVM; in a read's exit it is before the read (its
 value is what the hook has yet to return). Restoring puts back, in this order: the
-in-kernel interrupt controllers, PIT and kvm-clock; the devices (which then drive their
-interrupt lines afresh); guest RAM (only the pages changed since); each vCPU (in C, one
-crossing, with the fewest vCPU ioctls that give the same state: see Vcpu.restore_state). A
-restore from a hook first finishes the exit its vCPU is in. The machine stays paused. What
+in-kernel interrupt controllers that differ, PIT and kvm-clock (VmState.reset); the devices
+(which then drive their interrupt lines afresh); guest RAM (only the pages changed since)
+and each vCPU, with the fewest vCPU ioctls that give the same state (Vcpu.restore_flags),
+in one crossing (pv_reset_guest). A restore from a hook first finishes the exit its vCPU is
+in, in the VM state's crossing. The machine stays paused. What
 is not part of a snapshot: disk contents (a restore does not undo writes to a disk image),
 the ACPI PM timer (host time), the tap's wire.
 """
@@ -17,8 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .._native import ffi, lib
 from ..devices.state import DeviceStateError
-from ..errors import PyvisorError
+from ..errors import KvmError, PyvisorError
 from ..kvm.system import Kvm
 from ..kvm.vm import Vm
 from ..memory.guest_memory import GuestMemory
@@ -40,6 +42,8 @@ class Snapshot:
     devices: dict[str, dict]
     memory: MemoryImage | None
     owner: Any = field(default=None, repr=False)
+    # struct pv_reset_vcpu[] for pv_reset_guest, made at the first in-place restore.
+    reset_vcpus: Any = field(default=None, repr=False)
 
     @property
     def pages(self) -> int:
@@ -62,6 +66,7 @@ class Snapshotter:
         self._msrs: list[int] | None = None
         self._xsave = xsave_size(kvm)
         self._walked: tuple[tuple, DeviceSet] | None = None
+        self._failed_vcpu = ffi.new("uint32_t *")
 
     # --- preconditions ----------------------------------------------------------------------
     def _stopped_vcpus(self, doing: str) -> int | None:
@@ -126,7 +131,9 @@ class Snapshotter:
 
     # --- restoring in place ---------------------------------------------------------------
     def restore(self, snap: Snapshot) -> int:
-        """Back to snap (the machine stays paused); the number of pages copied."""
+        """Back to snap (the machine stays paused); the number of pages copied. Two
+        crossings into C around the devices: the exit finished and the VM state
+        (VmState.reset), then guest RAM and every vCPU (pv_reset_guest)."""
         if snap.owner is not self or snap.memory is None:
             raise SnapshotError("this snapshot was taken of another machine (restore a file "
                                 "with Machine.restore_from)")
@@ -138,17 +145,41 @@ class Snapshotter:
                                 "snapshot")
         vcpus = self._vm.vcpus
         with found.held():
-            if me is not None:
-                vcpus[me].complete_exit()   # first: its emulation may write memory
-            snap.vm.apply(self._vm)
+            # First the exit: its emulation may write memory and registers.
+            snap.vm.reset(self._vm, None if me is None else vcpus[me])
             try:
                 for name, device in devices.items():
                     device.restore_state(snap.devices[name])
             except DeviceStateError as e:
                 raise SnapshotError(f"cannot restore the snapshot: {e}") from None
-            copied = self._tracker.reset(snap.memory, found.guest_areas())
-            for vcpu, state in zip(vcpus, snap.vcpus):
-                state.restore(vcpu, in_exit=vcpu.index == me)
+            return self._reset_guest(snap, found.guest_areas(), me)
+
+    def _reset_guest(self, snap: Snapshot, keep_marked: list[tuple[int, int]],
+                     me: int | None) -> int:
+        """Guest RAM and the vCPUs, in one crossing when the machine last matched snap's
+        memory (only the dirty pages differ), else after comparing every page."""
+        vcpus, tracker = self._vm.vcpus, self._tracker
+        if snap.reset_vcpus is None:
+            snap.reset_vcpus = ffi.new("struct pv_reset_vcpu[]", [
+                {"fd": v.fd, "run": v.kvm_run, "state": s.struct}
+                for v, s in zip(vcpus, snap.vcpus)])
+        table = snap.reset_vcpus
+        for entry, vcpu, state in zip(table, vcpus, snap.vcpus):
+            entry.how = vcpu.restore_flags(state.struct, vcpu.index == me)
+        args = tracker.reset_args(snap.memory)
+        dirty_only = args is not None
+        if not dirty_only:
+            copied = tracker.reset(snap.memory, keep_marked)
+            args = (self._vm.fd, ffi.NULL, 0, ffi.NULL, ffi.NULL, 0)
+        failed = self._failed_vcpu
+        ret = lib.pv_reset_guest(*args, table, len(vcpus), failed)
+        if ret < 0:
+            if failed[0] == len(vcpus):
+                raise KvmError("KVM_GET_DIRTY_LOG", -ret)
+            vcpus[failed[0]].raise_restore_error(snap.vcpus[failed[0]].struct, ret)
+        if dirty_only:
+            tracker.reset_done(keep_marked)
+            return ret
         return copied
 
     def restore_devices(self, states: dict[str, dict]) -> None:

@@ -109,19 +109,31 @@ class DirtyTracker:
         self.base = image
         return image
 
-    def reset(self, image: MemoryImage, keep_marked: list[tuple[int, int]]) -> int:
-        """Make guest RAM equal to image again; the number of pages copied."""
-        if image is self.base:
-            copied = lib.pv_reset_memory(self._vm.fd, self._log_table(), self._log_count,
-                                         self._table, image.saved, len(self._regions))
-            if copied < 0:
-                raise KvmError("KVM_GET_DIRTY_LOG", -copied)
-            for gpa, size in keep_marked:
-                self._memory.mark_written(gpa, size)
-            return copied
-        self._clear([])
-        copied = image.copy_into(self._memory)
+    def reset_args(self, image: MemoryImage) -> tuple | None:
+        """pv_reset_memory's arguments when image is the base (its dirty pages are all that
+        differ), for a caller that makes the call with more work in the same crossing
+        (pv_reset_guest) and then calls reset_done; None for another image (reset)."""
+        if image is not self.base:
+            return None
+        return (self._vm.fd, self._log_table(), self._log_count, self._table, image.saved,
+                len(self._regions))
+
+    def reset_done(self, keep_marked: list[tuple[int, int]]) -> None:
+        """After the pages were copied back: areas a device writes through views it holds
+        count as changed from the start again."""
         for gpa, size in keep_marked:
             self._memory.mark_written(gpa, size)
-        self.base = image
+
+    def reset(self, image: MemoryImage, keep_marked: list[tuple[int, int]]) -> int:
+        """Make guest RAM equal to image again; the number of pages copied."""
+        args = self.reset_args(image)
+        if args is not None:
+            copied = lib.pv_reset_memory(*args)
+            if copied < 0:
+                raise KvmError("KVM_GET_DIRTY_LOG", -copied)
+        else:
+            self._clear([])
+            copied = image.copy_into(self._memory)
+            self.base = image
+        self.reset_done(keep_marked)
         return copied
