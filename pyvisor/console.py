@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import termios
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from .devices.io_loop import IoLoop
 from .log import get_logger

@@ -9,7 +9,9 @@ for the records it loads. A Value is immutable by convention: nothing assigns to
 once __init__ has run."""
 from __future__ import annotations
 
-from typing import Self
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Self
 
 
 class Value:

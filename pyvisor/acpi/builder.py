@@ -11,22 +11,24 @@ The area [ACPI_AREA_START, ACPI_AREA_END) is reserved in the e820 map (memory/la
 from __future__ import annotations
 
 import struct
-from typing import Protocol, Sequence
+from collections.abc import Sequence
 
 from pyvisor.acpi import tables
 from pyvisor.memory.layout import BIOS_AREA_START, HIGH_MEMORY_START
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class _Writable(Protocol):
+        def write(self, gpa: int, data: bytes) -> None: ...
+
+    class _Readable(Protocol):
+        def read(self, gpa: int, size: int) -> bytes: ...
+
 RSDP_ADDR = 0xE0000
 ACPI_AREA_START = BIOS_AREA_START
 ACPI_AREA_END = HIGH_MEMORY_START
-
-
-class _Writable(Protocol):
-    def write(self, gpa: int, data: bytes) -> None: ...
-
-
-class _Readable(Protocol):
-    def read(self, gpa: int, size: int) -> bytes: ...
 
 
 class AcpiError(ValueError):

@@ -7,7 +7,7 @@ FACS version 2, MADT 4, DSDT 2 (64-bit AML integers).
 from __future__ import annotations
 
 import struct
-from typing import Sequence
+from collections.abc import Sequence
 
 from pyvisor.acpi import aml
 from pyvisor.acpi.platform import (INTI_ACTIVE_HIGH, INTI_CONFORMS, INTI_LEVEL,

@@ -15,11 +15,15 @@ Addresses are guest-virtual (linear), as the debug registers and gdb see them.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
 
 from .._native import lib
 from ..errors import PyvisorError
 from ..log import get_logger
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 log = get_logger("pyvisor.debug")
 

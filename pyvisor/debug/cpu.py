@@ -7,7 +7,7 @@ created, paused or stopped, or the caller is a hook running on this vCPU's own t
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from .._native import ffi
 from ..errors import GuestMemoryError, PyvisorError
@@ -17,7 +17,10 @@ from ..memory.guest_memory import GuestMemory
 from ..x86.pagewalk import translate
 from ..x86.registers import EFER_LMA
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..machine.outcome import Outcome
 
 GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp",

@@ -10,7 +10,7 @@ A page that is absent cannot hold code the guest runs, so an "rw" watchpoint bel
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ..memory.guest_memory import GuestMemory
 from ..memory.slots import PAGE, MemorySlots

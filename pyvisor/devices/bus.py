@@ -9,10 +9,14 @@ from __future__ import annotations
 import threading
 from bisect import bisect_right
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
 
 from ..log import DEBUG, get_logger
 from ..value import Value
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _log = get_logger("pyvisor.devices")
 

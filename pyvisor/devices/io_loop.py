@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import select
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from ..log import get_logger
 from .ratelimit import RateLimitedLog

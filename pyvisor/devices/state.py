@@ -9,9 +9,13 @@ from a tap but not yet delivered) raises DeviceStateError.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
 
 from ..errors import PyvisorError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class DeviceStateError(PyvisorError):

@@ -1,10 +1,14 @@
 """The two ways pyvisor calls an ioctl: with a pointer, or with an integer argument.
 
 Both raise KvmError naming the ioctl, so a failure anywhere reads as one line."""
-from typing import Any
+from __future__ import annotations
 
 from .._native import lib
 from ..errors import KvmError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def ioctl(fd: int, request: int, arg: Any, name: str) -> int:

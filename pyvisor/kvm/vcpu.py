@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from .._native import ffi, lib
 from ..errors import KvmError

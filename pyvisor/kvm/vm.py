@@ -3,7 +3,7 @@ interrupt lines, and the eventfd plumbing (ioeventfd, irqfd, GSI routing)."""
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
 
 from .._native import ffi, lib
 from ..errors import KvmError
@@ -11,6 +11,7 @@ from ..value import Value
 from .ioctl import ioctl, ioctl_int
 from .vcpu import Vcpu
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .system import Kvm
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Iterable, NoReturn
+from collections.abc import Iterable
 
 from pyvisor.errors import ConfigError, KernelError
 from pyvisor.loader.image_file import read_image
@@ -23,6 +23,10 @@ from pyvisor.units import format_size
 from pyvisor.value import Value
 from pyvisor.x86.boot_layout import CMDLINE_MAX, KERNEL_MIN_ADDR
 from pyvisor.x86.bootparams import BOOT_FLAG, HEADER_MAGIC, SETUP_HEADER_OFFSET
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 SECTOR = 512
 MIN_PROTOCOL = 0x020A          # 2.10: pref_address, init_size, kernel_alignment all present

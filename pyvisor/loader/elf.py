@@ -3,10 +3,11 @@
 Every check runs before the first byte is written, and each failure is one KernelError line
 naming the file, since a bad kernel path or image is the most common user mistake.
 """
+from __future__ import annotations
 
 import os
 import struct
-from typing import Callable, NoReturn
+from collections.abc import Callable
 
 from pyvisor.errors import KernelError
 from pyvisor.loader.image_file import read_image
@@ -15,6 +16,10 @@ from pyvisor.memory.layout import MMIO_HOLE_END, MMIO_HOLE_START
 from pyvisor.units import format_size
 from pyvisor.value import Value
 from pyvisor.x86.boot_layout import KERNEL_MIN_ADDR
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
 _PHDR = struct.Struct("<IIQQQQQQ")

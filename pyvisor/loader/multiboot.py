@@ -12,7 +12,7 @@ A file with both headers is booted as Multiboot 1, as QEMU would.
 from __future__ import annotations
 
 import os
-from typing import Iterable, NoReturn
+from collections.abc import Iterable
 
 from pyvisor.errors import KernelError
 from pyvisor.loader import multiboot1, multiboot2
@@ -22,6 +22,10 @@ from pyvisor.memory.guest_memory import GuestMemory
 from pyvisor.memory.layout import E820Entry
 from pyvisor.value import Value
 from pyvisor.x86.boot_layout import KERNEL_MIN_ADDR
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 LOADER_NAME = b"pyvisor"
 

@@ -11,12 +11,16 @@ address fields (the "a.out kludge") say where the image goes instead of its ELF 
 from __future__ import annotations
 
 import struct
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
-from pyvisor.loader.multiboot_image import (Fail, KernelImage, Module, address_image,
-                                            elf_image, find_magic, memory_kib)
+from pyvisor.loader.multiboot_image import (KernelImage, Module, address_image, elf_image,
+                                            find_magic, memory_kib)
 from pyvisor.memory.layout import E820Entry
 from pyvisor.value import Value
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pyvisor.loader.multiboot_image import Fail
 
 HEADER_MAGIC = 0x1BADB002
 BOOTLOADER_MAGIC = 0x2BADB002   # EAX at entry

@@ -9,12 +9,16 @@ requirement: one pyvisor cannot meet refuses the kernel, as the specification as
 from __future__ import annotations
 
 import struct
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
-from pyvisor.loader.multiboot_image import (Fail, KernelImage, Module, address_image,
-                                            elf_image, find_magic, memory_kib)
+from pyvisor.loader.multiboot_image import (KernelImage, Module, address_image, elf_image,
+                                            find_magic, memory_kib)
 from pyvisor.memory.layout import E820Entry
 from pyvisor.value import Value
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pyvisor.loader.multiboot_image import Fail
 
 HEADER_MAGIC = 0xE85250D6
 BOOTLOADER_MAGIC = 0x36D76289   # EAX at entry

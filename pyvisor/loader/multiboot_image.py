@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Callable, Iterable, NoReturn
+from collections.abc import Callable, Iterable
 
 from pyvisor._native import lib
 
@@ -22,7 +22,11 @@ from pyvisor.memory.layout import E820Entry
 from pyvisor.value import Value
 from pyvisor.x86.boot_layout import KERNEL_MIN_ADDR
 
-Fail = Callable[[str], NoReturn]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+    Fail = Callable[[str], NoReturn]
 
 FOUR_GIB = 1 << 32
 PAGE = 4096

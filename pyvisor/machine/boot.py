@@ -11,7 +11,7 @@ The protocols differ only in that structure and in the CPU mode at entry:
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..acpi import build_acpi
 from ..kvm.vcpu import Vcpu

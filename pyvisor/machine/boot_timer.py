@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
 
 from .. import _imported_ns
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 BOOT_TIMER_PORT = 0x99
 

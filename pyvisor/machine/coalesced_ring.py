@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import mmap
 import threading
-from typing import TYPE_CHECKING, Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from .._native import ffi, lib
 from ..kvm.ioctl import ioctl
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..kvm.system import Kvm
     from ..kvm.vm import Vm

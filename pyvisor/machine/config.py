@@ -6,7 +6,7 @@ import math
 import os
 import stat
 import threading
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
 
 from ..devices.pci.root import SLOT_COUNT
 from ..errors import ConfigError
@@ -16,6 +16,7 @@ from ..value import Value
 from .console_pipe import DEFAULT_CONSOLE_LIMIT
 from ..x86.boot_layout import CMDLINE_MAX
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:   # their device modules are imported only for a machine that has them
     from ..devices.virtio.blk import DiskSpec
     from ..devices.virtio.net import NetSpec

@@ -16,7 +16,7 @@ import fcntl
 import os
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .._native import ffi
 from ..log import get_logger

@@ -9,9 +9,13 @@ returning None passes it on to the device, so a hook can watch without emulating
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
 
-HookCallback = Callable[[Any, int, int, int, bool], Any]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    HookCallback = Callable[[Any, int, int, int, bool], Any]
 
 _current = threading.local()
 

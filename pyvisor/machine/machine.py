@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
 
 from .._native import ffi, lib
 from ..debug.breakpoints import Breakpoint, DebugTable, Watchpoint
@@ -47,7 +47,7 @@ from ..x86.vcpu_setup import configure_cpu, configure_lapic
 from .boot import enter_kernel, prepare_boot
 from .config import MachineConfig
 from .console_pipe import ConsolePipe, OutputRing
-from .hooks import Hook, HookCallback, RangeHooks, current_cpu
+from .hooks import Hook, RangeHooks, current_cpu
 from .coalesced_ring import CoalescedRing
 from .native_ports import fill_port_table
 from .outcome import TIMEOUT_STATUS, Outcome
@@ -56,9 +56,11 @@ from .run_control import KICK_SIGNAL, RunControl
 from .stats import MachineStats, collect_stats
 from .vcpu_runner import EXIT_NAMES, Routing, VcpuRunner
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:   # imported where used: a machine that never snapshots never loads them
     from ..console import Console
     from ..snapshot.engine import Snapshot, Snapshotter
+    from .hooks import HookCallback
 
 log = get_logger("pyvisor.machine")
 

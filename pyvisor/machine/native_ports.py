@@ -12,7 +12,7 @@ index port: QEMU coalesces it too). A hooked port is never coalesced: its hook s
 access as it happens. The 0xE9 console is not: a byte must show before the guest halts."""
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from .._native import ffi, lib
 from ..devices.bus import PIO_SPACE, PioBus

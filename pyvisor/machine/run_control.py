@@ -15,7 +15,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ..kvm.vcpu import Vcpu
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import struct
 import threading
-from typing import TYPE_CHECKING
 
 from .._native import lib
 from ..acpi import tables
@@ -24,6 +23,7 @@ from ..errors import PyvisorError
 from ..log import get_logger
 from ..memory.guest_memory import GuestMemoryError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..debug.cpu import Cpu
     from .machine import Machine

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 from .._native import ffi, lib
 from ..devices.bus import Registration

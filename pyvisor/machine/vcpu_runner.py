@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
 
 from .._native import ffi, lib
 from ..debug.breakpoints import DR6_BS, Breakpoint, DebugTable, Watchpoint
@@ -25,6 +25,10 @@ from .hooks import HookError, set_current_cpu
 from .outcome import FAULT_STATUS, Outcome
 from .report import INTERNAL_ERROR_NAMES, build_report
 from .run_control import RunControl
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 log = get_logger("pyvisor.machine")
 

@@ -12,12 +12,13 @@ them: `pyvisor run KERNEL` with no virtio devices loads none of them.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
 
 from ..acpi.platform import PCI_MMIO_WINDOW_START
 from ..errors import ConfigError
 from .config import MachineConfig
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..devices.io_loop import IoLoop
     from ..devices.virtio.device import VirtioDevice

@@ -12,7 +12,7 @@ With dirty logging on (snapshots), every writable slot carries KVM_MEM_LOG_DIRTY
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from .._native import lib
 

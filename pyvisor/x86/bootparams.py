@@ -1,21 +1,25 @@
 """The Linux zero page (struct boot_params), built over the real <asm/bootparam.h> layout
 so field offsets can never drift from what the kernel reads."""
+from __future__ import annotations
 
-from typing import Iterable, Protocol
+from collections.abc import Iterable
 
 from pyvisor._native import ffi, lib
 from pyvisor.errors import ConfigError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class _E820Like(Protocol):
+        addr: int
+        size: int
+        type: int
 
 BOOT_FLAG = 0xAA55
 HEADER_MAGIC = int.from_bytes(b"HdrS", "little")
 LOADER_UNDEFINED = 0xFF  # type_of_loader: a boot loader without an assigned ID
 SETUP_HEADER_OFFSET = 0x1F1  # where struct setup_header sits in boot_params (and a bzImage)
-
-
-class _E820Like(Protocol):
-    addr: int
-    size: int
-    type: int
 
 
 class ZeroPage:

@@ -5,7 +5,7 @@ processor counts must be rewritten per vCPU, or a multi-CPU guest sees every vCP
 same processor. All functions here are pure; entries are immutable.
 """
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .._native import lib
 from ..value import Value

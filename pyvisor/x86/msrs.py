@@ -1,7 +1,7 @@
 """Model-specific registers pyvisor sets at boot. Their numbers are architectural (Intel
 SDM vol. 4) and not in the uapi headers, hence defined here."""
 
-from typing import Collection
+from collections.abc import Collection
 
 IA32_TSC = 0x10
 APIC_BASE = 0x1B

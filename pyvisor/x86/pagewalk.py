@@ -2,7 +2,7 @@
 own page tables: fault reports use it to find (and disassemble) the code at RIP.
 Accessed/dirty bits are never set and permissions are ignored: this only looks."""
 
-from typing import Callable
+from collections.abc import Callable
 
 from pyvisor.errors import GuestMemoryError
 

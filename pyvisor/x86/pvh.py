@@ -17,7 +17,7 @@ boot_layout.py), laid out as
 from __future__ import annotations
 
 import struct
-from typing import Iterable, Protocol
+from collections.abc import Iterable
 
 from ..errors import ConfigError
 from ..kvm.vcpu import Vcpu
@@ -26,6 +26,15 @@ from .boot_layout import START_INFO_ADDR, START_INFO_END
 from .gdt import CODE32_SELECTOR
 from .registers import CR0_ET, CR0_PE
 from .vcpu_setup import enter_boot_state
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class _E820Like(Protocol):
+        addr: int
+        size: int
+        type: int
 
 MODLIST_ADDR = START_INFO_ADDR + 0x40
 MEMMAP_ADDR = START_INFO_ADDR + 0x80
@@ -43,12 +52,6 @@ MEMMAP_ENTRY = struct.Struct("<QQII")
 
 MAX_MODULES = (MEMMAP_ADDR - MODLIST_ADDR) // MODLIST_ENTRY.size
 MEMMAP_MAX_ENTRIES = (START_INFO_END - MEMMAP_ADDR) // MEMMAP_ENTRY.size
-
-
-class _E820Like(Protocol):
-    addr: int
-    size: int
-    type: int
 
 
 def build_start_info(mem: GuestMemory, e820: Iterable[_E820Like], cmdline_gpa: int,

@@ -4,7 +4,7 @@ and LAPIC wiring. Only the bootstrap processor gets the entry
 state: application processors stay in the in-kernel LAPIC's wait-for-SIPI state."""
 from __future__ import annotations
 
-from typing import Collection, Sequence
+from collections.abc import Collection, Sequence
 
 from ..kvm.vcpu import Vcpu
 from .boot_layout import BOOT_STACK_TOP, ZERO_PAGE_ADDR

@@ -33,11 +33,12 @@ sys.exit(status)
 # module the interpreter itself loaded first (site may, for an editable install) does not
 # count. dataclasses (with inspect and ast) and click: the records are pyvisor.value's,
 # the command line argparse's; shutil: only --help asks for the terminal's width; decimal:
-# only a size with a fraction (1.5G); pyvisor.console: only the terminal's consoles.
+# only a size with a fraction (1.5G); pyvisor.console: only the terminal's consoles;
+# logging, typing and traceback: pyvisor/log.py, collections.abc, a failing hook.
 OPTIONAL = ("pyvisor.api", "pyvisor.debug.gdbstub", "pyvisor.snapshot",
             "pyvisor.devices.virtio", "pyvisor.devices.legacy.pc_testdev", "capstone",
             "http.server", "pathlib", "dataclasses", "inspect", "click", "shutil", "decimal",
-            "pyvisor.console")
+            "pyvisor.console", "logging", "typing", "traceback")
 
 
 def interpreter_modules() -> set[str]:

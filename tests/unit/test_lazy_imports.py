@@ -37,6 +37,17 @@ def test_importing_the_cli_loads_no_optional_part():
     assert "pyvisor.machine.machine" not in modules   # only `run` builds a machine
 
 
+# Standard modules the run path does without (pyvisor/log.py, collections.abc and
+# TYPE_CHECKING for typing, traceback only for a failing hook): about 10 ms of imports.
+NOT_ON_THE_RUN_PATH = ("logging", "typing", "traceback", "linecache", "tokenize")
+
+
+def test_the_run_path_loads_neither_logging_nor_typing():
+    modules = loaded_after("import pyvisor.cli, pyvisor.machine.machine, "
+                           "pyvisor.machine.boot_timer, pyvisor.console")
+    assert sorted(m for m in modules if m.startswith(NOT_ON_THE_RUN_PATH)) == []
+
+
 def test_importing_the_package_loads_no_machine():
     modules = loaded_after("import pyvisor")
     assert not any(m.startswith("pyvisor.machine") for m in modules)

@@ -2,7 +2,7 @@
 early boot code to print, one OUT per byte with no UART setup."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 DEBUGCON_PORT = 0xE9
 

@@ -2,7 +2,7 @@
 status of its choosing, which is how the tiny kernels report pass/fail."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 EXIT_PORT = 0xF4
 

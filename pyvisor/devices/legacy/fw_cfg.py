@@ -16,7 +16,7 @@ built once, so a guest reading costs a bounded table lookup per byte.
 from __future__ import annotations
 
 import struct
-from typing import Iterable
+from collections.abc import Iterable
 
 from ..._native import ffi, lib
 from ...memory.layout import E820Entry

@@ -22,7 +22,7 @@ the AUX-data status bit (Linux reports "auxerr" immediately) and the AUX interfa
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from ..state import DeviceStateError, capture, restore_fields
 from .ps2_keyboard import CTRL_ALT_DEL, Ps2Keyboard

@@ -13,7 +13,7 @@ needed. Set 3, which Linux only asks for with atkbd.set=3, is refused (RESEND).
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from ...errors import PyvisorError
 from ...value import Value

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 from ..state import DeviceStateError, capture, restore_fields
 
 COM1_BASE = 0x3F8

@@ -7,10 +7,16 @@ builds the space with the helpers here; the guest reaches it only through `read`
 """
 from __future__ import annotations
 
-from typing import Callable, Literal
+from collections.abc import Callable
 
 from ...value import Value
 from ..state import DeviceStateError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Literal
+
+    BarKind = Literal["mem32", "mem64", "io"]
 
 CONFIG_SPACE_SIZE = 256
 
@@ -52,7 +58,6 @@ FIRST_CAPABILITY = 0x40     # the type-0 header ends at 0x3F
 
 IO_SPACE_SIZE = 0x10000     # x86 port space: an I/O BAR above it decodes nothing
 
-BarKind = Literal["mem32", "mem64", "io"]
 # on_bar_change(index, old address, new address); None = not decoded.
 BarChangeHook = Callable[[int, int | None, int | None], None]
 
