@@ -13,8 +13,11 @@
  *               DEBUGREGS, LAPIC, MSRS (the MSR list pyvisor keeps, given as hex), EVENTS;
  *   same-ioctls the same state with the ioctls pyvisor's reset from a hook makes: a KVM_RUN
  *               with immediate_exit that finishes the exit and stores the sregs, the VM
- *               state, XSAVE, XCRS, DEBUGREGS, LAPIC, MSRS, and REGS, SREGS and EVENTS
- *               through kvm_run->s.regs on the next KVM_RUN (MP_STATE is RUNNABLE already).
+ *               state (each irqchip read, and set only when it differs), XSAVE, XCRS,
+ *               DEBUGREGS, LAPIC, MSRS, and REGS, SREGS and EVENTS through kvm_run->s.regs
+ *               on the next KVM_RUN (MP_STATE is RUNNABLE already);
+ *   ioctls      no loop: the cost of each ioctl a reset makes, RESETS times each, at the
+ *               snapshot point (prints "ioctl NAME us X" lines).
  * Prints "resets N us_per_reset X per_second Y" (per_second: resets+runs per second). */
 #define main pio_baseline_main
 #include "pio_baseline.c"
@@ -27,7 +30,7 @@
 #define PAGE 4096u
 #define MAX_MSRS 256
 
-enum mode { MINIMAL, FULL, SAME_IOCTLS };
+enum mode { MINIMAL, FULL, SAME_IOCTLS, IOCTLS };
 
 static double now(void)
 {
@@ -120,6 +123,22 @@ static void set_vm_state(struct full_state *f)
         die("KVM_SET_PIT2/CLOCK");
 }
 
+/* pyvisor's pv_reset_vm: an irqchip is set only when it differs from the saved one. */
+static void reset_vm_state(struct full_state *f)
+{
+    for (int i = 0; i < 3; i++) {
+        struct kvm_irqchip now;
+        memset(&now, 0, sizeof(now));
+        now.chip_id = f->chips[i].chip_id;
+        if (ioctl(vm_fd, KVM_GET_IRQCHIP, &now) < 0)
+            die("KVM_GET_IRQCHIP");
+        if (memcmp(&now, &f->chips[i], sizeof(now)) && ioctl(vm_fd, KVM_SET_IRQCHIP, &f->chips[i]) < 0)
+            die("KVM_SET_IRQCHIP");
+    }
+    if (ioctl(vm_fd, KVM_SET_PIT2, &f->pit) < 0 || ioctl(vm_fd, KVM_SET_CLOCK, &f->clock) < 0)
+        die("KVM_SET_PIT2/CLOCK");
+}
+
 static void set_middle(int fd, struct full_state *f, const struct kvm_lapic_state *lapic)
 {
     if (ioctl(fd, KVM_SET_XSAVE, f->xsave) < 0 || ioctl(fd, KVM_SET_XCRS, &f->xcrs) < 0 ||
@@ -129,10 +148,54 @@ static void set_middle(int fd, struct full_state *f, const struct kvm_lapic_stat
         die("KVM_SET_MSRS");
 }
 
+/* The cost of each ioctl of a reset, n times each, with the vCPU at the snapshot point. */
+static void time_ioctls(int fd, struct kvm_run *run, long n, struct full_state *f,
+                        struct kvm_dirty_log *log, struct kvm_regs *regs, struct kvm_sregs *sregs,
+                        struct kvm_lapic_state *lapic, struct kvm_vcpu_events *events)
+{
+    struct kvm_irqchip chip;
+    struct { const char *name; int vm; unsigned long request; void *arg; } calls[] = {
+        { "KVM_GET_DIRTY_LOG", 1, KVM_GET_DIRTY_LOG, log },
+        { "KVM_GET_IRQCHIP (IOAPIC)", 1, KVM_GET_IRQCHIP, &chip },
+        { "KVM_SET_IRQCHIP (IOAPIC)", 1, KVM_SET_IRQCHIP, &f->chips[2] },
+        { "KVM_SET_IRQCHIP (PIC)", 1, KVM_SET_IRQCHIP, &f->chips[0] },
+        { "KVM_SET_PIT2", 1, KVM_SET_PIT2, &f->pit },
+        { "KVM_SET_CLOCK", 1, KVM_SET_CLOCK, &f->clock },
+        { "KVM_SET_MP_STATE", 0, KVM_SET_MP_STATE, &f->mp },
+        { "KVM_SET_REGS", 0, KVM_SET_REGS, regs },
+        { "KVM_SET_SREGS", 0, KVM_SET_SREGS, sregs },
+        { "KVM_SET_XSAVE", 0, KVM_SET_XSAVE, f->xsave },
+        { "KVM_SET_XCRS", 0, KVM_SET_XCRS, &f->xcrs },
+        { "KVM_SET_DEBUGREGS", 0, KVM_SET_DEBUGREGS, &f->debugregs },
+        { "KVM_SET_LAPIC", 0, KVM_SET_LAPIC, lapic },
+        { "KVM_SET_MSRS", 0, KVM_SET_MSRS, &f->msrs },
+        { "KVM_SET_VCPU_EVENTS", 0, KVM_SET_VCPU_EVENTS, events },
+        { "KVM_GET_REGS", 0, KVM_GET_REGS, regs },
+    };
+    chip = f->chips[2];
+    for (unsigned c = 0; c < sizeof(calls) / sizeof(calls[0]); c++) {
+        double t0 = now();
+        for (long i = 0; i < n; i++)
+            if (ioctl(calls[c].vm ? vm_fd : fd, calls[c].request, calls[c].arg) < 0)
+                die(calls[c].name);
+        printf("ioctl %s us %.2f\n", calls[c].name, (now() - t0) / n * 1e6);
+    }
+    double t0 = now();
+    for (long i = 0; i < n; i++) {
+        run->immediate_exit = 1;
+        run->kvm_valid_regs = KVM_SYNC_X86_SREGS;
+        if (ioctl(fd, KVM_RUN, 0) == 0 || errno != EINTR)
+            die("KVM_RUN (immediate_exit)");
+    }
+    run->kvm_valid_regs = 0;
+    run->immediate_exit = 0;
+    printf("ioctl KVM_RUN (immediate_exit, storing sregs) us %.2f\n", (now() - t0) / n * 1e6);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 4 || argc > 6) {
-        fprintf(stderr, "usage: %s KERNEL.elf CMDLINE RESETS [minimal|full|same-ioctls [MSRS]]\n",
+        fprintf(stderr, "usage: %s KERNEL.elf CMDLINE RESETS [minimal|full|same-ioctls|ioctls [MSRS]]\n",
                 argv[0]);
         return 2;
     }
@@ -142,6 +205,8 @@ int main(int argc, char **argv)
         mode = FULL;
     else if (argc > 4 && !strcmp(argv[4], "same-ioctls"))
         mode = SAME_IOCTLS;
+    else if (argc > 4 && !strcmp(argv[4], "ioctls"))
+        mode = IOCTLS;
     else if (argc > 4 && strcmp(argv[4], "minimal")) {
         fprintf(stderr, "snapshot_baseline: unknown mode %s\n", argv[4]);
         return 2;
@@ -179,6 +244,10 @@ int main(int argc, char **argv)
     if (mode != MINIMAL)     /* as pyvisor keeps them */
         events.flags |= KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SIPI_VECTOR;
     memcpy(saved, ram, RAM_SIZE);
+    if (mode == IOCTLS) {
+        time_ioctls(fd, run, resets, &full, &log, &regs, &sregs, &lapic, &events);
+        return 0;
+    }
 
     double in_reset = 0, start = now();
     for (long n = 0; n < resets; n++) {
@@ -195,8 +264,10 @@ int main(int argc, char **argv)
             run->kvm_valid_regs = 0;
             run->immediate_exit = 0;
         }
-        if (mode != MINIMAL)
+        if (mode == FULL)
             set_vm_state(&full);
+        else if (mode == SAME_IOCTLS)
+            reset_vm_state(&full);
         if (ioctl(vm_fd, KVM_GET_DIRTY_LOG, &log) < 0)
             die("KVM_GET_DIRTY_LOG");
         for (uint64_t w = 0; w < (npages + 63) / 64; w++) {

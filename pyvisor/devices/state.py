@@ -22,8 +22,27 @@ class DeviceStateError(PyvisorError):
     """A device cannot be snapshotted now, or a saved state does not fit it."""
 
 
+class Captured(dict):
+    """A state `capture` took of a live device. `restore_fields` puts it back without the
+    checks a file's state (a plain dict) needs: its values are ones the device held, of the
+    types it holds (restore_fields lets in no others), and `copies` names the byte buffers
+    it turns back into bytearrays. A reset loop restores the same captures many times a
+    second."""
+    __slots__ = ("names", "copies")
+
+
 def capture(obj: Any, names: Iterable[str]) -> dict[str, Any]:
-    return {name: _plain(getattr(obj, name)) for name in names}
+    state, copies = Captured(), []
+    for name in names:
+        value = getattr(obj, name)
+        if isinstance(value, (bytearray, memoryview)):
+            copies.append(name)
+            if isinstance(value, memoryview):
+                names = None            # restore_fields refuses it back: let it say so
+            value = bytes(value)
+        state[name] = value
+    state.names, state.copies = names, tuple(copies)
+    return state
 
 
 def _plain(value: Any) -> Any:
@@ -33,7 +52,14 @@ def _plain(value: Any) -> Any:
 
 
 def restore_fields(obj: Any, state: dict[str, Any], names: Iterable[str], what: str) -> None:
-    """Set each named attribute from state, checked against the current value's type."""
+    """Set each named attribute from state, checked against the current value's type
+    unless capture took state with the same names (the device's own list)."""
+    if type(state) is Captured and state.names is names:
+        for name in names:
+            setattr(obj, name, state[name])
+        for name in state.copies:
+            setattr(obj, name, bytearray(state[name]))
+        return
     values = {}
     for name in names:
         if name not in state:

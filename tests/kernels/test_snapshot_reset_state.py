@@ -195,3 +195,56 @@ def test_two_restores_in_one_hook_end_at_the_second():
 
         assert m.run(timeout=60).status == 3
         assert lines(m.console_text) == expected[:4] + expected[2:]
+
+
+# struct kvm_irqchip: chip_id and pad, then the chip. struct kvm_pic_state: last_irr, irr,
+# imr, ...; struct kvm_ioapic_state: base_address (8), ioregsel, id, irr, pad (4 each),
+# then the 64-bit redirection entries (linux/kvm.h, asm/kvm.h).
+PIC_IRR, PIC_IMR = 8 + 1, 8 + 2
+IOAPIC_REDIR = 8 + 24
+PIC_MASTER, PIC_SLAVE, IOAPIC = 0, 1, 2
+
+
+def chips(m: Machine) -> list[bytes]:
+    return [m.vm.get_irqchip(chip) for chip in (PIC_MASTER, PIC_SLAVE, IOAPIC)]
+
+
+def test_interrupt_controllers_changed_since_the_snapshot_are_set_back():
+    """A reset sets only the in-kernel PICs and IOAPIC that differ from the snapshot's (it
+    reads them first): each one changed between snapshot and restore (an IMR, a pulse on
+    IRQ 10 that leaves the slave PIC's IRR set, a redirection entry) reads back as the
+    snapshot had it, the guest runs on exactly; a reset with none changed sets none."""
+    expected = fresh(rounds=5)
+    with snap_target(rounds=5) as m:
+        st = snapshot_at_ready(m, changed=[], set_counts=[])
+
+        @m.on_pio(ROUND_PORT)
+        def round_done(cpu, port, size, value, is_write):
+            if value == 2 and not st["changed"]:
+                master, _, ioapic = (bytearray(c) for c in chips(m))
+                master[PIC_IMR] ^= 0x5A
+                m.vm.set_irqchip(bytes(master))
+                m.vm.irq_line(10, True)
+                m.vm.irq_line(10, False)
+                entry = IOAPIC_REDIR + 8 * 5
+                ioapic[entry:entry + 8] = (0x10000 | 0x8000 | 0x41).to_bytes(8, "little")
+                m.vm.set_irqchip(bytes(ioapic))
+                st["changed"] = chips(m)
+                m.restore(st["snap"])
+                st["set_counts"].append(st["snap"].vm.chips_set)
+                st["after"] = chips(m)
+            elif value == 4 and len(st["set_counts"]) == 1:
+                m.restore(st["snap"])          # nothing touched the chips since the last
+                st["set_counts"].append(st["snap"].vm.chips_set)
+            return True
+
+        outcome = m.run(timeout=60)
+        assert outcome.status == 3, outcome.describe()
+    saved = list(st["snap"].vm.irqchips)
+    changed = st["changed"]
+    assert changed[PIC_MASTER][PIC_IMR] != saved[PIC_MASTER][PIC_IMR]
+    assert changed[PIC_SLAVE][PIC_IRR] & 0x04 and not saved[PIC_SLAVE][PIC_IRR] & 0x04
+    assert changed[IOAPIC] != saved[IOAPIC]
+    assert st["after"] == saved
+    assert st["set_counts"] == [3, 0]
+    assert lines(m.console_text) == expected[:2] + expected[:4] + expected
