@@ -11,7 +11,9 @@ regs/sregs/LAPIC/events and copies the dirty pages only (less than pyvisor resto
 DEBUGREGS, LAPIC, pyvisor's MSR list, EVENTS), each part with its ioctl; `same-ioctls` makes
 the ioctls pyvisor makes (see pyvisor/kvm/vcpu.py restore_state), so what is left between it
 and pyvisor is pyvisor's own work (Python, the devices). Each loop runs --repeat times; the
-best and the median are shown. Figures are printed, never asserted."""
+best and the median are shown. Then what each ioctl of a reset costs on this host (the C
+baseline's `ioctls` mode, the median of --repeat runs): what stands between the loops.
+Figures are printed, never asserted."""
 from __future__ import annotations
 
 import argparse
@@ -48,6 +50,21 @@ def c_loop(pages: int, resets: int, mode: str, msrs: list[int]) -> tuple[float, 
                          capture_output=True, text=True, check=True).stdout
     fields = out.split("resets", 1)[1].split()
     return float(fields[2]), float(fields[4])      # us per reset, resets+runs per second
+
+
+def ioctl_costs(resets: int, msrs: list[int], repeat: int) -> None:
+    runs: dict[str, list[float]] = {}
+    for _ in range(repeat):
+        out = subprocess.run([str(BASELINE), KERNEL, cmdline(1), str(resets), "ioctls",
+                              ",".join(f"{i:x}" for i in msrs)],
+                             capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("ioctl "):
+                name, us = line[len("ioctl "):].rsplit(" us ", 1)
+                runs.setdefault(name, []).append(float(us))
+    print(f"\neach ioctl of a reset, {resets} times at the snapshot point, median of {repeat} runs")
+    for name, values in runs.items():
+        print(f"  {name:<48} {statistics.median(values):6.2f} µs")
 
 
 def msr_list() -> list[int]:
@@ -149,6 +166,7 @@ def main() -> int:
                   f"{rate:>6.0f} ({rate_med:>6.0f}) {ratio_rate:>6}")
     print("(pyvisor is: pyvisor's µs per reset over the loop's; C is: the loop's resets+runs "
           "per second over pyvisor's; both from the best runs)")
+    ioctl_costs(args.resets, msrs, args.repeat)
     file_figures(args.file_mem)
     return 0
 
