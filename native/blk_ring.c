@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <linux/virtio_blk.h>
 #include <linux/virtio_ring.h>
 
@@ -48,10 +49,11 @@ struct slot {
 
 struct pvb_disk {
     struct pvu_ring *ring;
+    int event_fd;                 /* the ring's completion eventfd */
     uint64_t size, max_transfer;
-    unsigned align, direct, readonly, nslots, in_flight, failures;
-    int last_error, free_head;
-    uint64_t touched;             /* queues (bit per index, up to 64) given used entries */
+    unsigned align, direct, readonly, nslots;
+    int free_head;
+    struct pvb_report report;
     struct slot slots[];
 };
 
@@ -62,13 +64,15 @@ struct seg {
     uint8_t region;
 };
 
-struct pvb_disk *pvb_open(struct pvu_ring *ring, uint64_t size, unsigned align,
-                          int readonly, uint64_t max_transfer, unsigned slots)
+struct pvb_disk *pvb_open(struct pvu_ring *ring, int event_fd, uint64_t size,
+                          unsigned align, int readonly, uint64_t max_transfer,
+                          unsigned slots)
 {
     struct pvb_disk *d = calloc(1, sizeof(*d) + slots * sizeof(struct slot));
     if (!d)
         return NULL;
     d->ring = ring;
+    d->event_fd = event_fd;
     d->size = size;
     d->direct = align > 1;            /* O_DIRECT: buffers must be aligned too */
     d->align = align < 512 ? 512 : align;
@@ -89,24 +93,9 @@ void pvb_close(struct pvb_disk *d)
     free(d);
 }
 
-unsigned pvb_in_flight(const struct pvb_disk *d)
+struct pvb_report *pvb_report(struct pvb_disk *d)
 {
-    return d->in_flight;
-}
-
-uint64_t pvb_take_touched(struct pvb_disk *d)
-{
-    uint64_t t = d->touched;
-    d->touched = 0;
-    return t;
-}
-
-unsigned pvb_take_failures(struct pvb_disk *d, int *last_error)
-{
-    unsigned n = d->failures;
-    *last_error = d->last_error;
-    d->failures = 0;
-    return n;
+    return &d->report;
 }
 
 /* The host address of guest [gpa, gpa + len) if it lies inside one region, else NULL. */
@@ -255,7 +244,7 @@ static int start(struct pvb_disk *d, struct pvb_queue *q, uint16_t head, int hol
     sl->head = head;
     sl->op = (uint8_t)op;
     q->in_flight++;
-    d->in_flight++;
+    d->report.in_flight++;
     return 0;
 }
 
@@ -319,42 +308,74 @@ static void push_used(struct pvb_queue *q, uint16_t head, uint32_t written)
     __atomic_store_n((uint16_t *)(q->used + 2), q->used_idx, __ATOMIC_RELEASE);
 }
 
+/* Return the C request of a completion: status byte and used entry, unless dropped. */
+static void complete(struct pvb_disk *d, uint64_t token, int32_t res, int drop)
+{
+    unsigned index = (unsigned)(token & ~PVB_TAG);
+    if (index >= d->nslots)
+        return;
+    struct slot *sl = &d->slots[index];
+    struct pvb_queue *q = sl->q;
+    int ok = res >= 0 && (uint32_t)res == sl->length;
+    if (!ok) {
+        d->report.failures++;
+        d->report.last_error = res < 0 ? -res : EIO;
+    }
+    if (!drop && q->used) {
+        *sl->status = ok ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR;
+        push_used(q, sl->head, (ok && sl->op == PVU_READ ? sl->length : 0) + 1);
+        if (q->index < 64)
+            d->report.touched |= 1ULL << q->index;
+    }
+    if (sl->iov != sl->inline_iov)
+        free(sl->iov);
+    sl->iov = NULL;
+    q->in_flight--;
+    d->report.in_flight--;
+    sl->next_free = d->free_head;
+    d->free_head = (int)index;
+}
+
 unsigned pvb_reap(struct pvb_disk *d, uint64_t *user_data, int32_t *result, unsigned max,
                   int drop)
 {
-    struct pvu_ring *r = d->ring;
     unsigned n = 0;
     uint64_t token;
     int32_t res;
-    while (n < max && pvu_reap(r, &token, &res, 1)) {
-        if (!(token & PVB_TAG)) {
+    while (n < max && pvu_reap(d->ring, &token, &res, 1)) {
+        if (token & PVB_TAG) {
+            complete(d, token, res, drop);
+        } else {
             user_data[n] = token;
             result[n++] = res;
-            continue;
         }
-        unsigned index = (unsigned)(token & ~PVB_TAG);
-        if (index >= d->nslots)
-            continue;
-        struct slot *sl = &d->slots[index];
-        struct pvb_queue *q = sl->q;
-        int ok = res >= 0 && (uint32_t)res == sl->length;
-        if (!ok) {
-            d->failures++;
-            d->last_error = res < 0 ? -res : EIO;
-        }
-        if (!drop && q->used) {
-            *sl->status = ok ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR;
-            push_used(q, sl->head, (ok && sl->op == PVU_READ ? sl->length : 0) + 1);
-            if (q->index < 64)
-                d->touched |= 1ULL << q->index;
-        }
-        if (sl->iov != sl->inline_iov)
-            free(sl->iov);
-        sl->iov = NULL;
-        q->in_flight--;
-        d->in_flight--;
-        sl->next_free = d->free_head;
-        d->free_head = (int)index;
     }
     return n;
+}
+
+/* A kick: serve the queue; when Python has nothing in flight on the ring, also wait for a
+ * lone request (a driver at depth 1: no round trip through the eventfd and the I/O
+ * thread before its interrupt), return what completed, and take the completion signal
+ * once nothing is left in flight. */
+int pvb_kick(struct pvb_disk *d, struct pvb_queue *q, unsigned room, int hold_flush,
+             int python_idle)
+{
+    unsigned before = d->report.in_flight;
+    int ret = pvb_serve(d, q, room, hold_flush);
+    if (ret < 0 || !python_idle)
+        return ret;
+    if (ret == PVB_EMPTY && !before && d->report.in_flight == 1)
+        pvu_submit(d->ring, 1);     /* an error or a signal: reaped later, as usual */
+    uint64_t token;
+    int32_t res;
+    while (pvu_peek(d->ring, &token, &res) && token & PVB_TAG) {
+        pvu_reap(d->ring, &token, &res, 1);
+        complete(d, token, res, 0);
+    }
+    if (!d->report.in_flight) {
+        uint64_t count;
+        if (read(d->event_fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
+            return -errno;
+    }
+    return ret;
 }

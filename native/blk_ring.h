@@ -34,15 +34,25 @@ struct pvb_queue {
     struct pvb_region regions[PVB_MAX_REGIONS];
 };
 
+/* What the C path tells Python, read as fields (no call): Python clears touched and
+ * failures once it has acted on them. */
+struct pvb_report {
+    uint64_t touched;       /* queues (a bit per index, up to 64) given used entries */
+    unsigned in_flight;     /* requests the C path has in flight, all queues */
+    unsigned failures;      /* requests that failed (IOERR) */
+    int last_error;         /* the errno of the last of them */
+};
+
 struct pvb_disk;
-struct pvb_disk *pvb_open(struct pvu_ring *ring, uint64_t size, unsigned align,
-                          int readonly, uint64_t max_transfer, unsigned slots);
+struct pvb_disk *pvb_open(struct pvu_ring *ring, int event_fd, uint64_t size,
+                          unsigned align, int readonly, uint64_t max_transfer,
+                          unsigned slots);
+struct pvb_report *pvb_report(struct pvb_disk *d);
 int pvb_serve(struct pvb_disk *d, struct pvb_queue *q, unsigned room, int hold_flush);
+int pvb_kick(struct pvb_disk *d, struct pvb_queue *q, unsigned room, int hold_flush,
+             int python_idle);
 unsigned pvb_reap(struct pvb_disk *d, uint64_t *user_data, int32_t *result, unsigned max,
                   int drop);
-unsigned pvb_in_flight(const struct pvb_disk *d);
-uint64_t pvb_take_touched(struct pvb_disk *d);
-unsigned pvb_take_failures(struct pvb_disk *d, int *last_error);
 void pvb_close(struct pvb_disk *d);
 /* cdef end */
 

@@ -199,6 +199,18 @@ unsigned pvu_reap(struct pvu_ring *r, uint64_t *user_data, int32_t *result, unsi
     return n;
 }
 
+/* The next completion, left in the ring; 0 when there is none. */
+int pvu_peek(const struct pvu_ring *r, uint64_t *user_data, int32_t *result)
+{
+    unsigned head = *r->cq_head, tail = __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE);
+    if (head == tail)
+        return 0;
+    const struct io_uring_cqe *cqe = &r->cqes[head & r->cq_mask];
+    *user_data = cqe->user_data;
+    *result = cqe->res;
+    return 1;
+}
+
 void pvu_close(struct pvu_ring *r)
 {
     unmap_ring(r);

@@ -16,6 +16,7 @@ int pvu_queue(struct pvu_ring *r, int op, const struct iovec *iov, unsigned coun
               uint64_t offset, uint64_t user_data);
 int pvu_submit(struct pvu_ring *r, unsigned wait);
 unsigned pvu_reap(struct pvu_ring *r, uint64_t *user_data, int32_t *result, unsigned max);
+int pvu_peek(const struct pvu_ring *r, uint64_t *user_data, int32_t *result);
 void pvu_close(struct pvu_ring *r);
 /* cdef end */
 

@@ -229,23 +229,24 @@ def test_unusual_requests_between_reads_are_served_in_order(b):
 
 # --- flush ordering ------------------------------------------------------------------------
 
-def test_a_flush_completes_after_every_write_before_it(image):
-    """O_DIRECT writes run asynchronously in the kernel; the flush in the same kick comes
-    back after all of them (IOSQE_IO_DRAIN)."""
-    blk = Blk(image, aio="io_uring", size=64, cache="none")
+def test_a_flush_completes_after_every_write_before_it(tmp_path):
+    """O_DIRECT writes of whole filesystem blocks run asynchronously in the kernel; the
+    flush in the same kick comes back after all of them (IOSQE_IO_DRAIN)."""
+    path = tmp_path / "direct.img"
+    path.write_bytes(bytes(1 << 20))
+    blk = Blk(path, aio="io_uring", size=64, cache="none")
     try:
-        writes = []
-        for i in range(16):
-            data = blk.drv.alloc(2048, pattern(2048, i), align=4096)
-            hdr = blk.drv.alloc(16, header(T_OUT, 4 * i))
+        n, size = 24, 16 << 10
+        for i in range(n):
+            data = blk.drv.alloc(size, pattern(size, i), align=4096)
+            hdr = blk.drv.alloc(16, header(T_OUT, i * size // SECTOR))
             status = blk.drv.alloc(1, fill=0xFF)
-            writes.append(blk.drv.add([Buf(hdr, 16), Buf(data, 2048), Buf(status, 1, True)],
-                                      indirect=True))
+            blk.drv.add([Buf(hdr, 16), Buf(data, size), Buf(status, 1, True)], indirect=True)
         flush, _, flush_status = blk.submit(T_FLUSH, indirect=True)
         used = blk.run()
-        assert len(used) == 17 and used[-1] == (flush, 1)
+        assert len(used) == n + 1 and used[-1] == (flush, 1)
         assert blk.mem.read_u8(flush_status) == OK and blk.dev._bounce_made == 0
-        assert blk.file()[:16 * 2048] == b"".join(pattern(2048, i) for i in range(16))
+        assert blk.file()[:n * size] == b"".join(pattern(size, i) for i in range(n))
     finally:
         blk.close()
 

@@ -263,37 +263,47 @@ class VirtioBlk(VirtioDevice):
 
     # --- requests ---------------------------------------------------------------------------
     def handle_queue(self, index: int, queue: RingQueue) -> None:
-        fast = self._io.fast
+        io = self._io
+        fast = io.fast
         idle = not self._busy()
+        python_idle = not self._total       # no operation of Python's on the ring
         while True:
             room = min(queue.size - self._in_flight[index] - queue.in_flight,
-                       MAX_IN_FLIGHT - self._busy())
-            if fast is not None and room > 0:
-                # C serves what it can; a flush waits for Python's bounced writes
-                got = _uring.pvb_serve(fast, queue.c, room,
-                                       bool(self._bounce_wait or self._flushes))
-                if got < 0:
-                    raise OSError(-got, f"io_uring_enter: {os.strerror(-got)}")
-                if got == PVB_FULL:
-                    room = 0
-                elif got != PVB_PYTHON:
-                    break                 # the available ring is empty
+                       MAX_IN_FLIGHT - self._total - io.c_in_flight())
             if room <= 0:
                 self._throttled.add(index)
                 break
+            if fast is not None:
+                # C serves what it can; a flush waits for Python's bounced writes
+                got = _uring.pvb_kick(fast, queue.c, room,
+                                      bool(self._bounce_wait or self._flushes), python_idle)
+                if got < 0:
+                    raise OSError(-got, f"virtio-blk kick: {os.strerror(-got)}")
+                if got == PVB_FULL:
+                    self._throttled.add(index)
+                    break
+                if got != PVB_PYTHON:
+                    break                 # the available ring is empty
             chain = queue.pop()
             if chain is None:
                 break
             self._request(index, chain)
-        self._io.commit()
-        if idle and self._busy() == 1:
-            # A lone request (a driver at queue depth 1): waited for here, which saves
-            # the round trip through the eventfd and the I/O loop before its interrupt.
-            self._complete(self._io.wait())
+            python_idle = False
+        if fast is not None and python_idle:
+            # C alone: it waited for a lone request, returned what completed, and took
+            # the completion signal if nothing is left in flight; serve() interrupts
+            # for this queue
+            self._c_returned(index)
         else:
-            self._complete(self._io.reap())      # what finished inside the submission
-        if not self._busy():     # all returned: their signals need no pass of the loop
-            _drain(self._event_fd)
+            io.commit()
+            if idle and self._busy() == 1:
+                # A lone request (a driver at queue depth 1): waited for here, which saves
+                # the round trip through the eventfd and the I/O loop before its interrupt.
+                self._complete(io.wait())
+            else:
+                self._complete(io.reap())      # what finished inside the submission
+            if not self._busy():     # all returned: their signals need no pass of the loop
+                _drain(self._event_fd)
         if not self._watched:
             self._finish()
 
@@ -412,12 +422,21 @@ class VirtioBlk(VirtioDevice):
             self._throttled.discard(index)
             self.serve(index, self.handle_queue)
 
-    def _complete(self, results: list[tuple[int, int]]) -> None:
-        touched = set()
+    def _c_returned(self, skip: int = -1) -> None:
+        """Log the C path's failed requests; interrupt for the queues it returned
+        requests to, but `skip`."""
         failed, error = self._io.take_failures()
         if failed:
             self.log.error("%s: %d request%s failed: %s", self.name, failed,
                            "s" if failed > 1 else "", os.strerror(error))
+        touched = self._io.take_touched()
+        if touched:
+            for index, queue in enumerate(self.queues):
+                if touched >> index & 1 and index != skip:
+                    self.signal_used(queue)
+
+    def _complete(self, results: list[tuple[int, int]]) -> None:
+        touched = set()
         for token, result in results:
             req, bounce = self._parts.pop(token)
             expected = req.length
@@ -442,10 +461,9 @@ class VirtioBlk(VirtioDevice):
             self._submit(self._flushes.popleft()[1], FSYNC, [], 0)
         if results:
             self._io.commit()
-        c_touched = self._io.take_touched()
-        touched.update(i for i in range(len(self.queues)) if c_touched >> i & 1)
         for index in touched:
             self.signal_used(self.queues[index])
+        self._c_returned()
 
     def _return(self, req: _Request) -> None:
         self._in_flight[req.queue] -= 1

@@ -137,12 +137,12 @@ class UringIo:
         if ring == ffi.NULL:
             raise OSError(error[0], os.strerror(error[0]))
         self._ring = ring
-        self.fast = lib.pvb_open(ring, *geometry)   # the C data path on this ring
+        self.fast = lib.pvb_open(ring, event_fd, *geometry)   # the C data path on it
         if self.fast == ffi.NULL:
             lib.pvu_close(ring)
             raise MemoryError("virtio-blk: no memory for the C data path")
+        self.report = lib.pvb_report(self.fast)
         self._drop = False
-        self._error = ffi.new("int *")
         self._op_code = {READ: lib.PVU_READ, WRITE: lib.PVU_WRITE, FSYNC: lib.PVU_FSYNC}
         self._inflight: dict[int, object] = {}   # token -> what keeps its buffers alive
         self._early: list[Completion] = []        # reaped while the submission ring was full
@@ -188,7 +188,7 @@ class UringIo:
         self._drop = drop
         try:
             out = self.reap()
-            while self._inflight or self._lib.pvb_in_flight(self.fast):
+            while self._inflight or self.report.in_flight:
                 self.commit(wait=1)
                 out += self._reap()
         finally:
@@ -197,15 +197,23 @@ class UringIo:
 
     def c_in_flight(self) -> int:
         """Requests the C data path has in flight."""
-        return self._lib.pvb_in_flight(self.fast)
+        return self.report.in_flight
 
     def take_touched(self) -> int:
         """Queues (a bit per index) the C path pushed used entries to since the last call."""
-        return self._lib.pvb_take_touched(self.fast)
+        report = self.report
+        touched = report.touched
+        if touched:
+            report.touched = 0
+        return touched
 
     def take_failures(self) -> tuple[int, int]:
         """C requests that failed since the last call, and the last errno among them."""
-        return self._lib.pvb_take_failures(self.fast, self._error), self._error[0]
+        report = self.report
+        failed = report.failures
+        if failed:
+            report.failures = 0
+        return failed, report.last_error
 
     def close(self) -> None:
         if self._ring is not None:
