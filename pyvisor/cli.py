@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib
 import os
 import sys
 import time
@@ -184,15 +182,17 @@ def run(kernel: str, mem: str, cpus: int, cmdline: str, initrd: str | None,
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        with Machine(config) as machine, \
-                (serving(machine, gdb) if gdb else contextlib.nullcontext()) as stub:
+        with Machine(config) as machine:
             if timer is not None:
                 timer.attach(machine)
-            if stub is not None:
-                print(f"pyvisor: gdb stub on {stub.address}"
-                      + (", the guest waits for gdb" if gdb_wait else ""), file=sys.stderr)
-            outcome = machine.run(timeout=left, handle_signals=True, paused=gdb_wait,
-                                  events=stub is None)
+            if gdb is None:
+                outcome = machine.run(timeout=left, handle_signals=True)
+            else:
+                with serving(machine, gdb) as stub:
+                    print(f"pyvisor: gdb stub on {stub.address}"
+                          + (", the guest waits for gdb" if gdb_wait else ""), file=sys.stderr)
+                    outcome = machine.run(timeout=left, handle_signals=True, paused=gdb_wait,
+                                          events=False)
             if show_stats:
                 print(machine.stats.format(), file=sys.stderr)
         if not (outcome.kind == "reset" and on_reboot == "restart"):
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _run_command(name: str, prog: str, argv: list[str]) -> int:
     """Import the command's module, parse its arguments with its parser, run it."""
-    module = importlib.import_module(COMMANDS[name][0])
+    module = __import__(COMMANDS[name][0], fromlist=[name])   # importlib: a module more
     command = getattr(module, name)
     parser = CommandParser(prog, command.__doc__)
     getattr(module, f"{name}_arguments")(parser)

@@ -53,8 +53,8 @@ def check_host_can_back(ram_size: int, meminfo: str) -> None:
 
 def _read_meminfo() -> str:
     try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            return f.read()
+        with open("/proc/meminfo", "rb") as f:   # a text file would import the ascii codec
+            return f.read().decode("ascii")
     except OSError:
         return ""
 
