@@ -381,12 +381,14 @@ class Machine:
                                     on_save=self._save_from_console)
             self._sinks.append(self._console.write)
             self._console.start()
-        self.console_pipe.start()
-        self.io_loop.start()
+        # The vCPUs first, so the guest's first instruction waits for no other thread to
+        # start: the pump and the I/O thread take what is queued for them by then.
         for runner in self._runners:
             thread = threading.Thread(target=runner.main, name=f"vcpu{runner.vcpu.index}")
             self._threads.append(thread)
             thread.start()
+        self.console_pipe.start()
+        self.io_loop.start()
 
     def pause(self) -> None:
         """Stop every vCPU at an instruction boundary and return once they all are
