@@ -132,7 +132,9 @@ class I8042:
         """The command byte, output port, output buffer, a command awaiting its byte and
         the keyboard's queue and modes. IRQ 1's level follows from them."""
         with self.state_lock:
-            return {**capture(self, self._STATE), "keyboard": self.keyboard.snapshot_state()}
+            state = capture(self, self._STATE)
+            state["keyboard"] = self.keyboard.snapshot_state()
+            return state
 
     def restore_state(self, state: dict) -> None:
         with self.state_lock:

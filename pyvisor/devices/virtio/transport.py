@@ -34,7 +34,9 @@ class TransportState:
 
     def snapshot_state(self) -> dict:
         """The selectors and the device (device.lock held by the caller)."""
-        return {**capture(self, self._SELECTORS), "device": self.device.snapshot_state()}
+        state = capture(self, self._SELECTORS)
+        state["device"] = self.device.snapshot_state()
+        return state
 
     def restore_state(self, state: dict, kick_fds: list[int]) -> None:
         """Back to a saved state; kicks that came after the snapshot are dropped (the
