@@ -20,7 +20,6 @@ from pyvisor.devices.legacy.acpi_pm import (PM1_CNT, PM1_CNT_LEN, PM1_EVT_LEN, P
                                             SCI_IRQ, SLP_TYP_S3, SLP_TYP_S5)
 from pyvisor.value import Value
 from pyvisor.devices.legacy.fw_cfg import FW_CFG_ACPI_HID, FW_CFG_PORT, FW_CFG_PORTS
-from pyvisor.devices.legacy.hpet import HPET_BASE, HPET_SIZE, capabilities
 
 OEM_ID = b"PYVISR"
 OEM_TABLE_ID = b"PYVISOR "
@@ -152,6 +151,8 @@ def hpet() -> bytes:
     """The HPET description table (IA-PC HPET 1.0a, section 3.2.4): the event timer block
     ID (the capabilities register's low half), the block's base as a system-memory GAS,
     HPET number 0, no minimum periodic tick, no page protection."""
+    from pyvisor.devices.legacy.hpet import HPET_BASE, capabilities   # only with --hpet
+
     return sdt(b"HPET", HPET_REVISION, struct.pack("<IBBBBQBHB", capabilities() & 0xFFFFFFFF,
                                                    0, 64, 0, 0, HPET_BASE, 0, 0, 0))
 
@@ -295,6 +296,8 @@ def _fw_cfg() -> bytes:
 
 def _hpet() -> bytes:
     """The HPET as QEMU's DSDT lists it (PNP0103), for drivers that look there."""
+    from pyvisor.devices.legacy.hpet import HPET_BASE, HPET_SIZE
+
     return aml.device(
         "HPET",
         aml.name("_HID", aml.eisaid("PNP0103")),

@@ -27,7 +27,6 @@ from pyvisor.loader.bzimage import (DEFAULT_INITRD_ADDR_MAX, LoadedBzImage, chec
                                     cmdline_limit, is_bzimage, parse_bzimage, place_bzimage)
 from pyvisor.loader.elf import load_elf_data
 from pyvisor.loader.image_file import read_image
-from pyvisor.loader.initrd import place_initrd
 from pyvisor.loader.multiboot import MultibootKernel, detect, load_multiboot
 from pyvisor.memory.guest_memory import GuestMemory
 from pyvisor.value import Value
@@ -128,5 +127,7 @@ def load_kernel(path: str | os.PathLike, mem: GuestMemory, *, cmdline: bytes = b
 
     if initrd is None:
         return image
+    from pyvisor.loader.initrd import place_initrd   # only with --initrd
+
     placed = place_initrd(mem, initrd, addr_max, image.high)
     return image.replace(initrd=placed)

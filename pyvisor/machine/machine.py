@@ -24,7 +24,6 @@ from ..devices.legacy.acpi_pm import PM_BASE, PM_LENGTH, PM_TMR, SCI_IRQ, AcpiPm
 from ..devices.legacy.debugcon import DEBUGCON_PORT, DebugConsole
 from ..devices.legacy.exit_device import EXIT_PORT, ExitDevice
 from ..devices.legacy.fw_cfg import FW_CFG_PORT, FW_CFG_PORTS, FwCfg, build_items
-from ..devices.legacy.hpet import HPET_BASE, HPET_SIZE, Hpet
 from .sleep import Sleep
 from ..devices.legacy.i8042 import COMMAND_PORT, DATA_PORT, KBD_IRQ, I8042
 from ..devices.legacy.rtc import RTC_INDEX_PORT, RTC_IRQ, CmosRtc
@@ -51,7 +50,6 @@ from .hooks import Hook, RangeHooks, current_cpu
 from .coalesced_ring import CoalescedRing
 from .native_ports import fill_port_table
 from .outcome import TIMEOUT_STATUS, Outcome
-from ..output_sink import FdSink
 from .run_control import KICK_SIGNAL, RunControl
 from .stats import MachineStats, collect_stats
 from .vcpu_runner import EXIT_NAMES, Routing, VcpuRunner
@@ -59,6 +57,7 @@ from .vcpu_runner import EXIT_NAMES, Routing, VcpuRunner
 TYPE_CHECKING = False
 if TYPE_CHECKING:   # imported where used: a machine that never snapshots never loads them
     from ..console import Console
+    from ..devices.legacy.hpet import Hpet
     from ..snapshot.engine import Snapshot, Snapshotter
     from .hooks import HookCallback
 
@@ -177,6 +176,8 @@ class Machine:
                                           | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
             except OSError as e:
                 raise ConfigError(f"cannot open console file {console!r}: {e.strerror}") from None
+            from ..output_sink import FdSink   # the terminal's console imports it too
+
             self._sinks.append(FdSink(self._output_fd, f"console file {console}").write)
         self.pio_bus = PioBus()
         self.mmio_bus = MmioBus()
@@ -225,6 +226,8 @@ class Machine:
             self.mmio_bus.register(pc_testdev.IOMEM_BASE, pc_testdev.IOMEM_SIZE, testdev,
                                    "pc-testdev memory")
         if self.config.hpet:
+            from ..devices.legacy.hpet import HPET_BASE, HPET_SIZE, Hpet
+
             self.hpet = Hpet(vm.irq_line)
             self.mmio_bus.register(HPET_BASE, HPET_SIZE, self.hpet, "HPET")
         self.io_loop = IoLoop()

@@ -49,6 +49,12 @@ def test_the_run_path_loads_neither_logging_nor_typing():
     assert sorted(m for m in modules if m.startswith(NOT_ON_THE_RUN_PATH)) == []
 
 
+def test_the_machine_loads_option_devices_when_asked_for():
+    modules = loaded_after("import pyvisor.cli, pyvisor.machine.machine")
+    assert {"pyvisor.devices.legacy.hpet", "pyvisor.loader.initrd",   # --hpet, --initrd
+            "pyvisor.output_sink"} & modules == set()               # a console file or stdio
+
+
 def test_importing_the_package_loads_no_machine():
     modules = loaded_after("import pyvisor")
     assert not any(m.startswith("pyvisor.machine") for m in modules)
