@@ -2,7 +2,10 @@
  * bench/snapshot.py).
  *
  * Command line: pages=N (0..64, default 8) pages dirtied per round, rounds=R (default 20),
- * quiet=1 (no line per round: a reset loop then measures the reset, not the UART).
+ * quiet=1 (no line per round: a reset loop then measures the reset, not the UART), irqchip=1
+ * (each round also reads the master PIC's mask register and IOAPIC redirection entry 5 into
+ * its checksum, then writes new values there: state the in-kernel chips keep, which a
+ * restore must put back).
  * Before its first round it writes 1 to port 0x85 (where a script snapshots it). Each
  * round r: counter++, write counter+i*r into the first word of each of N pages, fold
  * everything into a checksum, print "round <counter> sum <checksum>", and write counter to
@@ -20,11 +23,29 @@ static volatile u64 area[MAX_PAGES][512] __attribute__((aligned(4096)));
 
 static inline void outl(u16 port, u32 v) { __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port)); }
 
+#define PIC_MASTER_DATA 0x21
+#define IOAPIC_REGSEL ((volatile u32 *)0xFEC00000)
+#define IOAPIC_WINDOW ((volatile u32 *)0xFEC00010)
+#define IOAPIC_REDIR5_LOW (0x10 + 2 * 5)
+#define IOAPIC_MASKED (1u << 16)
+
+/* Fold the chips' registers into sum and change them (irqchip=1). */
+static u64 touch_irqchips(u64 sum, u64 counter)
+{
+    sum = sum * 31 + inb(PIC_MASTER_DATA);
+    outb(PIC_MASTER_DATA, (u8)(counter * 37) | 0x01);
+    *IOAPIC_REGSEL = IOAPIC_REDIR5_LOW;
+    sum = sum * 31 + *IOAPIC_WINDOW;
+    *IOAPIC_WINDOW = IOAPIC_MASKED | (u32)(0x40 + (counter & 0x3F));
+    return sum;
+}
+
 void kmain(void)
 {
     u64 pages = cmdline_get_u64("pages", 8);
     u64 rounds = cmdline_get_u64("rounds", 20);
     u64 quiet = cmdline_get_u64("quiet", 0);
+    u64 irqchip = cmdline_get_u64("irqchip", 0);
     if (pages > MAX_PAGES)
         pages = MAX_PAGES;
     printf("snap target: %lu pages, %lu rounds\n", pages, rounds);
@@ -36,6 +57,8 @@ void kmain(void)
             area[i][0] = counter + i * r;
             sum = sum * 31 + area[i][0];
         }
+        if (irqchip)
+            sum = touch_irqchips(sum, counter);
         if (!quiet)
             printf("round %lu sum %lx\n", counter, sum);
         outl(ROUND_PORT, (u32)counter);

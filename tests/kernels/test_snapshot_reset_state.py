@@ -248,3 +248,32 @@ def test_interrupt_controllers_changed_since_the_snapshot_are_set_back():
     assert st["after"] == saved
     assert st["set_counts"] == [3, 0]
     assert lines(m.console_text) == expected[:2] + expected[:4] + expected
+
+
+def test_a_guest_that_reprograms_its_interrupt_controllers_replays_exactly():
+    """snap_target irqchip=1 reads the master PIC's mask and an IOAPIC redirection entry
+    into each round's checksum and writes new values (in-kernel: pyvisor never sees it);
+    every reset must set both chips back, 200 times over, and each replay prints the same
+    rounds."""
+    def machine() -> Machine:
+        return Machine(kernel=guest("snap_target"), mem="64M",
+                       cmdline="pages=2 rounds=3 irqchip=1")
+
+    with machine() as m:
+        assert m.run(timeout=60).status == 3
+        expected = lines(m.console_text)
+    with machine() as m:
+        st = snapshot_at_ready(m, resets=0, chips_set=set())
+
+        @m.on_pio(ROUND_PORT)
+        def round_done(cpu, port, size, value, is_write):
+            if value == 2 and st["resets"] < 200:
+                st["resets"] += 1
+                m.restore(st["snap"])
+                st["chips_set"].add(st["snap"].vm.chips_set)
+            return True
+
+        outcome = m.run(timeout=120)
+        assert outcome.status == 3, outcome.describe()
+    assert st["chips_set"] == {2}           # the master PIC and the IOAPIC, every time
+    assert lines(m.console_text) == expected[:2] * 201 + expected[2:]
