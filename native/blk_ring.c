@@ -298,6 +298,30 @@ int pvb_serve(struct pvb_disk *d, struct pvb_queue *q, unsigned room, int hold_f
     return ret;
 }
 
+/* vring_need_event: did the used index pass `event` moving from old to new? */
+static int need_event(uint16_t event, uint16_t new_idx, uint16_t old)
+{
+    return (uint16_t)(new_idx - event - 1) < (uint16_t)(new_idx - old);
+}
+
+int pvb_needs_interrupt(struct pvb_queue *q)
+{
+    uint16_t old = q->signalled_used, new_idx = q->used_idx;
+    if (old == new_idx || !q->avail)
+        return 0;
+    q->signalled_used = new_idx;
+    /* used idx stored before used_event or the flags are loaded (a store-load pair) */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (q->event_idx) {
+        uint16_t used_event;
+        memcpy(&used_event, q->avail + 4 + 2 * (size_t)q->size, 2);
+        return need_event(used_event, new_idx, old);
+    }
+    uint16_t flags;
+    memcpy(&flags, q->avail, 2);
+    return !(flags & VRING_AVAIL_F_NO_INTERRUPT);
+}
+
 static void push_used(struct pvb_queue *q, uint16_t head, uint32_t written)
 {
     uint8_t *elem = q->used + 4 + 8 * (size_t)(q->used_idx % q->size);
@@ -364,10 +388,11 @@ int pvb_kick(struct pvb_disk *d, struct pvb_queue *q, unsigned room, int hold_fl
     int ret = pvb_serve(d, q, room, hold_flush);
     if (ret < 0 || !python_idle)
         return ret;
-    if (ret == PVB_EMPTY && !before && d->report.in_flight == 1)
-        pvu_submit(d->ring, 1);     /* an error or a signal: reaped later, as usual */
     uint64_t token;
     int32_t res;
+    if (ret == PVB_EMPTY && !before && d->report.in_flight == 1 &&
+        !pvu_peek(d->ring, &token, &res))   /* not already done inside the submission */
+        pvu_submit(d->ring, 1);     /* an error or a signal: reaped later, as usual */
     while (pvu_peek(d->ring, &token, &res) && token & PVB_TAG) {
         pvu_reap(d->ring, &token, &res, 1);
         complete(d, token, res, 0);

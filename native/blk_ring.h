@@ -27,6 +27,7 @@ struct pvb_region {
 struct pvb_queue {
     uint8_t *desc, *avail, *used;   /* NULL while the queue is not in use */
     uint16_t size, last_avail, used_idx;
+    uint16_t signalled_used;        /* used_idx at the last interrupt (EVENT_IDX) */
     uint8_t event_idx, indirect;
     unsigned index;                 /* the queue's number (completions name it) */
     unsigned in_flight;             /* requests the C path has in flight on it */
@@ -51,6 +52,7 @@ struct pvb_report *pvb_report(struct pvb_disk *d);
 int pvb_serve(struct pvb_disk *d, struct pvb_queue *q, unsigned room, int hold_flush);
 int pvb_kick(struct pvb_disk *d, struct pvb_queue *q, unsigned room, int hold_flush,
              int python_idle);
+int pvb_needs_interrupt(struct pvb_queue *q);
 unsigned pvb_reap(struct pvb_disk *d, uint64_t *user_data, int32_t *result, unsigned max,
                   int drop);
 void pvb_close(struct pvb_disk *d);

@@ -1,9 +1,9 @@
 """virtio-blk's queues as the C data path (native/blk_ring.c) sees them.
 
-`RingQueue` is a Virtqueue whose ring indices (last_avail, used_idx) live in a
-`struct pvb_queue`, next to the ring addresses and the guest's RAM regions, so C can pop
-chains and push used entries and Python, serving what C leaves to it, snapshots and
-restores always see the same indices: there is nothing to copy back and forth.
+`RingQueue` is a Virtqueue whose ring indices (last_avail, used_idx, the used index last
+signalled) live in a `struct pvb_queue`, next to the ring addresses and the guest's RAM
+regions, so C can pop chains and push used entries and Python, serving what C leaves to
+it, snapshots and restores always see the same indices: nothing to copy back and forth.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ class RingQueue(Virtqueue):
 
     last_avail = _index_field("last_avail")
     used_idx = _index_field("used_idx")
+    _signalled_used = _index_field("signalled_used")
 
     def __init__(self, max_size: int, index: int) -> None:
         self.c = ffi.new("struct pvb_queue *")
@@ -56,6 +57,10 @@ class RingQueue(Virtqueue):
             slot.host = ffi.cast("uint8_t *", host)
             slot.written = ffi.cast("uint8_t *", int(native_ffi.cast("uintptr_t", written)))
         self._keep = regions   # guest RAM stays mapped while C points into it
+
+    def needs_interrupt(self) -> bool:
+        """As Virtqueue's, in one call."""
+        return bool(lib.pvb_needs_interrupt(self.c))
 
     @property
     def in_flight(self) -> int:
