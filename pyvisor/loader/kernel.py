@@ -25,12 +25,14 @@ import os
 from pyvisor.errors import ConfigError, KernelError
 from pyvisor.loader.bzimage import (DEFAULT_INITRD_ADDR_MAX, LoadedBzImage, check_cmdline,
                                     cmdline_limit, is_bzimage, parse_bzimage, place_bzimage)
-from pyvisor.loader.elf import load_elf_data
 from pyvisor.loader.image_file import read_image
-from pyvisor.loader.multiboot import MultibootKernel, detect, load_multiboot
 from pyvisor.memory.guest_memory import GuestMemory
 from pyvisor.value import Value
 from pyvisor.x86.boot_layout import CMDLINE_MAX
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pyvisor.loader.multiboot import MultibootKernel
 
 BOOT_PROTOCOLS = ("auto", "linux64", "pvh", "multiboot")
 
@@ -87,12 +89,15 @@ def load_kernel(path: str | os.PathLike, mem: GuestMemory, *, cmdline: bytes = b
     kind = detect_format(data)
     if boot_protocol == "multiboot" and kind == "bzimage":
         raise KernelError(f"kernel {name!r}: Multiboot needs a Multiboot kernel, not a bzImage")
-    if boot_protocol == "multiboot" or (boot_protocol == "auto" and kind != "bzimage"
-                                        and detect(data) is not None):
-        mb = load_multiboot(data, name, mem, None if initrd is None else os.fspath(initrd))
-        return BootImage(format="multiboot", protocol="multiboot", entry=mb.entry,
-                         setup_header=None, initrd=None, cmdline_max=CMDLINE_MAX - 1,
-                         low=mb.low, high=mb.high, multiboot=mb)
+    if boot_protocol == "multiboot" or (boot_protocol == "auto" and kind != "bzimage"):
+        # The Multiboot and ELF loaders (five modules) are not imported for a bzImage.
+        from pyvisor.loader.multiboot import detect, load_multiboot
+
+        if boot_protocol == "multiboot" or detect(data) is not None:
+            mb = load_multiboot(data, name, mem, None if initrd is None else os.fspath(initrd))
+            return BootImage(format="multiboot", protocol="multiboot", entry=mb.entry,
+                             setup_header=None, initrd=None, cmdline_max=CMDLINE_MAX - 1,
+                             low=mb.low, high=mb.high, multiboot=mb)
     if kind is None:
         empty = " (the file is empty)" if not data else ""
         raise KernelError(f"kernel {name!r}: not a bzImage or ELF kernel{empty}")
@@ -110,6 +115,8 @@ def load_kernel(path: str | os.PathLike, mem: GuestMemory, *, cmdline: bytes = b
                           setup_header=kernel.setup_header, initrd=None, cmdline_max=limit,
                           low=kernel.low, high=kernel.high, bzimage=kernel)
     else:
+        from pyvisor.loader.elf import load_elf_data
+
         limit = CMDLINE_MAX - 1
         check_cmdline(cmdline, limit)
         elf = load_elf_data(data, name, mem)

@@ -17,8 +17,6 @@ from ..acpi import build_acpi
 from ..kvm.vcpu import Vcpu
 from ..loader.bzimage import fill_zero_page
 from ..loader.kernel import BootImage, load_kernel
-from ..loader.multiboot import kernel_cmdline, write_boot_info
-from ..loader.multiboot2 import RSDP_V2_SIZE
 from ..memory.guest_memory import GuestMemory
 from ..memory.layout import MemoryLayout
 from ..value import Value
@@ -62,6 +60,9 @@ def prepare_boot(cfg: MachineConfig, memory: GuestMemory, layout: MemoryLayout,
     if image.protocol == "pvh":
         boot_info = build_start_info(memory, layout.e820(), CMDLINE_ADDR, image.initrd, rsdp)
     elif image.multiboot is not None:
+        from ..loader.multiboot import kernel_cmdline, write_boot_info
+        from ..loader.multiboot2 import RSDP_V2_SIZE
+
         boot_info = write_boot_info(memory, image.multiboot, kernel_cmdline(cfg.kernel, text),
                                     layout.e820(), memory.read(rsdp, RSDP_V2_SIZE))
     else:

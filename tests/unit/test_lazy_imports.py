@@ -49,10 +49,11 @@ def test_the_run_path_loads_neither_logging_nor_typing():
     assert sorted(m for m in modules if m.startswith(NOT_ON_THE_RUN_PATH)) == []
 
 
-def test_the_machine_loads_option_devices_when_asked_for():
+def test_the_machine_loads_what_only_some_runs_need_when_they_do():
     modules = loaded_after("import pyvisor.cli, pyvisor.machine.machine")
     assert {"pyvisor.devices.legacy.hpet", "pyvisor.loader.initrd",   # --hpet, --initrd
-            "pyvisor.output_sink"} & modules == set()               # a console file or stdio
+            "pyvisor.output_sink",                                   # a console file or stdio
+            "pyvisor.loader.elf", "pyvisor.loader.multiboot"} & modules == set()   # no bzImage
 
 
 def test_importing_the_package_loads_no_machine():
