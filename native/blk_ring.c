@@ -230,8 +230,10 @@ static int start(struct pvb_disk *d, struct pvb_queue *q, uint16_t head, int hol
             mark_written(q, &data[i]);
     }
     mark_written(q, &segs[n - 1]);
-    if (pvu_queue(d->ring, op, ndata ? sl->iov : NULL, (unsigned)ndata,
-                  hdr.sector << SECTOR_SHIFT, PVB_TAG | (uint64_t)index)) {
+    /* a flush's sector means nothing (and as an fsync range it would be refused) */
+    uint64_t offset = op == PVU_FSYNC ? 0 : hdr.sector << SECTOR_SHIFT;
+    if (pvu_queue(d->ring, op, ndata ? sl->iov : NULL, (unsigned)ndata, offset,
+                  PVB_TAG | (uint64_t)index)) {
         if (sl->iov != sl->inline_iov)
             free(sl->iov);
         sl->iov = NULL;

@@ -12,7 +12,7 @@ from pyvisor.devices.virtio import blk as blk_module
 from pyvisor.devices.virtio.blk import MAX_TRANSFER, SECTOR
 from pyvisor.devices.virtio.device import NEEDS_RESET
 from test_virtio_blk import Blk, pattern
-from virtio_driver import F_INDIRECT, F_NEXT, F_WRITE, RAM_SIZE, Buf
+from virtio_driver import F_INDIRECT, F_NEXT, F_WRITE, RAM_SIZE, Buf, Driver, init_device
 
 T_IN, T_OUT, T_FLUSH = lib.VIRTIO_BLK_T_IN, lib.VIRTIO_BLK_T_OUT, lib.VIRTIO_BLK_T_FLUSH
 T_GET_ID = lib.VIRTIO_BLK_T_GET_ID
@@ -327,3 +327,86 @@ def test_every_page_a_read_fills_is_marked_written(b):
     written = b.mem.written_maps[0]
     assert [written[(addr >> 12) + i] for i in range(4)] == [1, 1, 1, 0]
     assert written[status >> 12] == 1
+
+
+# --- the C path against the Python path: random chains, one per kick ---------------------
+
+def reinit(blk):
+    """Reset the device and set its queue up again on fresh rings (a driver's recovery)."""
+    blk.dev.set_status(0)
+    blk.drvs = [Driver(blk.mem, blk.drv.size)]
+    blk.drv = blk.drvs[0]
+    init_device(blk.dev, blk.mem, blk.drvs)
+
+
+def random_chain(rng, drvs):
+    """Write one random, often hostile, chain at head 0 into every driver's memory: a
+    header of any kind and sector, data buffers anywhere (in RAM, across its end, far
+    outside) of any length and direction, a status buffer of any size, bad indices and
+    loops, sometimes through an indirect table."""
+    def pick(*choices):
+        return rng.choice(choices)
+    n = rng.randint(1, 6)
+    descs = []
+    kind = pick(T_IN, T_IN, T_OUT, T_OUT, T_FLUSH, T_GET_ID, lib.VIRTIO_BLK_T_DISCARD, 99)
+    sector = pick(0, rng.randrange(SECTORS + 8), SECTORS - 1, 1 << 63, rng.getrandbits(64))
+    hdr_len = pick(16, 16, 16, 8, 24)
+    writing = False
+    for i in range(n):
+        last = i == n - 1
+        if i == 0:
+            addr, length, write = 0x100000, hdr_len, False
+        elif last:
+            addr, length, write = 0x17FFF0, pick(1, 1, 1, 0, 2), True
+        else:
+            addr = pick(0x101000 + rng.randrange(0x60000), 0x101000 + 512 * rng.randrange(64),
+                        RAM_SIZE - rng.randrange(1, 5000), rng.getrandbits(64))
+            length = pick(0, 1, 100, 512, 1024, 4096, 0x8000, rng.randrange(70000))
+            write = rng.random() < (0.9 if kind == T_IN or writing else 0.1)
+        writing = writing or write
+        nxt = i + 1 if rng.random() < 0.95 else rng.randrange(20)
+        flags = (F_WRITE if write else 0) | (0 if last and rng.random() < 0.95 else F_NEXT)
+        descs.append((addr, length, flags, nxt))
+    payload = bytes(rng.getrandbits(8) for _ in range(64))
+    payload_addr = 0x101000 + rng.randrange(0x60000)
+    hdr = header(kind, sector) + payload[:8]
+    table = 0x180000 if rng.random() < 0.3 else None
+    table_len = pick(16 * n, 16 * n, 16 * n + 8, 0, 16 * (MAX_CHAIN + 1))
+    table_flags = F_INDIRECT | (F_NEXT if rng.random() < 0.05 else 0)
+    for drv in drvs:
+        drv.mem.write(0x100000, hdr)
+        drv.mem.write(payload_addr, payload)
+        drv.mem.write_u8(0x17FFF0, 0xEE)
+        for i, (addr, length, flags, nxt) in enumerate(descs):
+            drv.write_desc(i, addr, length, flags, nxt, table=table)
+        if table is not None:
+            drv.write_desc(0, table, table_len, table_flags)
+    return pick(0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 16, 17)
+
+
+def test_random_chains_end_as_the_python_path_ends_them(tmp_path):
+    """Every outcome the C path reaches (used entry, status byte, data in guest RAM, the
+    image, NEEDS_RESET) is the one the Python path (aio=threads) reaches for the same
+    chain, over a few hundred random hostile chains."""
+    import random
+    rng = random.Random(12)
+    paths = [tmp_path / "c.img", tmp_path / "python.img"]
+    for path in paths:
+        path.write_bytes(pattern(SECTORS * SECTOR))
+    c, py = Blk(paths[0], aio="io_uring", size=16), Blk(paths[1], aio="threads", size=16)
+    try:
+        for step in range(400):
+            head = random_chain(rng, [c.drv, py.drv])
+            for blk in (c, py):
+                blk.drv.publish(head)
+                blk.dev.notify(0)
+            outcome = [(bool(b.dev.status & NEEDS_RESET), b.drv.get_used(),
+                        b.mem.read(0x100000, 0x90000), b.file()) for b in (c, py)]
+            assert outcome[0] == outcome[1], f"step {step}"
+            assert c.dev._io.c_in_flight() == 0
+            if outcome[0][0] or rng.random() < 0.02:
+                reinit(c)
+                reinit(py)
+    finally:
+        c.close()
+        py.close()
