@@ -78,9 +78,10 @@ def request_cost(batches: int = 300, depth: int = 32) -> str:
     """What pyvisor's device path costs per request, without a guest: `depth` 4 KiB reads
     (3-buffer indirect chains, as Linux sends them) made available at once and served
     through aio=io_uring from the page cache, `batches` times. Median of 5 timings, as
-    microseconds per request: the whole device path (kick to used ring), and popping the
-    chain (the virtqueue walk) alone. Run here and inside the nested host, it says how
-    much of a request's time is pyvisor's Python."""
+    microseconds per request: the whole device path (kick to used ring: the C data path,
+    native/blk_ring.c, for these reads), and popping the chain with queue.py's Python
+    walk alone (what the Python path pays for a request the C path leaves to it). Run
+    here and inside the nested host, it says how much of a request's time is Python."""
     sys.path.insert(0, str(ROOT / "tests" / "unit"))
     import time
     from test_virtio_blk import T_IN, Blk
@@ -183,11 +184,12 @@ def main() -> None:
         print(f"{label:30}" + "".join(f"{m:>8.1f} {unit:<4}" for m in medians)
               + "".join(f"{m / medians[-1]:>10.2f}x" if medians[-1] else f"{'-':>11}"
                         for m in medians[:-1]))
+    qemu_us = 1e6 / statistics.median(f["rand_read_d32_iops"] for f in figures["QEMU"])
     print(f"pyvisor's device path per 4 KiB read, 32 in flight, no guest (median of 5): "
           f"{inside.get('request_us', '?')} us in the nested host ({here['request_us']} us "
-          f"on this machine), of which the virtqueue walk {inside.get('pop_us', '?')} us "
-          f"({here['pop_us']} us); QEMU's whole request at depth 32 (guest included): "
-          f"{1e6 / statistics.median(f['rand_read_d32_iops'] for f in figures['QEMU']):.0f} us")
+          f"on this machine); queue.py's Python walk of such a chain alone (the C path does "
+          f"not use it) {inside.get('pop_us', '?')} us ({here['pop_us']} us); QEMU's whole "
+          f"request at depth 32 (guest included): {qemu_us:.0f} us")
     print("every run, [0] [1] ...:")
     for label, key, unit in METRICS:
         print(f"  {key:20}" + "  |  ".join(
