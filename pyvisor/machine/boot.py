@@ -25,7 +25,6 @@ from ..x86.bootparams import ZeroPage
 from ..x86.cpuid import CpuidEntry, cpuid_has_1g_pages
 from ..x86.gdt import write_gdt
 from ..x86.paging import build_identity_map
-from ..x86.pvh import build_start_info, enter_protected_mode
 from ..x86.vcpu_setup import enter_long_mode
 from .config import MachineConfig
 from .virtio_devices import mmio_placements
@@ -58,6 +57,8 @@ def prepare_boot(cfg: MachineConfig, memory: GuestMemory, layout: MemoryLayout,
     gdt_base, gdt_limit = write_gdt(memory)
     cr3 = build_identity_map(memory, layout.top, cpuid_has_1g_pages(supported_cpuid))
     if image.protocol == "pvh":
+        from ..x86.pvh import build_start_info
+
         boot_info = build_start_info(memory, layout.e820(), CMDLINE_ADDR, image.initrd, rsdp)
     elif image.multiboot is not None:
         from ..loader.multiboot import kernel_cmdline, write_boot_info
@@ -83,9 +84,13 @@ def prepare_boot(cfg: MachineConfig, memory: GuestMemory, layout: MemoryLayout,
 def enter_kernel(bsp: Vcpu, plan: BootPlan) -> None:
     """Put the bootstrap processor in the protocol's entry state."""
     if plan.image.protocol == "pvh":
+        from ..x86.pvh import enter_protected_mode
+
         enter_protected_mode(bsp, plan.gdt_base, plan.gdt_limit, plan.image.entry,
                              plan.boot_info)
     elif plan.image.multiboot is not None:
+        from ..x86.pvh import enter_protected_mode
+
         enter_protected_mode(bsp, plan.gdt_base, plan.gdt_limit, plan.image.entry,
                              plan.boot_info, eax=plan.image.multiboot.magic)
     else:

@@ -51,7 +51,6 @@ from .coalesced_ring import CoalescedRing
 from .native_ports import fill_port_table
 from .outcome import TIMEOUT_STATUS, Outcome
 from .run_control import KICK_SIGNAL, RunControl
-from .stats import MachineStats, collect_stats
 from .vcpu_runner import EXIT_NAMES, Routing, VcpuRunner
 
 TYPE_CHECKING = False
@@ -60,6 +59,7 @@ if TYPE_CHECKING:   # imported where used: a machine that never snapshots never 
     from ..devices.legacy.hpet import Hpet
     from ..snapshot.engine import Snapshot, Snapshotter
     from .hooks import HookCallback
+    from .stats import MachineStats
 
 log = get_logger("pyvisor.machine")
 
@@ -588,6 +588,8 @@ class Machine:
     @property
     def stats(self) -> MachineStats:
         """Exits by reason, port and MMIO region; time in KVM_RUN and in pyvisor."""
+        from .stats import collect_stats   # asked for once the guest has run
+
         return collect_stats(self.vm.vcpus, self._runners, self.mmio_bus.registrations(),
                              0 if self._coalesced is None else self._coalesced.drained)
 

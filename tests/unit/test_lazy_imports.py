@@ -53,7 +53,9 @@ def test_the_machine_loads_what_only_some_runs_need_when_they_do():
     modules = loaded_after("import pyvisor.cli, pyvisor.machine.machine")
     assert {"pyvisor.devices.legacy.hpet", "pyvisor.loader.initrd",   # --hpet, --initrd
             "pyvisor.output_sink",                                   # a console file or stdio
-            "pyvisor.loader.elf", "pyvisor.loader.multiboot"} & modules == set()   # no bzImage
+            "pyvisor.loader.elf", "pyvisor.loader.multiboot",   # no bzImage needs them
+            "pyvisor.x86.pvh",                                  # nor a 64-bit entry
+            "pyvisor.machine.stats"} & modules == set()         # asked for after a run
 
 
 def test_importing_the_package_loads_no_machine():
