@@ -154,8 +154,16 @@ def _tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _ask_monitor(path: Path, command: str) -> str:
-    """One QEMU monitor command's answer (best effort: for a hang report)."""
+# What a hang report keeps of the monitor's answers: L1's registers, and of its local APIC
+# the timer (armed or not), the in-service and requested vectors and the priorities, which
+# tell whether L1 halted with no timer set or with its interrupts held back.
+REGISTER_LINES = ("CPU#", "RAX", "RSI", "R8 ", "R12", "RIP", "CS ", "CR0", "EFER")
+LAPIC_LINES = ("LVTT", "Timer", "ISR", "IRR", "APR")
+
+
+def _ask_monitor(path: Path, command: str, keep: tuple[str, ...]) -> str:
+    """The lines of one QEMU monitor command's answer that start with one of keep (best
+    effort: for a hang report)."""
     try:
         with socket.socket(socket.AF_UNIX) as sock:
             sock.settimeout(5)
@@ -175,7 +183,6 @@ def _ask_monitor(path: Path, command: str) -> str:
                     break
     except OSError as e:
         return f"(no answer from the QEMU monitor: {e})"
-    keep = ("CPU#", "RAX", "RSI", "R8 ", "R12", "RIP", "CS ", "CR0", "EFER")
     return "\n".join(line for line in answer.decode(errors="replace").splitlines()
                      if line.startswith(keep))
 
@@ -325,8 +332,11 @@ class NestedHost:
                                            self.wedge_seconds)
             stopped_report = ""
             if timed_out or wedged:   # L1's own state, while QEMU still has it
+                monitor = console.with_name("monitor")
                 stopped_report = ("\n--- L1 CPU state at the end:\n"
-                                  + _ask_monitor(console.with_name("monitor"), "info registers"))
+                                  + _ask_monitor(monitor, "info registers", REGISTER_LINES)
+                                  + "\n--- L1 local APIC at the end:\n"
+                                  + _ask_monitor(monitor, "info lapic", LAPIC_LINES))
                 proc.kill()
             proc.wait()
             wall = time.monotonic() - start
