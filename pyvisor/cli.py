@@ -1,13 +1,12 @@
 """The `pyvisor` command. Every user error is one line on stderr and a non-zero status."""
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 
 from . import __version__
-from .command_line import CommandParser, UsageError
+from .command_line import REMAINDER, SUPPRESS, CommandParser, UsageError
 from .errors import PyvisorError
 from .kvm.system import KVM_DEVICE
 from .loader.kernel import BOOT_PROTOCOLS
@@ -45,9 +44,8 @@ def _top_parser() -> CommandParser:
                         help="Show the version and exit.")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="More log output on stderr (-vv for debug).")
-    parser.add_argument("command", nargs="?", choices=COMMANDS, help=argparse.SUPPRESS)
-    # Everything after COMMAND, options too; it may be empty (argparse would require it).
-    parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS).required = False
+    parser.add_argument("command", nargs="?", choices=COMMANDS, help=SUPPRESS)
+    parser.add_argument("args", nargs=REMAINDER, help=SUPPRESS)   # after COMMAND, options too
     return parser
 
 

@@ -25,7 +25,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0,
 # RAM, KVM ioctls, threads, signals, the filter - happens as USER. argv[1] is "cli"
 # (the rest is pyvisor's command line) or a script to run after the drop.
 CHILD = textwrap.dedent("""
-    import encodings.ascii, locale, os, sys   # locale: argparse's gettext imports it lazily
+    import logging, os, sys   # logging: pyvisor/log.py imports it for the first record
     import pyvisor.cli, pyvisor.machine.machine, pyvisor.devices.virtio.blk, pyvisor.sandbox.seccomp
     import pyvisor.console, pyvisor.sandbox.landlock   # console stdio's: termios, Landlock
 

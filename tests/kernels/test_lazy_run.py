@@ -32,13 +32,13 @@ sys.exit(status)
 # pathlib too: the run path uses os.path (pathlib and what it imports are a few ms); a
 # module the interpreter itself loaded first (site may, for an editable install) does not
 # count. dataclasses (with inspect and ast) and click: the records are pyvisor.value's,
-# the command line argparse's; shutil: only --help asks for the terminal's width; decimal:
+# the command line command_line.py's; argparse and shutil: only --help; decimal:
 # only a size with a fraction (1.5G); pyvisor.console: only the terminal's consoles;
 # logging, typing and traceback: pyvisor/log.py, collections.abc, a failing hook.
 OPTIONAL = ("pyvisor.api", "pyvisor.debug.gdbstub", "pyvisor.snapshot",
             "pyvisor.devices.virtio", "pyvisor.devices.legacy.pc_testdev", "capstone",
             "http.server", "pathlib", "dataclasses", "inspect", "click", "shutil", "decimal",
-            "pyvisor.console", "logging", "typing", "traceback")
+            "pyvisor.console", "logging", "typing", "traceback", "argparse")
 
 
 def interpreter_modules() -> set[str]:

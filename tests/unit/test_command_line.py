@@ -1,5 +1,11 @@
 """The commands' shared parser: getopt's rule for option values, errors as UsageError,
 help that keeps the description's paragraphs."""
+import argparse
+import contextlib
+import importlib
+import io
+import random
+
 import pytest
 
 from pyvisor.command_line import CommandParser, UsageError
@@ -50,3 +56,64 @@ def test_help_keeps_paragraphs(capsys):
     assert out.startswith("Usage: pyvisor demo [-h]")
     assert "\n\nFirst paragraph, wrapped.\n\nSecond one.\n\n" in out
     assert "-h, --help" in out and "Show this message and exit." in out
+
+
+# The real commands' parsers against argparse itself, given the same add_argument calls
+# and the same getopt rule (an option's value is the next word): the same values, the
+# same first error, for every command line built from these words.
+WORDS = ["k", "k2", "--mem", "1G", "-m", "-m2G", "-m=3G", "--mem=", "--", "-", "-5", "-1.5",
+         "--rng", "--rng=1", "--disk", "a,ro", "--cpus", "x", "-c4", "--boot", "pvh", "bios",
+         "--timeout", "inf", "--frob", "-v", "-vv", "-vV", "-v2", "-V", "-h", "-hv", "run",
+         "check", "serve", "restore", "--api-sock", "s", "--seccomp", "on", "--me", "a b",
+         "--device", "--force", "snap", "-mc", "--boot=pvh", "--cpus=", "---"]
+
+
+def _argparse_twin(parser: CommandParser) -> argparse.ArgumentParser:
+    twin = argparse.ArgumentParser(prog=parser.prog, add_help=False, allow_abbrev=False)
+    for option in parser.options:
+        twin.add_argument(*option.names, **option.kwargs)
+
+    def error(message):
+        raise UsageError(message)
+    twin.error = error
+    return twin
+
+
+def _outcome(parse, argv: list[str]):
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            return "values", parse(argv)
+    except UsageError as e:
+        return "error", str(e)
+    except SystemExit as e:
+        return "exit", e.code, out.getvalue()
+
+
+def _parsers():
+    from pyvisor import cli
+
+    yield cli._top_parser()
+    for name, (module_name, _) in cli.COMMANDS.items():
+        module = importlib.import_module(module_name)
+        p = CommandParser(f"pyvisor {name}", getattr(module, name).__doc__)
+        getattr(module, f"{name}_arguments")(p)
+        yield p
+
+
+def test_the_commands_parse_as_argparse_does():
+    rng = random.Random(12)
+    lines = [[]] + [[w] for w in WORDS] + [rng.choices(WORDS, k=rng.randint(2, 6))
+                                            for _ in range(1500)]
+    for p in _parsers():
+        twin = _argparse_twin(p)
+        for argv in lines:
+            attached = p._values_attached(argv)
+            if any(w.endswith("=--") for w in attached):
+                continue   # argparse takes '--' out of an option's value: an empty list
+            mine = _outcome(p.parse, argv)
+            theirs = _outcome(lambda a: vars(twin.parse_args(attached)), argv)
+            if mine[0] == "exit":    # --help: argparse formats it, in both
+                assert theirs[0] == "exit" and theirs[1] == mine[1] == 0, (p.prog, argv)
+            else:
+                assert mine == theirs, (p.prog, argv)

@@ -38,9 +38,10 @@ def test_importing_the_cli_loads_no_optional_part():
 
 
 # Standard modules the run path does without (pyvisor/log.py, collections.abc and
-# TYPE_CHECKING for typing, traceback only for a failing hook, no nullcontext in cli.run):
-# about 10 ms of imports.
-NOT_ON_THE_RUN_PATH = ("logging", "typing", "traceback", "linecache", "tokenize", "contextlib")
+# TYPE_CHECKING for typing, traceback only for a failing hook, no nullcontext in cli.run,
+# argparse with gettext and locale only for --help): about 13 ms of imports.
+NOT_ON_THE_RUN_PATH = ("logging", "typing", "traceback", "linecache", "tokenize", "contextlib",
+                       "argparse", "gettext", "locale")
 
 
 def test_the_run_path_loads_neither_logging_nor_typing():
@@ -104,3 +105,10 @@ def test_lazy_subcommands_are_listed_and_load_when_asked_for():
 
 def test_the_cli_does_without_click():
     assert "click" not in loaded_after(help_of("run", "--help"))
+
+
+def test_a_command_line_is_parsed_without_argparse():
+    modules = loaded_after("from pyvisor.cli import _top_parser\n"
+                           "assert _top_parser().parse(['-v', 'run', 'k'])['command'] == 'run'")
+    assert "argparse" not in modules
+    assert "argparse" in loaded_after(help_of("run", "--help") + "assert '--mem' in text")
