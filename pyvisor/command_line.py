@@ -90,12 +90,10 @@ class CommandParser:
         words = self._values_attached(argv)
         # argparse's view of each word: "O" an option, "A" an argument, "-" the first '--'
         # (every word after it is an argument)
-        kinds = []
-        for word in words:
-            if "-" in kinds:
-                kinds.append("A")
-            else:
-                kinds.append("-" if word == "--" else "A" if self._option(word) is None else "O")
+        kinds = ["A" if self._option(word) is None else "O" for word in words]
+        if "--" in words:
+            dashes = words.index("--")
+            kinds[dashes:] = ["-"] + ["A"] * (len(words) - dashes - 1)
         values = {o.dest: o.default for o in self.options if o.dest != SUPPRESS}
         seen: set[Option] = set()
         positionals = [o for o in self.options if o.positional]
