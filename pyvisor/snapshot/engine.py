@@ -77,7 +77,10 @@ class Snapshotter:
         me = self._current_vcpu()
         if state == "paused" and me is None:
             self._settle_pause()    # a pause a hook asked for: wait until it holds
-        busy = [v.index for v in self._vm.vcpus if v.index != me and not self._accessible(v.index)]
+        vcpus = self._vm.vcpus
+        if me is not None and len(vcpus) == 1:
+            return me               # a hook of the only vCPU (the reset loop)
+        busy = [v.index for v in vcpus if v.index != me and not self._accessible(v.index)]
         if busy:
             raise SnapshotError(f"cannot {doing} while vCPU {busy[0]} runs: pause the machine "
                                 f"first")
