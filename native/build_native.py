@@ -261,6 +261,8 @@ int pv_landlock_begin(int ruleset_fd, int signo);
 int pv_landlock_signal(int tid);
 int pv_landlock_result(int tid);
 int pv_landlock_self(void);
+/* libc's raw system call, for the sandbox's calls Python's os module lacks */
+long syscall(long number, ...);
 
 /* seccomp (pyvisor/sandbox/seccomp.py builds the filter program from these) */
 struct seccomp_data {
@@ -286,6 +288,7 @@ struct sock_fprog { unsigned short len; struct sock_filter *filter; ...; };
 #define __X32_SYSCALL_BIT ...
 #define CLONE_THREAD ...
 #define PR_SET_NO_NEW_PRIVS ...
+#define __NR_prctl ...
 #define __NR_seccomp ...
 #define __NR_execve ...
 #define __NR_execveat ...
@@ -431,7 +434,7 @@ ffibuilder.cdef(CDEF + "static char *const FW_CFG_ACPI_DEVICE_ID;\n"
                           KVM_CONSTANTS + BOOT_CONSTANTS + VIRTIO_CONSTANTS + FW_CFG_CONSTANTS))
 ffibuilder.set_source(
     "pyvisor._native",
-    '#include "shim.h"\n#include "landlock_threads.h"\n#include <asm/e820.h>\n'
+    '#include <unistd.h>\n#include "shim.h"\n#include "landlock_threads.h"\n#include <asm/e820.h>\n'
     + "".join(f"#include <linux/{h}.h>\n" for h in (
         "virtio_config", "virtio_ring", "virtio_ids", "virtio_pci", "virtio_blk",
         "virtio_console", "virtio_net", "falloc", "if_tun", "virtio_mmio",

@@ -30,7 +30,6 @@ which are restricted to reads, writes and fsync of their image: they are left as
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import signal
@@ -38,6 +37,7 @@ import threading
 import time
 
 from .._native import ffi, lib
+from .syscall import raw_syscall
 
 # The signal that asks a thread to confine itself (run_control.KICK_SIGNAL is SIGRTMIN + 2).
 SIGNAL = int(signal.SIGRTMIN) + 3
@@ -58,23 +58,11 @@ DIR_ACCESS = (lib.LANDLOCK_ACCESS_FS_WRITE_FILE | lib.LANDLOCK_ACCESS_FS_MAKE_RE
 _result: str | None | bool = False   # False until install() ran: then its answer
 _install_lock = threading.Lock()
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
-
-def _syscall(number: int, *args: int | ctypes.c_void_p) -> int:
-    """The raw call's result, or -errno."""
-    result = _libc.syscall(ctypes.c_long(number),
-                           *(a if isinstance(a, ctypes.c_void_p) else ctypes.c_long(a)
-                             for a in args))
-    return -ctypes.get_errno() if result < 0 else result
-
-
 def abi_version() -> int:
     """The Landlock ABI the running kernel offers, or -errno (ENOSYS: no Landlock in this
     kernel; EOPNOTSUPP: built in but not enabled)."""
-    return _syscall(lib.__NR_landlock_create_ruleset, ctypes.c_void_p(0), 0,
-                    lib.LANDLOCK_CREATE_RULESET_VERSION)
+    return raw_syscall(lib.__NR_landlock_create_ruleset, ffi.NULL, 0,
+                       lib.LANDLOCK_CREATE_RULESET_VERSION)
 
 
 def handled_access(abi: int) -> int:
@@ -97,15 +85,14 @@ def build_ruleset(dir_fd: int, abi: int) -> int:
     """A ruleset fd: the rights handled_access(abi) denied, except DIR_ACCESS beneath the
     directory dir_fd (an O_PATH fd does). Raises OSError."""
     attr = ffi.new("struct landlock_ruleset_attr *", {"handled_access_fs": handled_access(abi)})
-    fd = _syscall(lib.__NR_landlock_create_ruleset,
-                  ctypes.c_void_p(int(ffi.cast("uintptr_t", attr))),
-                  ffi.sizeof("struct landlock_ruleset_attr"), 0)
+    fd = raw_syscall(lib.__NR_landlock_create_ruleset, attr,
+                     ffi.sizeof("struct landlock_ruleset_attr"), 0)
     if fd < 0:
         raise OSError(-fd, f"landlock_create_ruleset: {os.strerror(-fd)}")
     rule = ffi.new("struct landlock_path_beneath_attr *",
                    {"allowed_access": DIR_ACCESS & handled_access(abi), "parent_fd": dir_fd})
-    added = _syscall(lib.__NR_landlock_add_rule, fd, lib.LANDLOCK_RULE_PATH_BENEATH,
-                     ctypes.c_void_p(int(ffi.cast("uintptr_t", rule))), 0)
+    added = raw_syscall(lib.__NR_landlock_add_rule, fd, lib.LANDLOCK_RULE_PATH_BENEATH,
+                        rule, 0)
     if added < 0:
         os.close(fd)
         raise OSError(-added, f"landlock_add_rule: {os.strerror(-added)}")

@@ -47,7 +47,6 @@ TSYNC).
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import struct
@@ -55,6 +54,7 @@ import threading
 
 from .._native import ffi, lib
 from ..errors import PyvisorError
+from .syscall import raw_syscall
 
 DENIED = """
 execve execveat fork vfork ptrace process_vm_readv process_vm_writev pidfd_getfd
@@ -173,18 +173,14 @@ def _install(code: bytes) -> None:
     filters = ffi.new("struct sock_filter[]", count)
     ffi.memmove(filters, code, len(code))
     prog = ffi.new("struct sock_fprog *", {"len": count, "filter": filters})
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    if libc.prctl(lib.PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), ctypes.c_ulong(0),
-                  ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
+    done = raw_syscall(lib.__NR_prctl, lib.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    if done < 0:
         raise PyvisorError(f"cannot set no_new_privs for the seccomp filter: "
-                           f"{os.strerror(ctypes.get_errno())}")
-    result = libc.syscall(ctypes.c_long(lib.__NR_seccomp),
-                          ctypes.c_ulong(lib.SECCOMP_SET_MODE_FILTER),
-                          ctypes.c_ulong(lib.SECCOMP_FILTER_FLAG_TSYNC),
-                          ctypes.c_void_p(int(ffi.cast("uintptr_t", prog))))
+                           f"{os.strerror(-done)}")
+    result = raw_syscall(lib.__NR_seccomp, lib.SECCOMP_SET_MODE_FILTER,
+                         lib.SECCOMP_FILTER_FLAG_TSYNC, prog)
     if result != 0:
         why = (f"thread {result} could not take it" if result > 0
-               else os.strerror(ctypes.get_errno()))
+               else os.strerror(-result))
         raise PyvisorError(f"cannot install the seccomp filter: {why} "
                            f"(pyvisor run --seccomp off runs without it)")

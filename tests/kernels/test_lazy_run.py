@@ -34,11 +34,12 @@ sys.exit(status)
 # count. dataclasses (with inspect and ast) and click: the records are pyvisor.value's,
 # the command line command_line.py's; argparse and shutil: only --help; decimal:
 # only a size with a fraction (1.5G); pyvisor.console: only the terminal's consoles;
-# logging, typing and traceback: pyvisor/log.py, collections.abc, a failing hook.
+# logging, typing and traceback: pyvisor/log.py, collections.abc, a failing hook; ctypes:
+# the sandbox's system calls go through pyvisor._native (sandbox/syscall.py).
 OPTIONAL = ("pyvisor.api", "pyvisor.debug.gdbstub", "pyvisor.snapshot",
             "pyvisor.devices.virtio", "pyvisor.devices.legacy.pc_testdev", "capstone",
             "http.server", "pathlib", "dataclasses", "inspect", "click", "shutil", "decimal",
-            "pyvisor.console", "logging", "typing", "traceback", "argparse")
+            "pyvisor.console", "logging", "typing", "traceback", "argparse", "ctypes")
 
 
 def interpreter_modules() -> set[str]:
