@@ -121,14 +121,11 @@ class MachineConfig(Value):
     input (sizes as strings like '512M'); the fields hold parsed values. console_limit:
     the bytes of console output the library keeps; seccomp: install the process-wide
     seccomp filter once the machine is built; testdev: QEMU's pc-testdev
-    (devices/legacy/pc_testdev.py); hpet: the HPET and its ACPI table (devices/legacy/hpet.py);
-    coalesce_pio: let KVM queue writes to the CMOS index and delay ports instead of exiting
-    (coalesced_ring.py). Off only where a host mishandles it: Linux guests in the nested
-    test host wedged QEMU's TCG more often with it (tests/nested/README.md)."""
+    (devices/legacy/pc_testdev.py); hpet: the HPET and its ACPI table (devices/legacy/hpet.py)."""
 
     __slots__ = ("kernel", "mem", "cpus", "cmdline", "console", "capture_output",
                  "console_limit", "kvm_path", "initrd", "boot_protocol", "disks", "rng", "nets",
-                 "virtio_transport", "seccomp", "testdev", "hpet", "coalesce_pio")
+                 "virtio_transport", "seccomp", "testdev", "hpet")
 
     def __init__(self, kernel: str, mem: int, cpus: int = 1, cmdline: str = "",
                  console: str = "none", capture_output: bool = True,
@@ -136,14 +133,13 @@ class MachineConfig(Value):
                  initrd: str | None = None, boot_protocol: str = "auto",
                  disks: tuple[DiskSpec, ...] = (), rng: bool = False,
                  nets: tuple[NetSpec, ...] = (), virtio_transport: str = "pci",
-                 seccomp: bool = False, testdev: bool = False, hpet: bool = False,
-                 coalesce_pio: bool = True) -> None:
+                 seccomp: bool = False, testdev: bool = False, hpet: bool = False) -> None:
         self.kernel, self.mem, self.cpus, self.cmdline = kernel, mem, cpus, cmdline
         self.console, self.capture_output, self.console_limit = console, capture_output, console_limit
         self.kvm_path, self.initrd, self.boot_protocol = kvm_path, initrd, boot_protocol
         self.disks, self.rng, self.nets = disks, rng, nets
         self.virtio_transport, self.seccomp = virtio_transport, seccomp
-        self.testdev, self.hpet, self.coalesce_pio = testdev, hpet, coalesce_pio
+        self.testdev, self.hpet = testdev, hpet
 
     @classmethod
     def build(cls, kernel: str, mem: str | int = DEFAULT_MEM, cpus: int = 1, cmdline: str = "",
@@ -152,8 +148,7 @@ class MachineConfig(Value):
               boot_protocol: str = "auto", disks: Sequence[str | DiskSpec] = (),
               rng: bool = False, nets: Sequence[str | NetSpec] = (),
               virtio_transport: str = "pci", seccomp: bool = False,
-              testdev: bool = False, hpet: bool = False,
-              coalesce_pio: bool = True) -> "MachineConfig":
+              testdev: bool = False, hpet: bool = False) -> "MachineConfig":
         mem_bytes = parse_size(mem) if isinstance(mem, str) else int(mem)
         if mem_bytes <= 0:
             raise ConfigError(f"invalid memory size {mem!r}: must be greater than zero")
@@ -185,4 +180,4 @@ class MachineConfig(Value):
                    boot_protocol=boot_protocol,
                    disks=_disk_specs(disks), rng=bool(rng), nets=_net_specs(nets),
                    virtio_transport=virtio_transport, seccomp=bool(seccomp),
-                   testdev=bool(testdev), hpet=bool(hpet), coalesce_pio=bool(coalesce_pio))
+                   testdev=bool(testdev), hpet=bool(hpet))

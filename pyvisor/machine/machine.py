@@ -242,8 +242,7 @@ class Machine:
     def _build_control(self) -> None:
         """The scripting side: pause protocol, hooks, breakpoints, one runner per vCPU."""
         vcpus = self.vm.vcpus
-        self._coalesced = (CoalescedRing.open(self.kvm, self.vm, self.kvm.vcpu_mmap_size())
-                           if self.config.coalesce_pio else None)
+        self._coalesced = CoalescedRing.open(self.kvm, self.vm, self.kvm.vcpu_mmap_size())
         for vcpu in vcpus:
             vcpu.exit.ports = self.console_pipe.ports
             if self._coalesced is not None:

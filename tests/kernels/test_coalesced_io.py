@@ -41,10 +41,9 @@ def index_writes(rounds: int) -> list[int]:
     return writes
 
 
-def cmos_machine(rounds: int, park: bool = False, coalesce_pio: bool = True) -> Machine:
+def cmos_machine(rounds: int, park: bool = False) -> Machine:
     return Machine(kernel=guest("cmos_index"), mem="64M",
-                   cmdline=f"rounds={rounds}" + (" park=1" if park else ""),
-                   coalesce_pio=coalesce_pio)
+                   cmdline=f"rounds={rounds}" + (" park=1" if park else ""))
 
 
 def test_every_read_after_coalesced_index_writes_is_right_and_counted():
@@ -61,19 +60,6 @@ def test_every_read_after_coalesced_index_writes_is_right_and_counted():
     assert stats.ports[POST] == rounds
     assert stats.coalesced > (writes + rounds) // 2
     assert stats.exits["io"] < writes     # the data-port accesses exit, most index writes not
-
-
-def test_with_coalescing_off_every_index_and_post_write_exits():
-    rounds = 100
-    with cmos_machine(rounds, coalesce_pio=False) as m:
-        outcome = m.run(timeout=60)
-        stats = m.stats
-    assert (outcome.kind, outcome.status) == ("reset", 0), m.console_text
-    assert f"{rounds} reads, 0 errors" in m.console_text
-    writes = len(index_writes(rounds))
-    assert stats.coalesced == 0
-    assert stats.ports[RTC_INDEX] == writes and stats.ports[POST] == rounds
-    assert stats.exits["io"] >= writes + rounds     # each of them a KVM exit of its own
 
 
 def test_a_hook_on_the_index_port_sees_every_write_in_order():

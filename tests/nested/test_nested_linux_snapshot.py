@@ -42,11 +42,8 @@ RESTORED_STEPS = [["pyvisor: restored", "echo ans-$((6*7)) T=$(date +%s); cat /m
 def _booted(kernel: str, initrd: str, disk: str):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from pyvisor import Machine
-    # Without coalesced port writes: with them this module's L2 boots wedged TCG's L1
-    # more often (tests/nested/README.md); the tiny kernels and the other nested tests
-    # still coalesce.
     m = Machine(kernel=kernel, initrd=initrd, mem="256M", disks=[disk],
-                cmdline=f"{QUIET} pv.test=snap", coalesce_pio=False)
+                cmdline=f"{QUIET} pv.test=snap")
     m.start()
     deadline = time.monotonic() + 300
     while PROMPT not in m.console_text:
