@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from nestedhost import LinuxGuest, NestedHost, NestedResult, once_more_if_wedged
+from nestedhost import LinuxGuest, NestedHost, NestedResult, again_if_wedged
 
 pytestmark = [pytest.mark.nested, pytest.mark.timeout(1500)]  # one nested run serves all
 
@@ -116,7 +116,7 @@ def booted(nested_host: NestedHost, guest_kernel: LinuxGuest, repo: Path,
         commands["run-linux"] = run_linux(repo)
         results = nested_host.run_many(list(commands.values()), timeout=1500)
         return {n: Booted(r) for n, r in zip(commands, results)}
-    return once_more_if_wedged(session)
+    return again_if_wedged(session)
 
 
 def kernel_problems(log: str) -> set[str]:

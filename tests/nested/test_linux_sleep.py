@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nestedhost import LinuxGuest, NestedHost, once_more_if_wedged
+from nestedhost import LinuxGuest, NestedHost, again_if_wedged
 
 pytestmark = [pytest.mark.nested, pytest.mark.timeout(1500)]
 
@@ -53,7 +53,7 @@ def outputs(nested_host: NestedHost, guest_kernel: LinuxGuest, repo: Path,
                     f"echo pyvisor-status=$?" for options, append in BOOTS.values()]
         results = nested_host.run_many(commands, timeout=1500)
         return {name: r.output for name, r in zip(BOOTS, results)}
-    return once_more_if_wedged(session)
+    return again_if_wedged(session)
 
 
 def status(output: str) -> int:

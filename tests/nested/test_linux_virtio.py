@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from nestedhost import LinuxGuest, NestedHost, once_more_if_wedged
+from nestedhost import LinuxGuest, NestedHost, again_if_wedged
 
 pytestmark = [pytest.mark.nested, pytest.mark.timeout(1500)]  # one nested run serves all
 
@@ -143,7 +143,7 @@ def virtio_session(nested_host: NestedHost, guest_kernel: LinuxGuest, repo: Path
 
 @pytest.fixture(scope="module")
 def run(nested_host: NestedHost, guest_kernel: LinuxGuest, repo: Path, tmp_path_factory):
-    return once_more_if_wedged(lambda: virtio_session(
+    return again_if_wedged(lambda: virtio_session(
         nested_host, guest_kernel, repo, tmp_path_factory.mktemp("virtio")))
 
 

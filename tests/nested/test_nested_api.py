@@ -196,7 +196,7 @@ def _client(kernel: str, initrd: str, disk: str, work: str) -> None:
 # --- the tests, outside ------------------------------------------------------------------
 
 if __name__ != "__main__":
-    from nestedhost import LinuxGuest, NestedHost, once_more_if_wedged
+    from nestedhost import LinuxGuest, NestedHost, again_if_wedged
 
     pytestmark = [pytest.mark.nested, pytest.mark.timeout(1800)]
 
@@ -224,7 +224,7 @@ if __name__ != "__main__":
 
     @pytest.fixture(scope="module")
     def run(nested_host, guest_kernel, repo, tmp_path_factory):
-        return once_more_if_wedged(lambda: session(
+        return again_if_wedged(lambda: session(
             nested_host, guest_kernel, repo, tmp_path_factory.mktemp("nested-api")))
 
     def test_getting_started_with_curl_boots_linux_snapshots_it_and_ctrl_alt_del_ends_it(run):

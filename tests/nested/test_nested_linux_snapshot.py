@@ -83,7 +83,7 @@ def _inplace(kernel: str, initrd: str, disk: str, count: str) -> None:
 # --- the tests, outside ------------------------------------------------------------------
 
 if __name__ != "__main__":
-    from nestedhost import LinuxGuest, NestedHost, once_more_if_wedged
+    from nestedhost import LinuxGuest, NestedHost, again_if_wedged
 
     pytestmark = [pytest.mark.nested, pytest.mark.timeout(1800)]
 
@@ -110,7 +110,7 @@ if __name__ != "__main__":
 
     @pytest.fixture(scope="module")
     def run(nested_host, guest_kernel, repo, tmp_path_factory):
-        return once_more_if_wedged(lambda: session(
+        return again_if_wedged(lambda: session(
             nested_host, guest_kernel, repo, tmp_path_factory.mktemp("linux-snap")))
 
     def test_saved_linux_answers_in_a_new_process_with_its_disk_and_time(run):
