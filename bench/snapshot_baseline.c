@@ -149,6 +149,18 @@ static void set_middle(int fd, struct full_state *f, const struct kvm_lapic_stat
 }
 
 /* The cost of each ioctl of a reset, n times each, with the vCPU at the snapshot point. */
+/* What a hook reset's first ioctl does: KVM_RUN with immediate_exit finishes the exit
+ * and stores the sregs in kvm_run (sync regs) without running the guest. */
+static void finish_exit(int fd, struct kvm_run *run)
+{
+    run->immediate_exit = 1;
+    run->kvm_valid_regs = KVM_SYNC_X86_SREGS;
+    if (ioctl(fd, KVM_RUN, 0) == 0 || errno != EINTR)
+        die("KVM_RUN (immediate_exit)");
+    run->kvm_valid_regs = 0;
+    run->immediate_exit = 0;
+}
+
 static void time_ioctls(int fd, struct kvm_run *run, long n, struct full_state *f,
                         struct kvm_dirty_log *log, struct kvm_regs *regs, struct kvm_sregs *sregs,
                         struct kvm_lapic_state *lapic, struct kvm_vcpu_events *events)
@@ -181,14 +193,8 @@ static void time_ioctls(int fd, struct kvm_run *run, long n, struct full_state *
         printf("ioctl %s us %.2f\n", calls[c].name, (now() - t0) / n * 1e6);
     }
     double t0 = now();
-    for (long i = 0; i < n; i++) {
-        run->immediate_exit = 1;
-        run->kvm_valid_regs = KVM_SYNC_X86_SREGS;
-        if (ioctl(fd, KVM_RUN, 0) == 0 || errno != EINTR)
-            die("KVM_RUN (immediate_exit)");
-    }
-    run->kvm_valid_regs = 0;
-    run->immediate_exit = 0;
+    for (long i = 0; i < n; i++)
+        finish_exit(fd, run);
     printf("ioctl KVM_RUN (immediate_exit, storing sregs) us %.2f\n", (now() - t0) / n * 1e6);
 }
 
@@ -256,14 +262,8 @@ int main(int argc, char **argv)
             return 2;
         }
         double t0 = now();
-        if (mode == SAME_IOCTLS) {
-            run->immediate_exit = 1;
-            run->kvm_valid_regs = KVM_SYNC_X86_SREGS;
-            if (ioctl(fd, KVM_RUN, 0) == 0 || errno != EINTR)
-                die("KVM_RUN (immediate_exit)");
-            run->kvm_valid_regs = 0;
-            run->immediate_exit = 0;
-        }
+        if (mode == SAME_IOCTLS)
+            finish_exit(fd, run);
         if (mode == FULL)
             set_vm_state(&full);
         else if (mode == SAME_IOCTLS)

@@ -11,7 +11,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Protocol
 
-    class _E820Like(Protocol):
+    class E820Like(Protocol):   # what a memory map entry has (layout.E820Entry)
         addr: int
         size: int
         type: int
@@ -36,7 +36,7 @@ class ZeroPage:
         """The struct setup_header cdata, for direct field access."""
         return self._params.hdr
 
-    def set_e820(self, entries: Iterable[_E820Like]) -> None:
+    def set_e820(self, entries: Iterable[E820Like]) -> None:
         entries = list(entries)
         if len(entries) > lib.E820_MAX_ENTRIES_ZEROPAGE:
             raise ConfigError(f"the e820 map has {len(entries)} entries; the zero page holds "

@@ -29,12 +29,7 @@ from .vcpu_setup import enter_boot_state
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Protocol
-
-    class _E820Like(Protocol):
-        addr: int
-        size: int
-        type: int
+    from .bootparams import E820Like
 
 MODLIST_ADDR = START_INFO_ADDR + 0x40
 MEMMAP_ADDR = START_INFO_ADDR + 0x80
@@ -54,7 +49,7 @@ MAX_MODULES = (MEMMAP_ADDR - MODLIST_ADDR) // MODLIST_ENTRY.size
 MEMMAP_MAX_ENTRIES = (START_INFO_END - MEMMAP_ADDR) // MEMMAP_ENTRY.size
 
 
-def build_start_info(mem: GuestMemory, e820: Iterable[_E820Like], cmdline_gpa: int,
+def build_start_info(mem: GuestMemory, e820: Iterable[E820Like], cmdline_gpa: int,
                      initrd: tuple[int, int] | None, rsdp_gpa: int = 0) -> int:
     """Write hvm_start_info, the module list (the initrd, if any) and the memory map (from
     the e820 map) at START_INFO_ADDR; return that address, for EBX.
