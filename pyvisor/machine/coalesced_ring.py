@@ -12,7 +12,7 @@ it parks, so a paused machine (a snapshot, a hook change) has an empty ring.
 """
 from __future__ import annotations
 
-import mmap
+import os
 import threading
 from collections.abc import Callable, Iterable
 
@@ -40,7 +40,7 @@ class CoalescedRing:
     def open(cls, kvm: "Kvm", vm: "Vm", run_size: int) -> "CoalescedRing | None":
         """The VM's ring, mapped in its first vCPU's kvm_run area, or None when this KVM
         cannot coalesce port writes."""
-        page = mmap.PAGESIZE
+        page = os.sysconf("SC_PAGE_SIZE")   # as mmap.PAGESIZE, without importing mmap
         offset = kvm.check_extension(lib.KVM_CAP_COALESCED_MMIO)   # the ring's page offset
         if not offset or not kvm.check_extension(lib.KVM_CAP_COALESCED_PIO) \
                 or (offset + 1) * page > run_size:

@@ -39,10 +39,10 @@ def test_importing_the_cli_loads_no_optional_part():
 
 # Standard modules the run path does without (pyvisor/log.py, collections.abc and
 # TYPE_CHECKING for typing, traceback only for a failing hook, no nullcontext in cli.run,
-# argparse with gettext and locale only for --help, ctypes nowhere: sandbox/syscall.py):
-# about 15 ms of imports.
+# argparse with gettext and locale only for --help, ctypes nowhere: sandbox/syscall.py,
+# mmap only for a disk): about 15 ms of imports.
 NOT_ON_THE_RUN_PATH = ("logging", "typing", "traceback", "linecache", "tokenize", "contextlib",
-                       "argparse", "gettext", "locale", "ctypes")
+                       "argparse", "gettext", "locale", "ctypes", "mmap")
 
 
 def test_the_run_path_loads_neither_logging_nor_typing():
