@@ -17,7 +17,8 @@
  *               DEBUGREGS, LAPIC, MSRS, and REGS, SREGS and EVENTS through kvm_run->s.regs
  *               on the next KVM_RUN (MP_STATE is RUNNABLE already);
  *   ioctls      no loop: the cost of each ioctl a reset makes, RESETS times each, at the
- *               snapshot point (prints "ioctl NAME us X" lines).
+ *               snapshot point, and of the getters a compare-before-set would add (prints
+ *               "ioctl NAME us X" lines).
  * Prints "resets N us_per_reset X per_second Y" (per_second: resets+runs per second). */
 #define main pio_baseline_main
 #include "pio_baseline.c"
@@ -166,6 +167,11 @@ static void time_ioctls(int fd, struct kvm_run *run, long n, struct full_state *
                         struct kvm_lapic_state *lapic, struct kvm_vcpu_events *events)
 {
     struct kvm_irqchip chip;
+    static struct full_state scratch;    /* what the getters read: the saved state stays */
+    static struct kvm_lapic_state scratch_lapic;
+    scratch.msrs = f->msrs;
+    scratch.xsave = calloc(1, ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2) > 4096 ?
+                           (size_t)ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2) : 4096);
     struct { const char *name; int vm; unsigned long request; void *arg; } calls[] = {
         { "KVM_GET_DIRTY_LOG", 1, KVM_GET_DIRTY_LOG, log },
         { "KVM_GET_IRQCHIP (IOAPIC)", 1, KVM_GET_IRQCHIP, &chip },
@@ -183,6 +189,11 @@ static void time_ioctls(int fd, struct kvm_run *run, long n, struct full_state *
         { "KVM_SET_MSRS", 0, KVM_SET_MSRS, &f->msrs },
         { "KVM_SET_VCPU_EVENTS", 0, KVM_SET_VCPU_EVENTS, events },
         { "KVM_GET_REGS", 0, KVM_GET_REGS, regs },
+        { "KVM_GET_XSAVE", 0, f->get_xsave, scratch.xsave },
+        { "KVM_GET_XCRS", 0, KVM_GET_XCRS, &scratch.xcrs },
+        { "KVM_GET_DEBUGREGS", 0, KVM_GET_DEBUGREGS, &scratch.debugregs },
+        { "KVM_GET_LAPIC", 0, KVM_GET_LAPIC, &scratch_lapic },
+        { "KVM_GET_MSRS", 0, KVM_GET_MSRS, &scratch.msrs },
     };
     chip = f->chips[2];
     for (unsigned c = 0; c < sizeof(calls) / sizeof(calls[0]); c++) {
