@@ -12,7 +12,7 @@ from contextlib import ExitStack
 
 from ..errors import PyvisorError
 from ..machine.machine import Machine
-from ..machine.outcome import TIMEOUT_STATUS, Outcome
+from ..machine.outcome import TIMEOUT_STATUS, Outcome, signalled
 from .config_file import load_config_file
 from .faults import ApiError
 from .instance import HostOptions, Instance
@@ -61,7 +61,7 @@ def serve(api_sock: str | None, config_file: str | None, host: HostOptions,
                 on_notice(f"pyvisor: API on {api_sock}")
             while not instance.started.wait(_SLICE):
                 if signals:
-                    return _signalled(signals[0])
+                    return signalled(signals[0])
                 if deadline is not None and time.monotonic() >= deadline:
                     return Outcome("timeout", TIMEOUT_STATUS, "nothing started the guest "
                                    "before --timeout")
@@ -86,15 +86,11 @@ def _check_files_dir(files_dir: str) -> None:
 def _run(machine: Machine, signals: list[int], deadline: float | None) -> Outcome:
     while True:
         if signals:
-            outcome = _signalled(signals[0])
+            outcome = signalled(signals[0])
             machine.stop(outcome.kind, outcome.status, outcome.detail)
         elif deadline is not None and time.monotonic() >= deadline:
             machine.stop("timeout", TIMEOUT_STATUS, "the guest was still running at --timeout")
         outcome = machine.wait(_SLICE, events=False)
         if outcome is not None:
             return outcome
-
-
-def _signalled(signo: int) -> Outcome:
-    return Outcome("signal", 128 + signo, f"terminated by {signal.Signals(signo).name}")
 

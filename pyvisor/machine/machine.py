@@ -9,7 +9,8 @@ loop), `hooks` (Python callbacks on ports and MMIO), `stats`, and `pyvisor.debug
 from __future__ import annotations
 
 import os
-import signal
+# _signal: the C module; `signal` only adds enums, and enum costs every start 3 ms here
+import _signal as signal
 import threading
 import time
 from collections import deque
@@ -49,7 +50,7 @@ from .console_pipe import ConsolePipe, OutputRing
 from .hooks import Hook, RangeHooks, current_cpu
 from .coalesced_ring import CoalescedRing
 from .native_ports import fill_port_table
-from .outcome import TIMEOUT_STATUS, Outcome
+from .outcome import TIMEOUT_STATUS, Outcome, signalled
 from .run_control import KICK_SIGNAL, RunControl
 from .vcpu_runner import EXIT_NAMES, Routing, VcpuRunner
 
@@ -424,8 +425,7 @@ class Machine:
                 while True:
                     if self._signal is not None:
                         signo, self._signal = self._signal, None
-                        self._finish(Outcome("signal", 128 + signo,
-                                             f"terminated by {signal.Signals(signo).name}"))
+                        self._finish(signalled(signo))
                     if self.outcome is not None:
                         break
                     if events and self._events and self._control.all_parked:

@@ -12,6 +12,13 @@ FAULT_STATUS = 2
 TIMEOUT_STATUS = 124
 
 
+def signalled(signo: int) -> Outcome:
+    """How a run that signal signo (SIGINT, SIGTERM) ended looks."""
+    from signal import Signals   # enum (3 ms to import): only once a signal came
+
+    return Outcome("signal", 128 + signo, f"terminated by {Signals(signo).name}")
+
+
 class Outcome(Value):
     """kind: 'exit' (exit device), 'reset', 'poweroff', 'quit' (Ctrl-A x), 'signal',
     'timeout', 'fault' (the guest broke: triple fault, emulation failure, failed entry) or
