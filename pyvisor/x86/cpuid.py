@@ -4,14 +4,11 @@ KVM_GET_SUPPORTED_CPUID describes the host, not the VM: the APIC ID, the topolog
 processor counts must be rewritten per vCPU, or a multi-CPU guest sees every vCPU as the
 same processor. All functions here are pure; entries are immutable.
 """
-from __future__ import annotations
+
+from collections.abc import Sequence
 
 from .._native import lib
 from ..value import Value
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Sequence
 
 # The entry applies to one subleaf only (the header spells it SIGNIFCANT).
 SIGNIFICANT_INDEX = lib.KVM_CPUID_FLAG_SIGNIFCANT_INDEX
