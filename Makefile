@@ -13,7 +13,8 @@ PYTEST_ARGS ?=
 
 # editable_mode=compat: a plain path in a .pth file; the default editable finder costs
 # every start of Python an import of pathlib and urllib (0.4 s in the nested test host).
-$(STAMP): pyproject.toml setup.py native/build_native.py native/shim.c native/shim.h \
+# bin/pyvisor is copied into the venv, not linked: a change to it needs a reinstall.
+$(STAMP): pyproject.toml setup.py bin/pyvisor native/build_native.py native/shim.c native/shim.h \
           native/build_uring.py native/uring.c native/uring.h native/blk_ring.c native/blk_ring.h \
           native/landlock_threads.c native/landlock_threads.h
 	@command -v gcc >/dev/null || { echo "pyvisor: gcc is needed (apt-get install gcc)"; exit 1; }
