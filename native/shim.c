@@ -361,7 +361,33 @@ void *pv_mmap_shared(int fd, size_t size)
 void *pv_mmap_anon(size_t size)
 {
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
+    if (p == MAP_FAILED)
+        return NULL;
+    /* sparse on purpose (a snapshot's copy of RAM holds only its non-zero pages): no
+       transparent huge pages even where the host makes them for every mapping */
+    madvise(p, size, MADV_NOHUGEPAGE);
+    return p;
+}
+
+#define RAM_ALIGN (2UL << 20)
+
+void *pv_mmap_ram(size_t size)
+{
+    /* Guest RAM starts on a 2 MiB boundary and asks for transparent huge pages, as QEMU's
+       does: KVM maps a guest 2 MiB page with one large page only where the host address is
+       congruent to the guest's (every region starts 2 MiB-aligned in guest-physical
+       space), so each first touch of a guest page costs one fault per 2 MiB, not per 4 KiB,
+       and every later TLB miss a shorter walk. */
+    size_t span = size + RAM_ALIGN;
+    char *p = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    char *start = (char *)(((uintptr_t)p + RAM_ALIGN - 1) & ~(RAM_ALIGN - 1));
+    if (start > p)
+        munmap(p, start - p);
+    munmap(start + size, p + span - (start + size));
+    madvise(start, size, MADV_HUGEPAGE);   /* EINVAL without THP: 4 KiB pages then */
+    return start;
 }
 
 int pv_munmap(void *addr, size_t size)

@@ -70,7 +70,7 @@ def _read_meminfo() -> str:
 
 
 def _map_region(size: int):
-    ptr = lib.pv_mmap_anon(size)
+    ptr = lib.pv_mmap_ram(size)
     if ptr == ffi.NULL:
         raise ConfigError(f"cannot back {format_size(size)} of guest RAM on this host: "
                           f"{os.strerror(ffi.errno)}")

@@ -2,6 +2,7 @@ import gc
 
 import pytest
 
+from pyvisor._native import ffi
 from pyvisor.errors import ConfigError, GuestMemoryError
 from pyvisor.memory.guest_memory import GuestMemory, check_host_can_back
 from pyvisor.memory.layout import MemoryLayout
@@ -25,6 +26,34 @@ def test_regions_give_host_addresses(mem):
     [(gpa, size, host)] = mem.regions
     assert (gpa, size) == (0, 4 * MIB)
     assert host and host % 4096 == 0
+
+
+def vm_flags(address: int) -> list[str]:
+    """The VmFlags of this process's mapping that starts at `address` (proc(5): hg is
+    MADV_HUGEPAGE, nh MADV_NOHUGEPAGE)."""
+    with open("/proc/self/smaps") as f:
+        mapping = None
+        for line in f:
+            if line[0] in "0123456789abcdef" and "-" in line.split()[0]:
+                mapping = int(line.split("-")[0], 16)
+            elif line.startswith("VmFlags:") and mapping == address:
+                return line.split()[1:]
+    raise AssertionError(f"no mapping starts at {address:#x}")
+
+
+def test_ram_is_2mib_aligned_and_asks_for_huge_pages():
+    """As QEMU's: KVM maps a guest 2 MiB page with one large page only where the host
+    address is congruent to the guest-physical one."""
+    with GuestMemory(MemoryLayout(4 * GIB)) as m:
+        for gpa, size, host in m.regions:
+            assert host % (2 * MIB) == 0 and gpa % (2 * MIB) == 0
+            assert "hg" in vm_flags(host)
+
+
+def test_snapshot_copies_of_ram_stay_sparse(mem):
+    from pyvisor.snapshot.memory import MemoryImage
+    image = MemoryImage(mem)
+    assert "nh" in vm_flags(int(ffi.cast("uintptr_t", image.saved[0])))
 
 
 def test_fresh_memory_is_zero(mem):
