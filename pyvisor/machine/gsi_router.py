@@ -12,10 +12,13 @@ SharedLines keeps who asserts what and drives KVM's line only when the OR change
 from __future__ import annotations
 
 import threading
-from typing import Callable
 
 from ..acpi.platform import IOAPIC_PINS, irqchip_routes
 from ..kvm.vm import MsiRoute, Vm
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
 
 
 class GsiRouter:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import struct
 import threading
-from typing import Protocol
-
 from ..state import DeviceStateError
 from .config_space import PciConfigSpace
 
@@ -24,13 +22,16 @@ VECTOR_MASKED = 1 << 0
 _ENTRY = struct.Struct("<IIII")    # address low, address high, data, vector control
 
 
-class Router(Protocol):
-    def allocate(self) -> int: ...
-    def set_msi(self, gsi: int, address: int, data: int) -> None: ...
+TYPE_CHECKING = False
+if TYPE_CHECKING:   # what the table needs of the machine: GsiRouter and Vm have these
+    from typing import Protocol
 
+    class Router(Protocol):
+        def allocate(self) -> int: ...
+        def set_msi(self, gsi: int, address: int, data: int) -> None: ...
 
-class IrqfdBinder(Protocol):
-    def irqfd(self, fd: int, gsi: int, *, deassign: bool = False) -> None: ...
+    class IrqfdBinder(Protocol):
+        def irqfd(self, fd: int, gsi: int, *, deassign: bool = False) -> None: ...
 
 
 class Msix:

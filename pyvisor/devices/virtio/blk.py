@@ -29,16 +29,19 @@ import os
 import stat
 import struct
 from collections import Counter, deque
-from dataclasses import dataclass, replace
-from typing import Callable
 
 from ..._native import ffi, lib
 from ..._uring import lib as _uring
 from ...errors import ConfigError
+from ...value import Value
 from .blk_io import FSYNC, READ, WRITE, open_io
 from .blk_ring import RingQueue
 from .device import CONFIG_INTERRUPT, VirtioDevice
 from .queue import Chain, QueueError, Virtqueue
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
 
 PVB_PYTHON, PVB_FULL = _uring.PVB_PYTHON, _uring.PVB_FULL
 
@@ -80,8 +83,7 @@ DISK_SYNTAX = ("PATH[,ro][,serial=ID][,cache=writeback|none][,aio=threads|io_uri
                "[,queues=N]")
 
 
-@dataclass(frozen=True)
-class DiskSpec:
+class DiskSpec(Value):
     """`--disk PATH[,ro][,serial=ID][,cache=writeback|none][,aio=threads|io_uring][,queues=N]`.
 
     cache=writeback (the default, as QEMU's) goes through the host's page cache, which
@@ -90,12 +92,13 @@ class DiskSpec:
     copy of the guest's data in host memory, which a guest with its own page cache does
     not need. aio unset means io_uring where the host has it (fewer threads and wake-ups
     per request), else threads; queues unset means one queue per vCPU."""
-    path: str
-    readonly: bool = False
-    serial: str = ""
-    cache: str = "writeback"
-    aio: str | None = None
-    queues: int | None = None
+    __slots__ = ("path", "readonly", "serial", "cache", "aio", "queues")
+
+    def __init__(self, path: str, readonly: bool = False, serial: str = "",
+                 cache: str = "writeback", aio: str | None = None,
+                 queues: int | None = None) -> None:
+        self.path, self.readonly, self.serial = path, readonly, serial
+        self.cache, self.aio, self.queues = cache, aio, queues
 
     @classmethod
     def parse(cls, text: str) -> "DiskSpec":
@@ -168,17 +171,17 @@ def open_disk(spec: DiskSpec) -> tuple[int, int]:
     return fd, size
 
 
-@dataclass(eq=False, slots=True)
 class _Request:
     """A read, write or flush handed to the I/O backend, not yet returned to the driver."""
-    queue: int
-    head: int
-    status: memoryview
-    op: int
-    length: int          # data bytes
-    parts: int = 0       # its operations not yet completed (several when bounced)
-    failed: bool = False
-    epoch: int = 0       # writes: the flush epoch they were submitted in
+    __slots__ = ("queue", "head", "status", "op", "length", "parts", "failed", "epoch")
+
+    def __init__(self, queue: int, head: int, status: memoryview, op: int,
+                 length: int) -> None:
+        self.queue, self.head, self.status, self.op = queue, head, status, op
+        self.length = length     # data bytes
+        self.parts = 0           # its operations not yet completed (several when bounced)
+        self.failed = False
+        self.epoch = 0           # writes: the flush epoch they were submitted in
 
 
 class VirtioBlk(VirtioDevice):
@@ -559,7 +562,7 @@ class VirtioBlk(VirtioDevice):
         /drives): opened and locked as the first was, swapped once the requests in flight
         have completed, and the new capacity announced with a configuration change
         interrupt."""
-        spec = replace(self.spec, path=path)
+        spec = self.spec.replace(path=path)
         fd, size = open_disk(spec)
         try:
             align = direct_alignment(fd, path) if spec.cache == "none" else 1

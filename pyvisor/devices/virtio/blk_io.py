@@ -21,9 +21,12 @@ import os
 import queue
 import threading
 from collections import deque
-from typing import Sequence
 
 from ...log import get_logger
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Sequence
 
 READ, WRITE, FSYNC = 0, 1, 2
 THREADS = 8                       # aio=threads: workers per disk

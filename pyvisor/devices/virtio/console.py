@@ -13,12 +13,15 @@ host neither memory nor unbounded time.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable
 
 from ..._native import lib
 from ..state import DeviceStateError
 from .device import VirtioDevice
 from .queue import QueueError, Virtqueue
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
 
 QUEUE_SIZE = 64
 RECEIVE, TRANSMIT = 0, 1

@@ -9,7 +9,6 @@ device `interrupt(kind, vector)` to signal the driver.
 from __future__ import annotations
 
 import threading
-from typing import Callable
 
 from ..._native import lib
 from ...log import get_logger
@@ -17,6 +16,10 @@ from ...memory.guest_memory import GuestMemory
 from ..ratelimit import RateLimitedLog
 from ..state import DeviceStateError, capture, restore_fields
 from .queue import QueueError, Virtqueue
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
 
 log = get_logger("pyvisor.virtio")
 

@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import struct
-from dataclasses import dataclass
-from typing import Callable
 
 from ..._native import lib
 from ...errors import ConfigError
+from ...value import Value
 from ...log import get_logger
 from ..state import DeviceStateError
 from .device import VirtioDevice
 from .queue import Chain, QueueError, Virtqueue
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
 
 log = get_logger("pyvisor.virtio")
 
@@ -34,6 +36,7 @@ NUM_BUFFERS_OFFSET = 10
 MAX_FRAME = 65536 + HEADER_SIZE  # a TSO frame with its header
 TUN_DEVICE = "/dev/net/tun"
 IFREQ = struct.Struct("16sH22x")
+_HEX = frozenset("0123456789abcdefABCDEF")
 
 # Guest offloads and the tap flags that let the tap hand us such frames.
 _GUEST_OFFLOADS = ((lib.VIRTIO_NET_F_GUEST_CSUM, lib.TUN_F_CSUM),
@@ -41,11 +44,12 @@ _GUEST_OFFLOADS = ((lib.VIRTIO_NET_F_GUEST_CSUM, lib.TUN_F_CSUM),
                    (lib.VIRTIO_NET_F_GUEST_TSO6, lib.TUN_F_TSO6))
 
 
-@dataclass(frozen=True)
-class NetSpec:
+class NetSpec(Value):
     """`--net tap=NAME[,mac=MAC]`."""
-    tap: str
-    mac: bytes
+    __slots__ = ("tap", "mac")
+
+    def __init__(self, tap: str, mac: bytes) -> None:
+        self.tap, self.mac = tap, mac
 
     @classmethod
     def parse(cls, text: str, index: int = 0) -> "NetSpec":
@@ -61,7 +65,8 @@ class NetSpec:
         mac = fields.get("mac")
         if mac is None:   # locally administered, unicast, stable per machine and index
             return cls(fields["tap"], bytes((0x52, 0x54, 0x00, 0x12, 0x34, 0x56 + index)))
-        if not re.fullmatch(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}", mac):
+        octets = mac.split(":")   # by hand: re costs start-up (tests/kernels/test_lazy_run.py)
+        if len(octets) != 6 or any(len(o) != 2 or not _HEX.issuperset(o) for o in octets):
             raise ConfigError(f"invalid --net {text!r}: MAC must look like 52:54:00:12:34:56")
         raw = bytes.fromhex(mac.replace(":", ""))
         if raw[0] & 1:

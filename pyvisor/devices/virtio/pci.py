@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import struct
 import threading
-from typing import Callable
 
 from ..._native import lib
 from ...acpi.platform import pci_intx_gsi
@@ -31,6 +30,10 @@ from ..pci.msix import Msix
 from ..state import DeviceStateError
 from .device import QUEUE_INTERRUPT, VirtioDevice
 from .transport import AREA_REGISTERS, TransportSnapshot, TransportState
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
 
 VENDOR_ID = 0x1AF4
 MODERN_DEVICE_ID_BASE = 0x1040

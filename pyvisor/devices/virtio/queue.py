@@ -19,7 +19,6 @@ amount from a chain rather than anything in proportion to those lengths.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
 
 from ..._native import lib
 from ...errors import GuestMemoryError
@@ -40,13 +39,15 @@ class QueueError(Exception):
     """The driver broke the virtqueue rules; the message says how (for the log)."""
 
 
-@dataclass
 class Chain:
     """One popped descriptor chain: its head (to return it as used) and its buffers as
     zero-copy views onto guest RAM, device-readable ones first."""
-    head: int
-    readable: list[memoryview] = field(default_factory=list)
-    writable: list[memoryview] = field(default_factory=list)
+    __slots__ = ("head", "readable", "writable")
+
+    def __init__(self, head: int) -> None:
+        self.head = head
+        self.readable: list[memoryview] = []
+        self.writable: list[memoryview] = []
 
     @property
     def readable_size(self) -> int:
