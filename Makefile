@@ -14,12 +14,14 @@ PYTEST_ARGS ?=
 # editable_mode=compat: a plain path in a .pth file; the default editable finder costs
 # every start of Python an import of pathlib and urllib (0.4 s in the nested test host).
 # bin/pyvisor is copied into the venv, not linked: a change to it needs a reinstall.
+# No setuptools in the venv (Python 3.11's venv brings one; the build gets its own): its
+# distutils-precedence.pth imports a module at every start of Python (25 ms in L1).
 $(STAMP): pyproject.toml setup.py bin/pyvisor native/build_native.py native/shim.c native/shim.h \
           native/build_uring.py native/uring.c native/uring.h native/blk_ring.c native/blk_ring.h \
           native/landlock_threads.c native/landlock_threads.h
 	@command -v gcc >/dev/null || { echo "pyvisor: gcc is needed (apt-get install gcc)"; exit 1; }
 	@test -e /usr/include/linux/kvm.h || { echo "pyvisor: <linux/kvm.h> is needed (apt-get install linux-libc-dev)"; exit 1; }
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(PY) || { $(PYTHON) -m venv $(VENV) && $(PY) -m pip uninstall -q -y setuptools; }
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]' \
 		--config-settings editable_mode=compat
 	touch $@
