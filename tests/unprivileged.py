@@ -25,7 +25,8 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0,
 # RAM, KVM ioctls, threads, signals, the filter - happens as USER. argv[1] is "cli"
 # (the rest is pyvisor's command line) or a script to run after the drop.
 CHILD = textwrap.dedent("""
-    import logging, os, sys   # logging: pyvisor/log.py imports it for the first record
+    import importlib, logging, os, sys   # logging: pyvisor/log.py imports it for the first
+    # record; importlib: pyvisor.__getattr__ (lazy Machine)
     import pyvisor.cli, pyvisor.machine.machine, pyvisor.devices.virtio.blk, pyvisor.sandbox.seccomp
     import pyvisor.console, pyvisor.sandbox.landlock   # console stdio's: termios, Landlock
 

@@ -3,6 +3,8 @@
 vCPU threads call `read`/`write` on every I/O exit, so the claimed path is a table lookup
 and one call; everything else (counting, logging) lives on the unclaimed path only.
 Registration is expected to finish before the vCPUs run; dispatch itself takes no lock.
+Each bus counts its registration changes (`generation`), so what is worked out from its
+registrations (the snapshot engine's device walk) is redone only when they change.
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ class _Bus:
 
     def __init__(self) -> None:
         self._registrations: list[Registration] = []
+        self.generation = 0     # bumped on every registration change
         self._count_lock = threading.Lock()
         self.unclaimed_reads = 0
         self.unclaimed_writes = 0
@@ -72,6 +75,7 @@ class _Bus:
                     f"{self._kind} range {_span(new)} ({new.name}) overlaps "
                     f"{_span(old)} ({old.name})")
         self._registrations.append(new)
+        self.generation += 1
         return new
 
     def _count_at(self, addr: int, kind: str) -> None:
@@ -157,8 +161,11 @@ class MmioBus(_Bus):
 
     def unregister(self, base: int) -> None:
         """Release the range that starts at base."""
-        self._registrations = [r for r in self._registrations if r.base != base]
-        self._rebuild()
+        kept = [r for r in self._registrations if r.base != base]
+        if len(kept) != len(self._registrations):
+            self._registrations = kept
+            self.generation += 1
+            self._rebuild()
 
     def _rebuild(self) -> None:
         regs = self.registrations()

@@ -17,7 +17,7 @@ import struct
 from collections.abc import Iterable
 
 from pyvisor.errors import ConfigError, KernelError
-from pyvisor.loader.image_file import read_image
+from pyvisor.loader.image_file import ImageSource
 from pyvisor.memory.guest_memory import GuestMemory
 from pyvisor.units import format_size
 from pyvisor.value import Value
@@ -149,16 +149,21 @@ class LoadedBzImage(Value):
         return self.load_addr + self.image.footprint
 
 
-def parse_bzimage(data: bytes, name: str) -> BzImage:
-    """Validate a bzImage's setup header for the 64-bit boot protocol."""
+HEAD_SIZE = 4096        # bytes parse_bzimage needs at most: the setup header ends by 0x301
+
+
+def parse_bzimage(data: bytes, name: str, size: int | None = None) -> BzImage:
+    """Validate a bzImage's setup header for the 64-bit boot protocol. `data` is the file
+    or its first HEAD_SIZE bytes at least, with `size` the whole file's."""
     def fail(message: str) -> NoReturn:
         raise KernelError(f"kernel {name!r}: {message}")
 
+    size = len(data) if size is None else size
     if not is_bzimage(data):
         fail("not a bzImage (no boot_flag 0xAA55 and \"HdrS\" setup header)")
-    if len(data) < SETUP_HEADER_END_MIN:
+    if size < SETUP_HEADER_END_MIN:
         fail(f"truncated: the setup header needs {SETUP_HEADER_END_MIN} bytes "
-             f"but the file has {len(data)}")
+             f"but the file has {size}")
     version = _U16.unpack_from(data, _OFF_VERSION)[0]
     if version < MIN_PROTOCOL:
         fail(f"boot protocol {version >> 8}.{version & 0xFF:02d} is too old "
@@ -183,10 +188,10 @@ def parse_bzimage(data: bytes, name: str) -> BzImage:
     if syssize == 0:
         fail("the setup header says the protected-mode kernel is empty (syssize 0)")
     kernel_size = syssize * 16
-    if kernel_offset + kernel_size > len(data):
+    if kernel_offset + kernel_size > size:
         fail(f"truncated: the setup header says {kernel_offset + kernel_size} bytes "
              f"({setup_sects} setup sectors and {kernel_size} bytes of kernel) "
-             f"but the file has {len(data)}")
+             f"but the file has {size}")
     return BzImage(
         version=version, setup_sects=setup_sects, syssize=syssize,
         loadflags=loadflags, xloadflags=xloadflags,
@@ -242,24 +247,21 @@ def choose_load_address(image: BzImage, mem: GuestMemory, name: str) -> int:
         f"or above {floor:#x} but the guest has {format_size(mem.layout.ram_size)}")
 
 
-def place_bzimage(image: BzImage, data: bytes, name: str, mem: GuestMemory) -> LoadedBzImage:
-    """Choose the load address of a parsed bzImage and copy its protected-mode kernel."""
+def place_bzimage(image: BzImage, source: ImageSource, name: str,
+                  mem: GuestMemory) -> LoadedBzImage:
+    """Choose the load address of a parsed bzImage and read its protected-mode kernel
+    there, straight from the file."""
     load_addr = choose_load_address(image, mem, name)
-    mem.write(load_addr, memoryview(data)[image.kernel_offset:
-                                          image.kernel_offset + image.kernel_size])
+    source.read_into(mem.buffer(load_addr, image.kernel_size), image.kernel_offset)
     return LoadedBzImage(image=image, load_addr=load_addr, entry=load_addr + ENTRY_64_OFFSET)
 
 
-def load_bzimage_data(data: bytes, name: str, mem: GuestMemory) -> LoadedBzImage:
-    """Parse ``data`` (a whole bzImage file), choose the load address, copy the kernel."""
-    return place_bzimage(parse_bzimage(data, name), data, name, mem)
-
-
 def load_bzimage(path: str | os.PathLike, mem: GuestMemory) -> LoadedBzImage:
-    """Read the bzImage at ``path`` and load it (see load_bzimage_data)."""
+    """Parse the bzImage at ``path``, choose its load address and load it there."""
     name = os.fspath(path)
-    return load_bzimage_data(read_image(path, f"kernel {name!r}", mem.layout.ram_size),
-                             name, mem)
+    with ImageSource(path, f"kernel {name!r}", mem.layout.ram_size) as source:
+        image = parse_bzimage(source.head(HEAD_SIZE), name, source.size)
+        return place_bzimage(image, source, name, mem)
 
 
 def check_cmdline(cmdline: bytes, cmdline_size: int) -> None:

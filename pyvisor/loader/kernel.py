@@ -23,9 +23,10 @@ from __future__ import annotations
 import os
 
 from pyvisor.errors import ConfigError, KernelError
-from pyvisor.loader.bzimage import (DEFAULT_INITRD_ADDR_MAX, LoadedBzImage, check_cmdline,
-                                    cmdline_limit, is_bzimage, parse_bzimage, place_bzimage)
-from pyvisor.loader.image_file import read_image
+from pyvisor.loader.bzimage import (DEFAULT_INITRD_ADDR_MAX, HEAD_SIZE, LoadedBzImage,
+                                    check_cmdline, cmdline_limit, is_bzimage, parse_bzimage,
+                                    place_bzimage)
+from pyvisor.loader.image_file import ImageSource
 from pyvisor.memory.guest_memory import GuestMemory
 from pyvisor.value import Value
 from pyvisor.x86.boot_layout import CMDLINE_MAX
@@ -73,6 +74,23 @@ class BootImage(Value):
         self.bzimage, self.multiboot = bzimage, multiboot
 
 
+def _load_bzimage(source: ImageSource, head: bytes, name: str, mem: GuestMemory,
+                  cmdline: bytes, boot_protocol: str) -> BootImage:
+    """A bzImage, its protected-mode kernel read from the file straight into RAM."""
+    if boot_protocol == "multiboot":
+        raise KernelError(f"kernel {name!r}: Multiboot needs a Multiboot kernel, not a bzImage")
+    if boot_protocol == "pvh":
+        raise KernelError(f"kernel {name!r}: PVH boot needs an ELF vmlinux with a Xen PVH "
+                          f"note, not a bzImage")
+    parsed = parse_bzimage(head, name, source.size)
+    limit = cmdline_limit(parsed)
+    check_cmdline(cmdline, limit)
+    kernel = place_bzimage(parsed, source, name, mem)
+    return BootImage(format="bzimage", protocol="linux64", entry=kernel.entry,
+                     setup_header=kernel.setup_header, initrd=None, cmdline_max=limit,
+                     low=kernel.low, high=kernel.high, bzimage=kernel)
+
+
 def load_kernel(path: str | os.PathLike, mem: GuestMemory, *, cmdline: bytes = b"",
                 initrd: str | os.PathLike | None = None,
                 boot_protocol: str = "auto") -> BootImage:
@@ -85,36 +103,28 @@ def load_kernel(path: str | os.PathLike, mem: GuestMemory, *, cmdline: bytes = b
     if boot_protocol not in BOOT_PROTOCOLS:
         raise ConfigError(f"unknown boot protocol {boot_protocol!r} "
                           f"(expected one of {', '.join(BOOT_PROTOCOLS)})")
-    data = read_image(path, f"kernel {name!r}", mem.layout.ram_size)
-    kind = detect_format(data)
-    if boot_protocol == "multiboot" and kind == "bzimage":
-        raise KernelError(f"kernel {name!r}: Multiboot needs a Multiboot kernel, not a bzImage")
-    if boot_protocol == "multiboot" or (boot_protocol == "auto" and kind != "bzimage"):
-        # The Multiboot and ELF loaders (five modules) are not imported for a bzImage.
-        from pyvisor.loader.multiboot import detect, load_multiboot
+    with ImageSource(path, f"kernel {name!r}", mem.layout.ram_size) as source:
+        head = source.head(HEAD_SIZE)
+        kind = detect_format(head)
+        if kind == "bzimage":
+            image = _load_bzimage(source, head, name, mem, cmdline, boot_protocol)
+            addr_max = image.bzimage.initrd_addr_max
+        else:
+            data = source.data()
+    if kind != "bzimage":
+        if boot_protocol in ("auto", "multiboot"):
+            # The Multiboot and ELF loaders (five modules) are not imported for a bzImage.
+            from pyvisor.loader.multiboot import detect, load_multiboot
 
-        if boot_protocol == "multiboot" or detect(data) is not None:
-            mb = load_multiboot(data, name, mem, None if initrd is None else os.fspath(initrd))
-            return BootImage(format="multiboot", protocol="multiboot", entry=mb.entry,
-                             setup_header=None, initrd=None, cmdline_max=CMDLINE_MAX - 1,
-                             low=mb.low, high=mb.high, multiboot=mb)
-    if kind is None:
-        empty = " (the file is empty)" if not data else ""
-        raise KernelError(f"kernel {name!r}: not a bzImage or ELF kernel{empty}")
-
-    if kind == "bzimage":
-        if boot_protocol == "pvh":
-            raise KernelError(f"kernel {name!r}: PVH boot needs an ELF vmlinux with a Xen PVH "
-                              f"note, not a bzImage")
-        parsed = parse_bzimage(data, name)
-        limit = cmdline_limit(parsed)
-        check_cmdline(cmdline, limit)
-        kernel = place_bzimage(parsed, data, name, mem)
-        addr_max = kernel.initrd_addr_max
-        image = BootImage(format="bzimage", protocol="linux64", entry=kernel.entry,
-                          setup_header=kernel.setup_header, initrd=None, cmdline_max=limit,
-                          low=kernel.low, high=kernel.high, bzimage=kernel)
-    else:
+            if boot_protocol == "multiboot" or detect(data) is not None:
+                mb = load_multiboot(data, name, mem,
+                                    None if initrd is None else os.fspath(initrd))
+                return BootImage(format="multiboot", protocol="multiboot", entry=mb.entry,
+                                 setup_header=None, initrd=None, cmdline_max=CMDLINE_MAX - 1,
+                                 low=mb.low, high=mb.high, multiboot=mb)
+        if kind is None:
+            empty = " (the file is empty)" if not data else ""
+            raise KernelError(f"kernel {name!r}: not a bzImage or ELF kernel{empty}")
         from pyvisor.loader.elf import load_elf_data
 
         limit = CMDLINE_MAX - 1

@@ -65,7 +65,7 @@ class Snapshotter:
         self._tracker: DirtyTracker | None = None
         self._msrs: list[int] | None = None
         self._xsave = xsave_size(kvm)
-        self._walked: tuple[tuple, DeviceSet] | None = None
+        self._walked: tuple[tuple[int, int], DeviceSet] | None = None
         self._failed_vcpu = ffi.new("uint32_t *")
 
     # --- preconditions ----------------------------------------------------------------------
@@ -87,9 +87,9 @@ class Snapshotter:
         return me
 
     def devices(self) -> DeviceSet:
-        """The device walk, redone only when the MMIO registrations change (BARs move,
-        watched pages come and go; the port devices are fixed once the machine is built)."""
-        key = tuple((r.base, id(r.device)) for r in self._mmio_bus.registrations())
+        """The device walk, redone only when a bus's registrations change (BARs move,
+        watched pages come and go): their generations, not a list rebuilt per restore."""
+        key = (self._pio_bus.generation, self._mmio_bus.generation)
         if self._walked is None or self._walked[0] != key:
             self._walked = (key, DeviceSet(walk(self._pio_bus, self._mmio_bus)))
         return self._walked[1]

@@ -1,5 +1,8 @@
-"""MmioBus.unregister (pyvisor/devices/bus.py): a PCI BAR the guest moves."""
-from pyvisor.devices.bus import MmioBus
+"""MmioBus.unregister (pyvisor/devices/bus.py): a PCI BAR the guest moves; the buses'
+generation, which counts registration changes."""
+import pytest
+
+from pyvisor.devices.bus import MmioBus, PioBus
 
 
 class Dev:
@@ -13,6 +16,14 @@ class Dev:
 
     def mmio_write(self, offset, size, value):
         self.calls.append(("w", offset, size, value))
+
+
+class Port:
+    def pio_read(self, offset, size):
+        return 0
+
+    def pio_write(self, offset, size, value):
+        pass
 
 
 def test_unregister_releases_the_range():
@@ -60,3 +71,22 @@ def test_unregister_of_an_unknown_base_changes_nothing():
     bus.unregister(0x5000)
     assert bus.read(0x1010, 1) == 0x10
     assert len(bus.registrations()) == 1
+
+
+def test_the_generation_counts_registration_changes_only():
+    """What is worked out from the registrations (the snapshot engine's device walk) is
+    redone when the generation moves, and only then."""
+    bus, ports = MmioBus(), PioBus()
+    start = bus.generation
+    bus.register(0x1000, 0x100, Dev(0))
+    assert bus.generation == start + 1
+    bus.read(0x1000, 4), bus.write(0x1000, 4, 1)
+    bus.unregister(0x5000)                                  # nothing there
+    assert bus.generation == start + 1
+    bus.unregister(0x1000)
+    assert bus.generation == start + 2
+    with pytest.raises(ValueError):
+        ports.register(0x70, 0, Dev(0))                     # refused: no change
+    assert ports.generation == 0
+    ports.register(0x70, 2, Port())
+    assert ports.generation == 1

@@ -1,3 +1,4 @@
+import os
 import struct
 
 import pytest
@@ -117,6 +118,19 @@ def test_loads_at_pref_address(tmp_path, mem):
     assert mem.read(2 * MIB, len(PAYLOAD)) == PAYLOAD
     assert mem.read(kernel.entry, 4) == PAYLOAD[0x200:0x204]
     assert mem.read(MIB - 16, 16) == b"\xaa" * 16  # nothing written below
+
+
+def test_loads_from_a_pipe_as_from_a_file(mem):
+    data = make_bzimage(pref=2 * MIB, init_size=0x40000)
+    r, w = os.pipe()
+    os.write(w, data)
+    os.close(w)
+    try:
+        kernel = load_bzimage(f"/dev/fd/{r}", mem)
+    finally:
+        os.close(r)
+    assert kernel.load_addr == 2 * MIB
+    assert mem.read(2 * MIB, len(PAYLOAD)) == PAYLOAD
 
 
 def test_relocatable_kernel_moves_up_when_pref_does_not_fit(tmp_path, mem):

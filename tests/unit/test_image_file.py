@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from pyvisor.errors import KernelError
-from pyvisor.loader.image_file import open_nonblocking, read_image
+from pyvisor.loader.image_file import ImageSource, open_nonblocking, read_image
 
 
 def test_regular_file(tmp_path):
@@ -55,3 +55,37 @@ def test_pipe_only_when_allowed(tmp_path):
     os.mkfifo(tmp_path / "fifo")
     with pytest.raises(KernelError, match=r"a FIFO"):
         open_nonblocking(tmp_path / "fifo", "initrd")
+
+
+def test_source_reads_a_file_where_it_is_used(tmp_path):
+    data = os.urandom(3 << 20)
+    (tmp_path / "k").write_bytes(data)
+    with ImageSource(tmp_path / "k", "kernel 'k'", 1) as source:
+        assert source.size == len(data)
+        assert source.head(512) == data[:512]
+        buffer = bytearray(1 << 20)
+        source.read_into(memoryview(buffer), 12345)
+        assert buffer == data[12345:12345 + (1 << 20)]
+        assert source.data() == data
+
+
+def test_source_of_a_pipe_is_read_once():
+    r, w = os.pipe()
+    os.write(w, b"0123456789")
+    os.close(w)
+    try:
+        with ImageSource(f"/dev/fd/{r}", "kernel", 4096) as source:
+            assert (source.size, source.head(4)) == (10, b"0123")
+            buffer = bytearray(3)
+            source.read_into(memoryview(buffer), 5)
+            assert buffer == b"567"
+    finally:
+        os.close(r)
+
+
+def test_a_file_that_shrinks_while_it_is_read_is_refused(tmp_path):
+    (tmp_path / "k").write_bytes(bytes(8192))
+    with ImageSource(tmp_path / "k", "kernel 'k'", 1) as source:
+        os.truncate(tmp_path / "k", 4096)
+        with pytest.raises(KernelError, match=r"^kernel 'k': the file became shorter"):
+            source.read_into(memoryview(bytearray(8192)), 0)
