@@ -12,9 +12,7 @@ from collections.abc import Callable, Iterator
 from .._native import ffi
 from ..errors import GuestMemoryError, PyvisorError
 from ..kvm.vcpu import Vcpu
-from ..machine.report import Instruction, code_bits, disassemble
 from ..memory.guest_memory import GuestMemory
-from ..x86.pagewalk import translate
 from ..x86.registers import EFER_LMA
 
 TYPE_CHECKING = False
@@ -22,6 +20,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ..machine.outcome import Outcome
+    from ..machine.report import Instruction
 
 GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp",
         "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip", "rflags")
@@ -185,16 +184,19 @@ class Cpu:
     @property
     def mode(self) -> int:
         """16, 32 or 64: the code size of the current CS."""
+        from ..machine.report import code_bits   # the report modules: on first use
         return code_bits(self._vcpu_checked().get_sregs())
 
     # --- guest-virtual memory -----------------------------------------------------------
     def translate(self, vaddr: int) -> int | None:
         """The guest-physical address vaddr maps to through the guest's page tables, or None."""
+        from ..x86.pagewalk import translate
         s = self._vcpu_checked().get_sregs()
         return translate(self._memory.read_u64, vaddr, s.cr0, s.cr3, s.cr4, s.efer)
 
     def _pages(self, vaddr: int, size: int) -> Iterator[tuple[int, int, int]]:
         """(guest-physical address, offset into the request, length) per page touched."""
+        from ..x86.pagewalk import translate
         s = self._vcpu_checked().get_sregs()
         done = 0
         while done < size:
@@ -231,6 +233,7 @@ class Cpu:
                 if not code:
                     raise
                 break
+        from ..machine.report import code_bits, disassemble
         return disassemble(code, addr, code_bits(sregs), count)
 
     # --- execution ----------------------------------------------------------------------
@@ -245,6 +248,7 @@ class Cpu:
 
     def trace(self, count: int) -> Iterator[tuple[int, Instruction]]:
         """Step count instructions, yielding (rip, instruction) before each one runs."""
+        from ..machine.report import Instruction
         for _ in range(count):
             rip = self._vcpu_checked().get_regs().rip
             insns = self.disassemble(count=1)

@@ -6,7 +6,10 @@ gives 128 + its number."""
 from __future__ import annotations
 
 from ..value import Value
-from .report import FaultReport
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:   # built on a fault only (vcpu_runner)
+    from .report import FaultReport
 
 FAULT_STATUS = 2
 TIMEOUT_STATUS = 124

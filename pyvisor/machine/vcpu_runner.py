@@ -23,7 +23,6 @@ from ..memory.guest_memory import GuestMemory
 from .coalesced_ring import CoalescedRing
 from .hooks import HookError, set_current_cpu
 from .outcome import FAULT_STATUS, Outcome
-from .report import INTERNAL_ERROR_NAMES, build_report
 from .run_control import RunControl
 
 TYPE_CHECKING = False
@@ -298,6 +297,7 @@ class VcpuRunner:
             return self._fault("triple fault (KVM_EXIT_SHUTDOWN)",
                                "the guest hit an exception it could not handle and the CPU shut down")
         if reason == lib.KVM_EXIT_INTERNAL_ERROR:
+            from .report import INTERNAL_ERROR_NAMES
             what = INTERNAL_ERROR_NAMES.get(ex.suberror, f"suberror {ex.suberror}")
             data = " ".join(f"{ex.idata[i]:#x}" for i in range(ex.ndata))
             return self._fault(f"KVM internal error: {what} (KVM_EXIT_INTERNAL_ERROR)",
@@ -317,6 +317,8 @@ class VcpuRunner:
         return self._fault(f"unexpected exit KVM_EXIT_{name}")
 
     def _fault(self, reason: str, detail: str = "") -> Outcome:
+        # The report (with its page walk) is loaded by the first fault, not by every run.
+        from .report import build_report
         report = build_report(self.vcpu, self._memory, reason, detail, self._backend)
         return Outcome("fault", FAULT_STATUS, reason, report, vcpu=self.vcpu.index)
 
