@@ -126,6 +126,9 @@ def main() -> None:
                        for n in names]
             print(f"{label:26}" + "".join(f"{m:>12.2f} s" for m in medians)
                   + f"{medians[0] / medians[1]:>9.2f}x")
+        for n in names:   # every run, in order: the spread behind the medians
+            print(f"  launch to init, {n}: "
+                  + " ".join(f"{f[1]:.2f}" for f, _ in runs[(cpus, verbose, n)]))
     for cpus, verbose in configs:
         ordered = sorted(runs[(cpus, verbose, names[0])], key=lambda run: run[0][1])
         print(f"\npyvisor --stats of the median boot, {cpus} vCPU(s), "
