@@ -6,7 +6,7 @@ import os
 
 from .._native import ffi, lib
 from ..errors import KvmError, KvmUnavailableError
-from ..x86.cpuid import CpuidEntry
+from ..x86.cpuid import CpuidEntry, with_tsc_deadline
 from .ioctl import ioctl, ioctl_int
 
 KVM_DEVICE = "/dev/kvm"
@@ -80,8 +80,11 @@ class Kvm:
         cpuid = ffi.new("struct kvm_cpuid2 *", {"nent": _MAX_CPUID_ENTRIES,
                                                 "entries": _MAX_CPUID_ENTRIES})
         ioctl(self.fd, lib.KVM_GET_SUPPORTED_CPUID, cpuid, "KVM_GET_SUPPORTED_CPUID")
-        return [CpuidEntry(e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx)
-                for e in cpuid.entries[0:cpuid.nent]]
+        entries = [CpuidEntry(e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx)
+                   for e in cpuid.entries[0:cpuid.nent]]
+        if self.check_extension(lib.KVM_CAP_TSC_DEADLINE_TIMER):   # every VM has its LAPIC
+            entries = with_tsc_deadline(entries)
+        return entries
 
     def msr_index_list(self) -> list[int]:
         """KVM_GET_MSR_INDEX_LIST: the MSRs KVM saves and restores for a guest."""

@@ -17,6 +17,7 @@ KVM_SIGNATURE_LEAF = 0x40000000
 KVM_FEATURES_LEAF = 0x40000001
 _KVM_SIGNATURE = b"KVMKVMKVM\0\0\0"
 
+_LEAF1_ECX_TSC_DEADLINE = 1 << 24
 _LEAF1_ECX_HYPERVISOR = 1 << 31
 _LEAF1_EDX_HTT = 1 << 28
 _EXT1_EDX_PDPE1GB = 1 << 26
@@ -80,6 +81,15 @@ def shape_cpuid(supported: Sequence[CpuidEntry], cpu_index: int,
         ebx, ecx, edx = (int.from_bytes(_KVM_SIGNATURE[i:i + 4], "little") for i in (0, 4, 8))
         shaped.append(CpuidEntry(KVM_SIGNATURE_LEAF, 0, 0, highest, ebx, ecx, edx))
     return shaped
+
+
+def with_tsc_deadline(entries: Sequence[CpuidEntry]) -> list[CpuidEntry]:
+    """The entries with CPUID.1:ECX.TSC_DEADLINE set. KVM emulates the TSC-deadline timer
+    in its local APIC (KVM_CAP_TSC_DEADLINE_TIMER) but left the bit out of
+    KVM_GET_SUPPORTED_CPUID until Linux 6.14 (api.rst, "Known KVM API problems"): a guest
+    without it falls back to the APIC's one-shot timer, which Linux must calibrate first."""
+    return [e.replace(ecx=e.ecx | _LEAF1_ECX_TSC_DEADLINE) if e.function == 1 else e
+            for e in entries]
 
 
 def cpuid_has_1g_pages(entries: Sequence[CpuidEntry]) -> bool:

@@ -1,7 +1,7 @@
 import pytest
 
 from pyvisor.x86.cpuid import (CpuidEntry, cpuid_has_1g_pages, max_phys_bits,
-                               shape_cpuid)
+                               shape_cpuid, with_tsc_deadline)
 
 SIG = 1  # KVM_CPUID_FLAG_SIGNIFCANT_INDEX
 
@@ -122,3 +122,11 @@ def test_phys_bits():
     assert max_phys_bits(SUPPORTED) == 39
     assert max_phys_bits([]) == 36
     assert max_phys_bits([E(0x80000008)]) == 36
+
+
+def test_tsc_deadline_is_leaf1_ecx_bit_24():
+    # Intel SDM vol. 2A, CPUID.01H:ECX[24] TSC-Deadline; everything else as it was
+    entries = with_tsc_deadline(SUPPORTED)
+    assert find(entries, 1).ecx == SUPPORTED[1].ecx | 0x0100_0000
+    assert [e for e in entries if e.function != 1] == [e for e in SUPPORTED if e.function != 1]
+
