@@ -120,7 +120,7 @@ class Snapshotter:
                 for device in devices.values():
                     if hasattr(device, "settle"):
                         device.settle()
-                device_states = {name: d.snapshot_state() for name, d in devices.items()}
+                device_states = found.capture()
             except DeviceStateError as e:
                 raise SnapshotError(f"cannot take a snapshot: {e}") from None
             vcpus = []
@@ -151,8 +151,7 @@ class Snapshotter:
             # First the exit: its emulation may write memory and registers.
             snap.vm.reset(self._vm, None if me is None else vcpus[me])
             try:
-                for name, device in devices.items():
-                    device.restore_state(snap.devices[name])
+                found.restore(snap.devices)
             except DeviceStateError as e:
                 raise SnapshotError(f"cannot restore the snapshot: {e}") from None
             return self._reset_guest(snap, found.guest_areas(), me)
@@ -195,7 +194,6 @@ class Snapshotter:
                                 f"({', '.join(missing)})")
         with found.held():
             try:
-                for name, device in devices.items():
-                    device.restore_state(states[name])
+                found.restore(states)
             except (DeviceStateError, PyvisorError) as e:
                 raise SnapshotError(f"cannot restore the snapshot: {e}") from None

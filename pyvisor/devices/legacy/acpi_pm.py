@@ -34,11 +34,11 @@ writes.
 """
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 
 from ...log import get_logger
+from ..changes import CountingLock
 from ..state import capture, restore_fields
 
 _log = get_logger("pyvisor.devices")
@@ -127,7 +127,9 @@ class AcpiPm:
         self._sci = sci
         self._clock = clock
         self._origin = clock()
-        self._lock = threading.Lock()
+        # Counted: the PM timer (served unlocked, here and in the shim) is host time, not
+        # state, so every change is under the lock.
+        self._lock = self.state_changes = CountingLock()
         self._sts = 0
         self._en = 0
         self._cnt = 0
@@ -170,11 +172,11 @@ class AcpiPm:
     def snapshot_state(self) -> dict:
         """PM1 status, enable and control. The PM timer is host time, as the wall clock:
         it is not rewound by a restore."""
-        with self._lock:
+        with self._lock.held():
             return capture(self, self._STATE)
 
     def restore_state(self, state: dict) -> None:
-        with self._lock:
+        with self._lock.held():
             restore_fields(self, state, self._STATE, "ACPI PM")
             self._update_sci()         # the line changes only if the bits say so
 

@@ -21,9 +21,9 @@ the AUX-data status bit (Linux reports "auxerr" immediately) and the AUX interfa
 """
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
+from ..changes import CountingLock
 from ..state import DeviceStateError, capture, restore_fields
 from .ps2_keyboard import CTRL_ALT_DEL, Ps2Keyboard
 
@@ -104,15 +104,15 @@ class I8042:
 
     The guest serialises its own accesses (Linux holds i8042_lock), but keys typed from
     the host arrive on another thread, so one lock covers the controller and the keyboard
-    (also held by a snapshot: `state_lock`). Port accesses are rare (probe, reset), so it
-    costs nothing on the exit path that matters.
+    (also held by a snapshot, and counted: `state_changes`). Port accesses are rare (probe,
+    reset), so it costs nothing on the exit path that matters.
     """
 
     def __init__(self, request_reset: Callable[[], None],
                  irq: Callable[[bool], None] = lambda level: None) -> None:
         self._request_reset = request_reset
         self._irq = irq
-        self.state_lock = threading.RLock()
+        self._lock = self.state_changes = CountingLock()
         self.keyboard = Ps2Keyboard(translating=lambda: bool(self._ctr & CTR_XLATE))
         self.data_port = I8042Port(self.read_data, self.write_data)
         self.command_port = I8042Port(self.read_status, self.write_command)
@@ -131,13 +131,13 @@ class I8042:
     def snapshot_state(self) -> dict:
         """The command byte, output port, output buffer, a command awaiting its byte and
         the keyboard's queue and modes. IRQ 1's level follows from them."""
-        with self.state_lock:
+        with self._lock.held():
             state = capture(self, self._STATE)
             state["keyboard"] = self.keyboard.snapshot_state()
             return state
 
     def restore_state(self, state: dict) -> None:
-        with self.state_lock:
+        with self._lock.held():
             if not isinstance(state.get("keyboard"), dict):
                 raise DeviceStateError("i8042: the saved state has no keyboard")
             restore_fields(self, state, self._STATE, "i8042")
@@ -148,12 +148,12 @@ class I8042:
     def send_ctrl_alt_del(self) -> None:
         """Press and release Ctrl, Alt and Delete (KeyboardError if the guest's keyboard
         cannot take them now)."""
-        with self.state_lock:
+        with self._lock:
             self.keyboard.type_chord(CTRL_ALT_DEL)
             self._fill()
 
     def read_status(self) -> int:
-        with self.state_lock:
+        with self._lock:
             status = STATUS_UNLOCKED | (self._ctr & CTR_SYS)
             if self._obf:
                 status |= STATUS_OBF   # never with STATUS_AUXDATA: no AUX device answers
@@ -163,14 +163,14 @@ class I8042:
 
     def read_data(self) -> int:
         # With the buffer empty hardware returns the previous byte again.
-        with self.state_lock:
+        with self._lock:
             output, self._obf = self._output, False
             self._update_irq()       # lowered first: the next byte is a new edge
             self._fill()
             return output
 
     def write_command(self, cmd: int) -> None:
-        with self.state_lock:
+        with self._lock:
             self._command(cmd)
             self._fill()
 
@@ -203,7 +203,7 @@ class I8042:
             self._request_reset()
 
     def write_data(self, value: int) -> None:
-        with self.state_lock:
+        with self._lock:
             self._data(value)
             self._fill()
 

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from ..changes import CountingLock
 from ..state import DeviceStateError, capture, restore_fields
 
 RTC_INDEX_PORT = 0x70   # index; bit 7 masks NMI
@@ -139,7 +140,10 @@ class CmosRtc:
         self._irq = irq
         self._clock = clock
         self._timer = timer
-        self._cond = threading.Condition()
+        # Counted, the timer thread's wake-ups too: a restore leaves an untouched RTC
+        # alone (restore_unchanged). The time registers are the clock, not state.
+        self._lock = self.state_changes = CountingLock()
+        self._cond = threading.Condition(self._lock.held())
         self._thread: threading.Thread | None = None
         self._closed = False
         self._cmos = bytearray(CMOS_SIZE)    # alarms, A, B and NVRAM; time registers unused
@@ -161,13 +165,13 @@ class CmosRtc:
     def tick(self) -> float | None:
         """Apply the events due by now; return the host time at which the next interrupt
         may become pending, or None when no enabled interrupt is waiting for one."""
-        with self._cond:
+        with self._lock:
             self._advance(self._clock())
             return self._next_deadline()
 
     def close(self) -> None:
         """Stop the timer thread (for good: later interrupts come only from accesses)."""
-        with self._cond:
+        with self._lock:
             self._closed = True
             self._cond.notify()
             thread = self._thread
@@ -181,7 +185,7 @@ class CmosRtc:
         """CMOS bytes, the index, register C and the guest's offset from host time (so a
         restored guest's wall clock runs on from the host's: it jumps forward by the time
         the snapshot lay unused)."""
-        with self._cond:
+        with self._lock.held():
             self._advance(self._clock())
             state = capture(self, self._STATE)
             state["frozen"] = None if self._frozen is None else sorted(self._frozen.items())
@@ -193,7 +197,7 @@ class CmosRtc:
             frozen = None if frozen is None else {int(k): int(v) for k, v in frozen}
         except (TypeError, ValueError):
             raise DeviceStateError("CMOS RTC: the saved time registers are malformed") from None
-        with self._cond:
+        with self._lock.held():
             plan = (self._cmos[REG_A], self._cmos[REG_B], self._flags, self._frozen is None)
             restore_fields(self, state, self._STATE, "CMOS RTC")
             self._frozen = frozen
@@ -202,12 +206,18 @@ class CmosRtc:
             if plan != (self._cmos[REG_A], self._cmos[REG_B], self._flags, frozen is None):
                 self._reschedule()     # the timer thread's plan changed
 
+    def restore_unchanged(self) -> None:
+        """A restore found the state as the snapshot has it: as after restore_state, the
+        events the clock brings count from now."""
+        with self._lock.held():
+            self._last = self._clock()
+
     # --- guest side -----------------------------------------------------------------------
 
     def pio_read(self, offset: int, size: int) -> int:
         if offset == 0:
             return 0xFF
-        with self._cond:
+        with self._lock:
             now = self._clock()
             self._advance(now)
             index = self._index
@@ -226,7 +236,7 @@ class CmosRtc:
 
     def pio_write(self, offset: int, size: int, value: int) -> None:
         value &= 0xFF
-        with self._cond:
+        with self._lock:
             if offset == 0:
                 self._index = value & 0x7F
                 self._nmi_masked = bool(value & 0x80)
@@ -368,12 +378,14 @@ class CmosRtc:
             self._thread.start()
 
     def _run(self) -> None:
-        with self._cond:
-            while not self._closed:
-                now = self._clock()
-                self._advance(now)
-                deadline = self._next_deadline()
-                if deadline is None:
-                    break
-                self._cond.wait(min(deadline - now, _MAX_SLEEP))
-            self._thread = None
+        while True:
+            with self._lock:            # each wake-up a counted acquire: it may set flags
+                if not self._closed:
+                    now = self._clock()
+                    self._advance(now)
+                    deadline = self._next_deadline()
+                    if deadline is not None:
+                        self._cond.wait(min(deadline - now, _MAX_SLEEP))
+                        continue
+                self._thread = None
+                return

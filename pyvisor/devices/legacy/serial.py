@@ -10,9 +10,10 @@ level, so the queue is one deque and its head is what the FIFO presents.
 """
 from __future__ import annotations
 
-import threading
 from collections import deque
 from collections.abc import Callable
+
+from ..changes import CountingLock
 from ..state import DeviceStateError, capture, restore_fields
 
 COM1_BASE = 0x3F8
@@ -107,7 +108,9 @@ class Uart16550:
         self._rx_limit = rx_limit
         self._fast_path = fast_path
         self._fast = (False, False)
-        self._lock = threading.Lock()
+        # Counted (a restore leaves an untouched UART alone): the shim's THR and LSR
+        # shortcuts change nothing here, being taken only while exact.
+        self._lock = self.state_changes = CountingLock()
         self._rx: deque[int] = deque()
         self._level = False
         self._power_on()
@@ -141,13 +144,13 @@ class Uart16550:
 
     def snapshot_state(self) -> dict:
         """The registers, the receive FIFO and the INTR line."""
-        with self._lock:
+        with self._lock.held():
             state = capture(self, self._STATE)
             state["rx"] = bytes(self._rx)
             return state
 
     def restore_state(self, state: dict) -> None:
-        with self._lock:
+        with self._lock.held():
             restore_fields(self, state, self._STATE, "serial")
             if not isinstance(state.get("rx"), bytes):
                 raise DeviceStateError("serial: the saved state has no receive FIFO")
