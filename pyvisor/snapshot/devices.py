@@ -70,8 +70,9 @@ class DeviceSet:
     def __init__(self, devices: dict[str, Any]) -> None:
         self.devices = devices
         self._entries = [_Entry(name, d) for name, d in devices.items()]
-        self._locks = [lock for lock in (_lock_of(d) for d in devices.values())
-                       if lock is not None]
+        # Once each (the PCI root's lock is its host bridge's too).
+        self._locks = list({id(lock): lock for lock in map(_lock_of, devices.values())
+                            if lock is not None}.values())
         self._writers = [d for d in devices.values() if hasattr(d, "guest_areas")]
 
     def held(self) -> "DeviceSet":

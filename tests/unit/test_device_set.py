@@ -1,16 +1,21 @@
 """A restore leaves out a counting device (pyvisor/snapshot/devices.py, state_changes) only
 while it still matches the state being restored: these fail if a device is left out after
 any change, by the guest, the I/O thread or the RTC's timer thread, or after it last
-matched another snapshot."""
+matched another snapshot. The legacy devices, fw_cfg and the PCI root with its host bridge
+count."""
 import time
 
 import pytest
 
 from pyvisor.devices.changes import CountingLock
 from pyvisor.devices.legacy.acpi_pm import PM1_EN, PWRBTN_EN, AcpiPm
+from pyvisor.devices.legacy.fw_cfg import FwCfg, build_items
 from pyvisor.devices.legacy.i8042 import I8042
 from pyvisor.devices.legacy.rtc import B_24H, B_PIE, C_PF, C_UF, REG_A, REG_B, REG_C, CmosRtc
 from pyvisor.devices.legacy.serial import Uart16550
+from pyvisor.devices.pci.config_space import COMMAND, COMMAND_IO
+from pyvisor.devices.pci.root import ADDRESS_ENABLE, PciRoot
+from pyvisor.memory.layout import MemoryLayout
 from pyvisor.snapshot.devices import DeviceSet
 
 LCR, SCR = 3, 7
@@ -203,3 +208,23 @@ def test_the_rtc_timer_threads_flags_count():
         assert rtc._flags & C_PF == 0
     finally:
         rtc.close()
+
+
+def test_fw_cfg_the_pci_root_and_its_host_bridge_count_their_port_accesses():
+    fw_cfg = FwCfg(build_items(64 << 20, 1, MemoryLayout(64 << 20).e820()))
+    root = PciRoot()
+    d = {"fw_cfg": fw_cfg, "pci": root, "pci 00:00.0": root.host_bridge}
+    found = DeviceSet(d)
+    snap = capture(found)
+    calls = counted(d)
+    restore(found, snap)
+    assert all(not c for c in calls.values())
+    fw_cfg.pio_write(0, 2, 0)                   # select the signature, read a byte
+    fw_cfg.pio_read(1, 1)
+    root.pio_write(0, 4, ADDRESS_ENABLE | COMMAND)          # 00:00.0, COMMAND
+    root.pio_write(4, 2, COMMAND_IO)
+    assert root.host_bridge.config.read(COMMAND, 2) == COMMAND_IO
+    restore(found, snap)
+    assert all(len(c) == 1 for c in calls.values())
+    assert fw_cfg._offset == 0 and root._address == 0
+    assert root.host_bridge.config.read(COMMAND, 2) == 0

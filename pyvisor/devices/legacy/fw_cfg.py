@@ -20,6 +20,7 @@ from collections.abc import Iterable
 
 from ..._native import ffi, lib
 from ...memory.layout import E820Entry
+from ..changes import CountingLock
 from ..state import capture, restore_fields
 
 FW_CFG_PORT = 0x510
@@ -54,33 +55,40 @@ def build_items(ram_size: int, cpus: int, e820: Iterable[E820Entry]) -> dict[int
 
 
 class FwCfg:
-    """Register on the PioBus at FW_CFG_PORT for FW_CFG_PORTS ports."""
+    """Register on the PioBus at FW_CFG_PORT for FW_CFG_PORTS ports. Its lock is counted
+    (state_changes): a restore leaves an fw_cfg the guest did not read since alone."""
 
     _STATE = ("_selector", "_offset")
 
     def __init__(self, items: dict[int, bytes]) -> None:
         self._items = items
+        self._lock = self.state_changes = CountingLock()
         self._selector = 0
         self._offset = 0
 
     def pio_write(self, offset: int, size: int, value: int) -> None:
         if offset == 0 and size == 2:
-            self._selector = value & 0xFFFF
-            self._offset = 0
+            with self._lock:
+                self._selector = value & 0xFFFF
+                self._offset = 0
 
     def pio_read(self, offset: int, size: int) -> int:
         if size != 1:
             return (1 << (size * 8)) - 1
-        # The write-channel and arch-local bits are part of the key: such items do not exist.
-        item = self._items.get(self._selector, b"")
-        at = self._offset
-        if at >= len(item):
-            return 0
-        self._offset = at + 1
-        return item[at]
+        with self._lock:
+            # The write-channel and arch-local bits are part of the key: such items do not
+            # exist.
+            item = self._items.get(self._selector, b"")
+            at = self._offset
+            if at >= len(item):
+                return 0
+            self._offset = at + 1
+            return item[at]
 
     def snapshot_state(self) -> dict:
-        return capture(self, self._STATE)
+        with self._lock.held():
+            return capture(self, self._STATE)
 
     def restore_state(self, state: dict) -> None:
-        restore_fields(self, state, self._STATE, "fw_cfg")
+        with self._lock.held():
+            restore_fields(self, state, self._STATE, "fw_cfg")

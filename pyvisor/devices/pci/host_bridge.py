@@ -7,6 +7,7 @@ where a Q35 id would invite PCIe and MMCONFIG expectations this machine does not
 """
 from __future__ import annotations
 
+from ..changes import CountingLock
 from .config_space import PciConfigSpace
 from .function import PciFunction
 
@@ -17,8 +18,11 @@ CLASS_HOST_BRIDGE = 0x060000
 
 
 class PciHostBridge(PciFunction):
-    """A host bridge with only its identity: no BARs, no interrupt, no capabilities."""
+    """A host bridge with only its identity: no BARs, no interrupt, no capabilities. Its
+    configuration space changes only through the root's ports, so the root's counting lock
+    (state_changes) counts its changes too."""
 
-    def __init__(self) -> None:
+    def __init__(self, state_changes: CountingLock) -> None:
+        self.state_changes = state_changes
         super().__init__(PciConfigSpace(INTEL_VENDOR_ID, I440FX_DEVICE_ID, CLASS_HOST_BRIDGE,
                                         revision=I440FX_REVISION))

@@ -8,8 +8,7 @@ byte within the addressed dword.
 """
 from __future__ import annotations
 
-import threading
-
+from ..changes import CountingLock
 from ..state import DeviceStateError
 from .function import PciFunction
 from .host_bridge import PciHostBridge
@@ -32,14 +31,16 @@ class PciRoot:
     CONFIG_ADDRESS is one latch shared by every vCPU (as on hardware, where the guest
     serialises address-then-data itself, Linux with pci_config_lock); the lock here keeps
     each access, and the function hooks it calls, whole. Reads of absent functions, other
-    buses or with the enable bit clear return all ones; writes to them are dropped.
+    buses or with the enable bit clear return all ones; writes to them are dropped. The lock
+    is counted (state_changes), for CONFIG_ADDRESS and for the host bridge, whose
+    configuration space nothing else reaches.
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = self.state_changes = CountingLock()
         self._address = 0
         self._functions: dict[tuple[int, int], PciFunction] = {}
-        self.host_bridge = PciHostBridge()
+        self.host_bridge = PciHostBridge(self._lock)
         self.add(0, self.host_bridge)
 
     def add(self, slot: int, function: PciFunction, fn: int = 0) -> None:
@@ -56,14 +57,14 @@ class PciRoot:
 
     def snapshot_state(self) -> dict:
         """CONFIG_ADDRESS; the functions keep their own state (state_children)."""
-        with self._lock:
+        with self._lock.held():
             return {"address": self._address}
 
     def restore_state(self, state: dict) -> None:
         address = state.get("address")
         if not isinstance(address, int) or not 0 <= address <= 0xFFFFFFFF:
             raise DeviceStateError("PCI root: the saved CONFIG_ADDRESS is malformed")
-        with self._lock:
+        with self._lock.held():
             self._address = address
 
     def state_children(self) -> dict[str, PciFunction]:
