@@ -6,7 +6,8 @@ the guest asked of them (`settle`). From a hook in a write's exit it first finis
 exit, so it is after the write on every KVM; in a read's exit it is before the read (its
 value is what the hook has yet to return). Restoring puts back, in this order: the
 in-kernel interrupt controllers that differ, PIT and kvm-clock (VmState.reset); the devices
-(which then drive their interrupt lines afresh); guest RAM (only the pages changed since)
+that may have changed since they last matched it (which then drive their interrupt lines
+afresh; DeviceSet.restore); guest RAM (only the pages changed since)
 and each vCPU, with the fewest vCPU ioctls that give the same state (Vcpu.restore_flags),
 in one crossing (pv_reset_guest). A restore from a hook first finishes the exit its vCPU is
 in, in the VM state's crossing. The machine stays paused. What
