@@ -232,6 +232,7 @@ int pv_run(int vcpu_fd, struct kvm_run *run, struct pv_exit *exit, struct pv_uar
 void *pv_mmap_shared(int fd, size_t size);
 void *pv_mmap_anon(size_t size);
 void *pv_mmap_ram(size_t size);
+void pv_host_cpuid(uint32_t leaf, uint32_t subleaf, uint32_t regs[4]);
 int pv_munmap(void *addr, size_t size);
 int pv_install_kick_handler(int signo);
 int pv_fallocate(int fd, int mode, uint64_t offset, uint64_t length);

@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "shim.h"
 
+#include <cpuid.h>
 #include <errno.h>
 #include <sched.h>
 #include <signal.h>
@@ -367,6 +368,12 @@ void *pv_mmap_anon(size_t size)
        transparent huge pages even where the host makes them for every mapping */
     madvise(p, size, MADV_NOHUGEPAGE);
     return p;
+}
+
+void pv_host_cpuid(uint32_t leaf, uint32_t subleaf, uint32_t regs[4])
+{
+    /* the host CPU's own answer, for what KVM_GET_SUPPORTED_CPUID leaves to userspace */
+    __cpuid_count(leaf, subleaf, regs[0], regs[1], regs[2], regs[3]);
 }
 
 #define RAM_ALIGN (2UL << 20)

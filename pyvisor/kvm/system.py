@@ -6,7 +6,7 @@ import os
 
 from .._native import ffi, lib
 from ..errors import KvmError, KvmUnavailableError
-from ..x86.cpuid import CpuidEntry, with_tsc_deadline
+from ..x86.cpuid import BRAND_LEAVES, CpuidEntry, with_brand_string, with_tsc_deadline
 from .ioctl import ioctl, ioctl_int
 
 KVM_DEVICE = "/dev/kvm"
@@ -42,6 +42,13 @@ def open_kvm_device(path: str = KVM_DEVICE) -> int:
             "(or run as root)") from None
     except OSError as e:
         raise KvmUnavailableError(f"cannot open {path}: {e.strerror}") from None
+
+
+def host_cpuid(leaf: int, subleaf: int = 0) -> tuple[int, int, int, int]:
+    """(EAX, EBX, ECX, EDX) of the CPUID instruction on the host itself."""
+    regs = ffi.new("uint32_t[4]")
+    lib.pv_host_cpuid(leaf, subleaf, regs)
+    return regs[0], regs[1], regs[2], regs[3]
 
 
 class Kvm:
@@ -84,7 +91,7 @@ class Kvm:
                    for e in cpuid.entries[0:cpuid.nent]]
         if self.check_extension(lib.KVM_CAP_TSC_DEADLINE_TIMER):   # every VM has its LAPIC
             entries = with_tsc_deadline(entries)
-        return entries
+        return with_brand_string(entries, {leaf: host_cpuid(leaf) for leaf in BRAND_LEAVES})
 
     def msr_index_list(self) -> list[int]:
         """KVM_GET_MSR_INDEX_LIST: the MSRs KVM saves and restores for a guest."""

@@ -92,6 +92,22 @@ def with_tsc_deadline(entries: Sequence[CpuidEntry]) -> list[CpuidEntry]:
             for e in entries]
 
 
+BRAND_LEAVES = (0x80000002, 0x80000003, 0x80000004)
+
+
+def with_brand_string(entries: Sequence[CpuidEntry],
+                      host: dict[int, tuple[int, int, int, int]]) -> list[CpuidEntry]:
+    """The entries with the processor brand string (leaves 0x80000002-4, 48 bytes of
+    EAX..EDX) taken from `host` where KVM left them zero, as it does: without it a guest
+    names its CPU by family and model ("AMD 17/01") and lscpu shows no model name."""
+    def fill(e: CpuidEntry) -> CpuidEntry:
+        if e.function in BRAND_LEAVES and e.index == 0 and not (e.eax | e.ebx | e.ecx | e.edx):
+            eax, ebx, ecx, edx = host[e.function]
+            return e.replace(eax=eax, ebx=ebx, ecx=ecx, edx=edx)
+        return e
+    return [fill(e) for e in entries]
+
+
 def cpuid_has_1g_pages(entries: Sequence[CpuidEntry]) -> bool:
     """Whether 1 GiB pages (PDPE1GB) may be used in the guest's page tables."""
     ext = _find(entries, 0x80000001)

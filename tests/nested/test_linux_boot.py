@@ -21,6 +21,7 @@ pytestmark = [pytest.mark.nested, pytest.mark.timeout(1500)]  # one nested run s
 INIT = r"""
 echo "GUEST-FACTS nproc=$(nproc) mem_kb=$(sed -n 's/^MemTotal: *\([0-9]*\) kB/\1/p' /proc/meminfo) date=$(date +%s) tsc_deadline=$(grep -c '^flags.* tsc_deadline_timer' /proc/cpuinfo)"
 echo "GUEST-CMDLINE $(cat /proc/cmdline)"
+echo "GUEST-CPU $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
 case "$(cat /proc/cmdline)" in
     *pv.end=reboot*) reboot -f ;;
     *pv.end=shell*) PS1='guest# ' sh -i ;;
@@ -48,7 +49,8 @@ class Boot:
                    f"{steps} 300 -- {run} --console stdio")
         else:
             run += " --console stdio"
-        return f"{run}; echo pyvisor-status=$? host-date=$(date +%s)"
+        return (f"{run}; echo pyvisor-status=$? host-date=$(date +%s); echo \"HOST-CPU "
+                f"$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)\"")
 
 
 BOOTS = {
@@ -84,6 +86,11 @@ class Booted:
 
     def cmdline(self) -> str:
         return re.search(r"GUEST-CMDLINE (.*)", self.output).group(1).strip()
+
+    def cpu_names(self) -> tuple[str, str]:
+        """The model name in the guest's /proc/cpuinfo, and in the nested host's."""
+        return tuple(re.search(rf"{who}-CPU (.*)", self.output).group(1).strip()
+                     for who in ("GUEST", "HOST"))
 
 
 def qemu_reference(guest: LinuxGuest, initrd: Path) -> str:
@@ -144,6 +151,8 @@ def test_boots_to_init_and_powers_off(booted, name, cpus, mem_mib):
     # every CPU has the TSC-deadline timer, which the L1 kernel (6.1) leaves out of
     # KVM_GET_SUPPORTED_CPUID though it emulates it (pyvisor/x86/cpuid.py)
     assert facts["tsc_deadline"] == cpus
+    guest_cpu, host_cpu = boot.cpu_names()   # the brand string KVM leaves to the VMM
+    assert guest_cpu == host_cpu and host_cpu
     # MemTotal is RAM less what the kernel keeps for itself (its image, page structs)
     assert mem_mib * 1024 * 0.75 < facts["mem_kb"] <= mem_mib * 1024
     assert boot.cmdline() == BOOTS[name].append

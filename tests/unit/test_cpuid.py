@@ -1,7 +1,9 @@
 import pytest
 
+from helpers import needs_kvm
+from pyvisor.kvm.system import Kvm
 from pyvisor.x86.cpuid import (CpuidEntry, cpuid_has_1g_pages, max_phys_bits,
-                               shape_cpuid, with_tsc_deadline)
+                               shape_cpuid, with_brand_string, with_tsc_deadline)
 
 SIG = 1  # KVM_CPUID_FLAG_SIGNIFCANT_INDEX
 
@@ -130,3 +132,25 @@ def test_tsc_deadline_is_leaf1_ecx_bit_24():
     assert find(entries, 1).ecx == SUPPORTED[1].ecx | 0x0100_0000
     assert [e for e in entries if e.function != 1] == [e for e in SUPPORTED if e.function != 1]
 
+
+
+def test_brand_string_fills_only_what_kvm_left_zero():
+    entries = SUPPORTED + [E(0x80000002), E(0x80000003), E(0x80000004, eax=7)]
+    host = {0x80000002: (1, 2, 3, 4), 0x80000003: (5, 6, 7, 8), 0x80000004: (9, 10, 11, 12)}
+    filled = with_brand_string(entries, host)
+    assert [(e.eax, e.ebx, e.ecx, e.edx) for e in filled[-3:]] == [(1, 2, 3, 4), (5, 6, 7, 8),
+                                                                   (7, 0, 0, 0)]
+    assert filled[:-3] == SUPPORTED
+
+
+@needs_kvm
+def test_the_guest_is_shown_the_hosts_brand_string():
+    """What the host's /proc/cpuinfo calls its CPU (Linux reads leaves 0x80000002-4)."""
+    with Kvm() as kvm:
+        entries = kvm.supported_cpuid()
+    brand = b"".join(v.to_bytes(4, "little") for leaf in (0x80000002, 0x80000003, 0x80000004)
+                     for v in (lambda e: (e.eax, e.ebx, e.ecx, e.edx))(find(entries, leaf)))
+    with open("/proc/cpuinfo") as f:
+        model = next(line.split(":", 1)[1].strip() for line in f
+                     if line.startswith("model name"))
+    assert brand.rstrip(b"\0").decode().strip() == model
