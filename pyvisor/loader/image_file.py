@@ -110,9 +110,19 @@ class ImageSource:
             raise KernelError(f"{self.what}: {e.strerror}") from None
 
     def _pread(self, size: int, offset: int) -> bytes:
-        buffer = bytearray(size)
-        self.read_into(memoryview(buffer), offset)
-        return bytes(buffer)
+        """`size` bytes from `offset`, in one allocation unless a read comes back short."""
+        chunks, done = [], 0
+        try:
+            while done < size:
+                chunk = os.pread(self._file.fileno(), size - done, offset + done)
+                if not chunk:
+                    raise KernelError(f"{self.what}: the file became shorter while it was "
+                                      f"read")
+                chunks.append(chunk)
+                done += len(chunk)
+        except OSError as e:
+            raise KernelError(f"{self.what}: {e.strerror}") from None
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _read_pipe(f: io.FileIO, what: str, limit: int) -> bytes:

@@ -89,3 +89,11 @@ def test_a_file_that_shrinks_while_it_is_read_is_refused(tmp_path):
         os.truncate(tmp_path / "k", 4096)
         with pytest.raises(KernelError, match=r"^kernel 'k': the file became shorter"):
             source.read_into(memoryview(bytearray(8192)), 0)
+
+
+def test_a_file_that_shrinks_before_it_is_read_whole_is_refused(tmp_path):
+    (tmp_path / "k").write_bytes(bytes(8192))
+    with ImageSource(tmp_path / "k", "kernel 'k'", 1) as source:
+        os.truncate(tmp_path / "k", 4096)
+        with pytest.raises(KernelError, match=r"^kernel 'k': the file became shorter"):
+            source.data()
