@@ -103,11 +103,13 @@ class ImageSource:
             while done < len(buffer):
                 got = os.preadv(self._file.fileno(), [buffer[done:]], offset + done)
                 if got == 0:
-                    raise KernelError(f"{self.what}: the file became shorter while it was "
-                                      f"read")
+                    raise self._shrunk()
                 done += got
         except OSError as e:
             raise KernelError(f"{self.what}: {e.strerror}") from None
+
+    def _shrunk(self) -> KernelError:
+        return KernelError(f"{self.what}: the file became shorter while it was read")
 
     def _pread(self, size: int, offset: int) -> bytes:
         """`size` bytes from `offset`, in one allocation unless a read comes back short."""
@@ -116,8 +118,7 @@ class ImageSource:
             while done < size:
                 chunk = os.pread(self._file.fileno(), size - done, offset + done)
                 if not chunk:
-                    raise KernelError(f"{self.what}: the file became shorter while it was "
-                                      f"read")
+                    raise self._shrunk()
                 chunks.append(chunk)
                 done += len(chunk)
         except OSError as e:
