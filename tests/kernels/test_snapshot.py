@@ -12,31 +12,14 @@ import pytest
 from helpers import guest, needs_kvm
 from pyvisor import Machine
 from pyvisor.snapshot.errors import SnapshotError
+from snap_guest import READY_PORT, ROUND_PORT, fresh_run, rounds_of, snap_target
 
 pytestmark = [needs_kvm, pytest.mark.kvm]
-
-READY_PORT, ROUND_PORT = 0x85, 0x84
-
 
 def symbol(kernel: str, name: str) -> int:
     out = subprocess.run(["nm", guest(kernel)], capture_output=True, text=True, check=True).stdout
     return next(int(p[0], 16) for p in (line.split() for line in out.splitlines())
                 if len(p) == 3 and p[2] == name)
-
-
-def snap_target(pages: int = 8, rounds: int = 5, cpus: int = 1, **kw) -> Machine:
-    return Machine(kernel=guest("snap_target"), mem="64M", cpus=cpus,
-                   cmdline=f"pages={pages} rounds={rounds}", **kw)
-
-
-def rounds_of(text: str) -> list[str]:
-    return re.findall(r"^(?:round|done) [^\r\n]*", text, re.M)
-
-
-def fresh_run(pages: int = 8, rounds: int = 5) -> list[str]:
-    with snap_target(pages, rounds) as m:
-        assert m.run(timeout=60).status == 3
-        return rounds_of(m.console_text)
 
 
 def test_restore_from_a_hook_replays_the_rounds_exactly():

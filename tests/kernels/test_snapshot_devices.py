@@ -5,34 +5,18 @@ registers, the i8042 command byte and a CMOS byte into its checksum on even roun
 changes them all (the CMOS index through the coalesced ring): restores after odd rounds
 find the devices untouched, after even ones changed, and every replay must print what a
 fresh run prints."""
-import re
-
 import pytest
 
-from helpers import guest, needs_kvm
+from helpers import needs_kvm
 from pyvisor import Machine
 from pyvisor.devices.legacy.rtc import CmosRtc
 from pyvisor.devices.state import capture
+from snap_guest import READY_PORT, ROUND_PORT, fresh_run, rounds_of, snap_target
 
 pytestmark = [needs_kvm, pytest.mark.kvm]
 
-READY_PORT, ROUND_PORT = 0x85, 0x84
 LEGACY = ("serial (COM1)", "i8042 data", "CMOS RTC", "ACPI PM block")
-
-
-def snap_target(rounds: int) -> Machine:
-    return Machine(kernel=guest("snap_target"), mem="64M",
-                   cmdline=f"pages=1 rounds={rounds} devices=1")
-
-
-def rounds_of(text: str) -> list[str]:
-    return re.findall(r"^(?:round|done) [^\r\n]*", text, re.M)
-
-
-def fresh_run(rounds: int) -> list[str]:
-    with snap_target(rounds) as m:
-        assert m.run(timeout=60).status == 3
-        return rounds_of(m.console_text)
+DEVICES = {"pages": 1, "options": "devices=1"}   # snap_target and fresh_run options
 
 
 def live_states(m: Machine) -> dict[str, dict]:
@@ -51,11 +35,11 @@ def saved_states(snap) -> dict[str, dict]:
 
 
 def test_restores_after_untouched_and_changed_devices_replay_exactly():
-    expected = fresh_run(rounds=5)
+    expected = fresh_run(rounds=5, **DEVICES)
     # Restored after rounds 1, 2, 3, 1, 4, 4: devices untouched, changed, changed in the
     # round before, untouched again, changed, changed the same way again.
     plan = [1, 2, 3, 1, 4, 4]
-    with snap_target(rounds=5) as m:
+    with snap_target(rounds=5, **DEVICES) as m:
         st = {}
         m.on_pio(READY_PORT, callback=lambda *a: st.setdefault("snap", m.snapshot()) and True)
 
@@ -73,7 +57,7 @@ def test_restores_after_untouched_and_changed_devices_replay_exactly():
 
 
 def test_restoring_a_then_b_then_a_brings_each_back():
-    with snap_target(rounds=6) as m:
+    with snap_target(rounds=6, **DEVICES) as m:
         st = {}
 
         @m.on_pio(ROUND_PORT)
@@ -96,8 +80,8 @@ def test_restoring_a_then_b_then_a_brings_each_back():
 
 
 def test_a_thousand_resets_with_the_devices_changing_give_the_same_rounds():
-    expected = fresh_run(rounds=2)
-    with snap_target(rounds=2) as m:
+    expected = fresh_run(rounds=2, **DEVICES)
+    with snap_target(rounds=2, **DEVICES) as m:
         st = {"resets": 0}
         m.on_pio(READY_PORT, callback=lambda *a: st.setdefault("snap", m.snapshot()) and True)
 

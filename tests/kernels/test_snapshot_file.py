@@ -2,7 +2,6 @@
 continuation; memory stored sparsely; a truncated, corrupt, foreign-version, foreign-CPU
 or foreign file and a changed disk are refused in one line."""
 import os
-import re
 import socket
 import struct
 import subprocess
@@ -16,6 +15,7 @@ from helpers import PYVISOR, guest, needs_kvm, pyvisor
 from pyvisor import Machine
 from pyvisor.snapshot import encoding
 from pyvisor.snapshot.errors import SnapshotError
+from snap_guest import rounds_of
 
 pytestmark = [needs_kvm, pytest.mark.kvm]
 
@@ -27,10 +27,6 @@ def symbol(kernel: str, name: str) -> int:
     out = subprocess.run(["nm", guest(kernel)], capture_output=True, text=True, check=True).stdout
     return next(int(p[0], 16) for p in (line.split() for line in out.splitlines())
                 if len(p) == 3 and p[2] == name)
-
-
-def rounds_of(text: str) -> list[str]:
-    return re.findall(r"^(?:round|done) [^\r\n]*", text, re.M)
 
 
 @pytest.fixture(scope="module")
