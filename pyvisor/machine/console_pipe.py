@@ -4,7 +4,8 @@ A verbose Linux boot writes tens of kilobytes to ttyS0, one LSR read and one THR
 character. The native shim serves those two registers inside pv_run when the UART model
 says that is exact (struct pv_uart), writing each byte to this pipe; bytes the Python UART
 transmits go into the same pipe, so the order is the guest's. A pump thread drains the pipe
-into the machine's console sinks.
+into the machine's console sinks; sync() lets a pause hand over what is still in the pipe,
+so a paused machine's console holds everything its vCPUs wrote.
 
 Nothing outside may block a vCPU: the pipe's write end is non-blocking, and what does not
 fit (nobody drains it: the sinks stalled) is dropped and counted, with one warning. The
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select
 import threading
 import time
 from collections.abc import Callable
@@ -60,8 +62,7 @@ class OutputRing:
 class ConsolePipe:
     def __init__(self, uart_base: int, deliver: Callable[[bytes], None]) -> None:
         self._deliver = deliver
-        self._r, self._w = os.pipe2(os.O_CLOEXEC)
-        os.set_blocking(self._w, False)
+        self._r, self._w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         try:
             fcntl.fcntl(self._w, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
         except OSError:
@@ -76,6 +77,9 @@ class ConsolePipe:
         self.ports = ffi.new("struct pv_ports *")
         self.ports.console_fd = self._w
         self._pump: threading.Thread | None = None
+        # Held to read from the pipe and deliver what was read, so the pump and sync()
+        # deliver in the guest's order.
+        self._delivering = threading.Lock()
 
     def write(self, data: bytes) -> None:
         """The console devices' output callback (a vCPU or the I/O thread): never blocks."""
@@ -115,16 +119,47 @@ class ConsolePipe:
         self._pump.start()
 
     def _run_pump(self) -> None:
+        waiting = select.poll()
+        waiting.register(self._r, select.POLLIN)
         try:
-            while data := os.read(self._r, _READ_SIZE):
-                try:
-                    self._deliver(data)
-                except Exception:   # a sink's bug must not stop the console for the rest
-                    log.exception("delivering console output failed")
-                if len(data) < _READ_SIZE:   # a burst is drained at once, the rest batched
+            while True:
+                waiting.poll()
+                with self._delivering:
+                    data = self._deliver_ready()
+                if data == 0:
+                    return   # finish() closed the write end and everything is delivered
+                if data is not None and data < _READ_SIZE:   # a burst is drained at once, the rest batched
                     time.sleep(_COALESCE_SECONDS)
         except OSError:
             pass   # closed under a pump that finish() gave up waiting for
+
+    def _deliver_ready(self) -> int | None:
+        """Read what the pipe holds (up to _READ_SIZE) and deliver it: the bytes read, 0
+        at the end of the output, None if the pipe was empty (sync() took it)."""
+        try:
+            data = os.read(self._r, _READ_SIZE)
+        except BlockingIOError:
+            return None
+        if data:
+            try:
+                self._deliver(data)
+            except Exception:   # a sink's bug must not stop the console for the rest
+                log.exception("delivering console output failed")
+        return len(data)
+
+    def sync(self) -> None:
+        """Deliver every byte written so far before returning (the vCPUs are paused, so
+        the console is then complete). A pump stuck on a stalled sink is not waited for
+        beyond _DRAIN_SECONDS: pausing must not depend on the terminal."""
+        if self._r < 0 or not self._delivering.acquire(timeout=_DRAIN_SECONDS):
+            return
+        try:
+            while self._deliver_ready():
+                pass
+        except OSError:
+            pass   # closed: the machine stopped meanwhile
+        finally:
+            self._delivering.release()
 
     def finish(self) -> None:
         """Once no vCPU runs: close the write end and wait until every byte is delivered."""

@@ -396,10 +396,13 @@ class Machine:
 
     def pause(self) -> None:
         """Stop every vCPU at an instruction boundary and return once they all are
-        (idempotent: a pause a hook or a breakpoint asked for is waited for too). Called
-        from a hook, it takes effect on that hook's vCPU as soon as the hook returns."""
+        (idempotent: a pause a hook or a breakpoint asked for is waited for too), with the
+        console output they wrote delivered. Called from a hook, it takes effect on that
+        hook's vCPU as soon as the hook returns."""
         if self.state in ("running", "paused"):
             self._control.pause()
+            if self._control.current_vcpu() is None:   # waited for: every vCPU is parked
+                self.console_pipe.sync()
 
     def resume(self) -> None:
         """Let a paused machine run on (start it, if it was only created). Debug events

@@ -42,6 +42,22 @@ def test_wait_timeout_leaves_the_machine_running():
         assert m.wait(5).kind == "stopped"
 
 
+def test_a_paused_machine_has_its_whole_console_output():
+    """pause() returns once the vCPUs are parked and what they wrote (through the shim's
+    UART path and the Python debug console) has reached console_output."""
+    with Machine(kernel=guest("flood"), mem="64M") as m:
+        m.start()
+        for _ in range(5):
+            time.sleep(0.1)
+            m.pause()
+            paused = m.console_output
+            time.sleep(0.1)
+            assert m.console_output == paused
+            m.resume()
+        assert paused.count(b"flood line") > 10
+        m.stop()
+
+
 def test_ctrl_c_in_library_use_stops_the_machine_and_returns():
     script = textwrap.dedent(f"""
         from pyvisor import Machine
