@@ -128,7 +128,8 @@ class ConsolePipe:
                     data = self._deliver_ready()
                 if data == 0:
                     return   # finish() closed the write end and everything is delivered
-                if data is not None and data < _READ_SIZE:   # a burst is drained at once, the rest batched
+                # a burst is drained at once, the rest batched
+                if data is not None and data < _READ_SIZE:
                     time.sleep(_COALESCE_SECONDS)
         except OSError:
             pass   # closed under a pump that finish() gave up waiting for
