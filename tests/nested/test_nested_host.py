@@ -78,6 +78,7 @@ def test_timeout_is_a_clear_error(nested_host: NestedHost) -> None:
     assert "started" in nested_host.last.console
 
 
+@pytest.mark.timeout(WEDGE_ATTEMPTS * 200)   # three boots, each up to the 200 s asserted below
 def test_silent_heartbeat_is_reported_as_a_wedge(nested_host: NestedHost, monkeypatch) -> None:
     """Stopping L1's COM2 writers looks, from outside, like L1 wedged: the run ends within
     wedge_seconds with L1's registers, well before its timeout; the retry helper runs the
