@@ -17,7 +17,8 @@ PYTEST_ARGS ?=
 # No setuptools in the venv (Python 3.11's venv brings one; the build gets its own): its
 # distutils-precedence.pth imports a module at every start of Python (25 ms in L1).
 $(STAMP): pyproject.toml setup.py bin/pyvisor native/build_native.py native/shim.c native/shim.h \
-          native/build_uring.py native/uring.c native/uring.h native/blk_ring.c native/blk_ring.h \
+          native/build_uring.py native/uring.c native/uring.h native/io_pool.c native/io_pool.h \
+          native/blk_ring.c native/blk_ring.h \
           native/landlock_threads.c native/landlock_threads.h
 	@command -v gcc >/dev/null || { echo "pyvisor: gcc is needed (apt-get install gcc)"; exit 1; }
 	@test -e /usr/include/linux/kvm.h || { echo "pyvisor: <linux/kvm.h> is needed (apt-get install linux-libc-dev)"; exit 1; }

@@ -1,5 +1,6 @@
 /* virtio-blk's common requests in C: a kick pops every available chain of a split
- * virtqueue and hands plain reads, writes and flushes to the disk's io_uring in one call;
+ * virtqueue and hands plain reads, writes and flushes to the disk's backend in one call
+ * (its io_uring, or the thread pool of aio=threads behind the same interface, io_pool.c);
  * a completion batch writes the status bytes and used-ring entries in one call. Python
  * (blk.py) calls both under the device's lock, so one side at a time touches a queue.
  *
@@ -13,9 +14,10 @@
  * device with the message queue.py gives. So the C path never decides an error, and a bad
  * chain costs it at most one walk of bounded length.
  *
- * A FLUSH goes to the ring with IOSQE_IO_DRAIN (uring.c): the kernel starts it once
- * every operation submitted before it has completed, and starts nothing after it until
- * it has. Python asks for its FLUSHes (hold_flush) while it holds writes not yet submitted.
+ * A FLUSH goes to the ring with IOSQE_IO_DRAIN (uring.c; the pool drains alike): it starts
+ * once every operation submitted before it has completed, and nothing after it starts
+ * until it has. Python asks for its FLUSHes (hold_flush) while it holds writes not yet
+ * submitted.
  *
  * Buffers the device writes (read data, the status byte) are marked in pyvisor's written
  * map when the chain is popped, as GuestMemory.buffer() marks them for Python.

@@ -1,9 +1,10 @@
-"""cffi (API mode) builder for pyvisor._uring: the io_uring ring virtio-blk uses with
-`aio=io_uring` (native/uring.c, raw syscalls over <linux/io_uring.h>, no liburing), and
-the C data path of virtio-blk's common requests on that ring (native/blk_ring.c).
+"""cffi (API mode) builder for pyvisor._uring: the I/O backends of virtio-blk, the io_uring
+ring of `aio=io_uring` (native/uring.c, raw syscalls over <linux/io_uring.h>, no
+liburing) and the thread pool of `aio=threads` behind the same interface
+(native/io_pool.c), and the C data path of virtio-blk's common requests on either
+(native/blk_ring.c).
 
-A module of its own, apart from pyvisor._native: only the disk's I/O backend loads it,
-and a machine without it (or whose kernel refuses io_uring) uses the thread pool.
+A module of its own, apart from pyvisor._native: only a machine with a disk loads it.
 """
 
 from pathlib import Path
@@ -23,7 +24,7 @@ ffibuilder.cdef("struct iovec { void *iov_base; size_t iov_len; };\n"
 ffibuilder.set_source(
     "pyvisor._uring",
     '#include "uring.h"\n#include "blk_ring.h"\n',
-    sources=["native/uring.c", "native/blk_ring.c"],
+    sources=["native/uring.c", "native/io_pool.c", "native/blk_ring.c"],
     include_dirs=["native"],
     extra_compile_args=["-O2", "-Wall"],
 )

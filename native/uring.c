@@ -1,4 +1,5 @@
-/* pyvisor._uring: one io_uring per virtio-blk disk, over the raw syscalls (no liburing).
+/* pyvisor._uring: one io_uring per virtio-blk disk, over the raw syscalls (no liburing),
+ * or for aio=threads the same interface over a pool of threads (io_pool.c).
  *
  * The ring is made disabled, given the disk's fd as its only fixed file and an eventfd
  * for completions, then restricted before it is enabled: READV, WRITEV and FSYNC on
@@ -19,6 +20,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "io_pool.h"
 #include "uring.h"
 
 struct pvu_ring {
@@ -31,6 +33,7 @@ struct pvu_ring {
     void *sq_map, *cq_map;
     size_t sq_map_size, cq_map_size, sqes_size;
     unsigned queued;    /* entries written to the SQ and not yet handed to the kernel */
+    struct io_pool *pool;   /* aio=threads: every call goes here, and nothing above is used */
 };
 
 static long uring_setup(unsigned entries, struct io_uring_params *p)
@@ -50,6 +53,8 @@ static long uring_register(int fd, unsigned op, const void *arg, unsigned nr)
 
 static void unmap_ring(struct pvu_ring *r)
 {
+    if (r->pool)
+        pool_close(r->pool);
     if (r->sqes && r->sqes != MAP_FAILED)
         munmap(r->sqes, r->sqes_size);
     if (r->cq_map && r->cq_map != MAP_FAILED && r->cq_map != r->sq_map)
@@ -142,8 +147,27 @@ fail:
     return NULL;
 }
 
+struct pvu_ring *pvu_open_threads(unsigned entries, int file_fd, int event_fd,
+                                  unsigned threads, int *error)
+{
+    struct pvu_ring *r = calloc(1, sizeof(*r));
+    if (!r) {
+        *error = ENOMEM;
+        return NULL;
+    }
+    r->fd = -1;
+    r->pool = pool_open(entries, file_fd, event_fd, threads, error);
+    if (!r->pool) {
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
 unsigned pvu_space(const struct pvu_ring *r)
 {
+    if (r->pool)
+        return pool_space(r->pool);
     unsigned head = __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
     return r->sq_entries - (*r->sq_tail - head);
 }
@@ -151,6 +175,8 @@ unsigned pvu_space(const struct pvu_ring *r)
 int pvu_queue(struct pvu_ring *r, int op, const struct iovec *iov, unsigned count,
               uint64_t offset, uint64_t user_data)
 {
+    if (r->pool)
+        return pool_queue(r->pool, op, iov, count, offset, user_data);
     if (!pvu_space(r))
         return -EBUSY;
     unsigned tail = *r->sq_tail, index = tail & r->sq_mask;
@@ -176,6 +202,8 @@ int pvu_queue(struct pvu_ring *r, int op, const struct iovec *iov, unsigned coun
 
 int pvu_submit(struct pvu_ring *r, unsigned wait)
 {
+    if (r->pool)
+        return pool_submit(r->pool, wait);
     if (!r->queued && !wait)
         return 0;                   /* nothing to hand over: no system call */
     long done = uring_enter(r->fd, r->queued, wait, wait ? IORING_ENTER_GETEVENTS : 0);
@@ -187,6 +215,8 @@ int pvu_submit(struct pvu_ring *r, unsigned wait)
 
 unsigned pvu_reap(struct pvu_ring *r, uint64_t *user_data, int32_t *result, unsigned max)
 {
+    if (r->pool)
+        return pool_reap(r->pool, user_data, result, max);
     unsigned head = *r->cq_head, tail = __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE), n = 0;
     while (head != tail && n < max) {
         const struct io_uring_cqe *cqe = &r->cqes[head & r->cq_mask];
@@ -202,6 +232,8 @@ unsigned pvu_reap(struct pvu_ring *r, uint64_t *user_data, int32_t *result, unsi
 /* The next completion, left in the ring; 0 when there is none. */
 int pvu_peek(const struct pvu_ring *r, uint64_t *user_data, int32_t *result)
 {
+    if (r->pool)
+        return pool_peek(r->pool, user_data, result);
     unsigned head = *r->cq_head, tail = __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE);
     if (head == tail)
         return 0;

@@ -11,6 +11,8 @@ enum { PVU_READ = 0, PVU_WRITE = 1, PVU_FSYNC = 2 };
 
 struct pvu_ring;
 struct pvu_ring *pvu_open(unsigned entries, int file_fd, int event_fd, int *error);
+struct pvu_ring *pvu_open_threads(unsigned entries, int file_fd, int event_fd,
+                                  unsigned threads, int *error);
 unsigned pvu_space(const struct pvu_ring *r);
 int pvu_queue(struct pvu_ring *r, int op, const struct iovec *iov, unsigned count,
               uint64_t offset, uint64_t user_data);

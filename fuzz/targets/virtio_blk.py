@@ -23,11 +23,11 @@ def make():
     for readonly in (False, True):
         disk = MemFile("fuzz-disk")
         disk.resize(DISK_SIZE)
-        # aio=threads: every chain goes through queue.py and blk.py, whose pops and pushes
-        # the checks track; aio=io_uring serves plain requests in C (native/blk_ring.c),
-        # which the checks cannot see (tests/unit/test_blk_ring.py compares it with this path)
+        # the C path off: every chain goes through queue.py and blk.py, whose pops and
+        # pushes the checks track; the C path (native/blk_ring.c) serves plain requests
+        # where the checks cannot see (tests/unit/test_blk_ring.py compares it with this one)
         device = VirtioBlk(DiskSpec(disk.path, readonly, serial="FUZZ-SERIAL",
-                                    aio="threads"))
+                                    aio="threads"), c_path=False)
         rigs.append(DeviceRig(device, request_queues={0}))
 
     def run(data: bytes) -> None:

@@ -25,8 +25,8 @@ SCRIPT = textwrap.dedent("""
     from pyvisor.sandbox import seccomp
     from sandbox_calls import attempt
 
-    kernel, disk, console, scratch = sys.argv[1:]
-    machine = Machine(kernel=kernel, mem="64M", cpus=2, disks=[disk], console=console,
+    kernel, disk, console, scratch, options = sys.argv[1:]
+    machine = Machine(kernel=kernel, mem="64M", cpus=2, disks=[disk + options], console=console,
                       cmdline="write=1 irq=1")
     assert seccomp.install()
     assert not seccomp.install()        # once per process
@@ -72,13 +72,14 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_forbidden_calls_fail_and_the_guest_runs_on(tmp_path):
+@pytest.mark.parametrize("options", ["", ",aio=threads"])
+def test_forbidden_calls_fail_and_the_guest_runs_on(tmp_path, options):
     disk = tmp_path / "disk.img"
     disk.write_bytes(bytes(64 << 10))
     console = tmp_path / "console.log"
     scratch = tmp_path / "scratch"
     result = subprocess.run([sys.executable, "-c", SCRIPT, guest("virtio_blk"), str(disk),
-                             str(console), str(scratch)],
+                             str(console), str(scratch), options],
                             capture_output=True, timeout=90, cwd=ROOT, env=child_env())
     assert result.returncode == 0, result.stderr.decode()
     report = json.loads(result.stdout.decode().splitlines()[-1])
@@ -104,15 +105,16 @@ def test_forbidden_calls_fail_and_the_guest_runs_on(tmp_path):
 
 # A machine as `pyvisor run` makes it (seccomp on, stdio console: stdin a pipe, stdout a
 # file), the shell guest waiting at its prompt, a thread that was running before the
-# sandbox went in, then writes tried every way the filter lets through to the save
-# directory's fd, and Ctrl-A s typed on the console.
+# sandbox went in, a disk on aio=threads (whose C workers Landlock must reach too), then
+# writes tried every way the filter lets through to the save directory's fd, and Ctrl-A s
+# typed on the console.
 SAVE_SCRIPT = textwrap.dedent("""
     import errno, glob, json, os, sys, threading, time
     from pyvisor import Machine
     from pyvisor.sandbox import landlock
     from sandbox_calls import attempt
 
-    kernel, save_dir, console, outside, victim, mode = sys.argv[1:]
+    kernel, save_dir, console, outside, victim, disk, mode = sys.argv[1:]
     if mode == "no-landlock":
         landlock.abi_version = lambda: -errno.ENOSYS     # as a kernel without Landlock says
     os.chdir(save_dir)
@@ -128,7 +130,8 @@ SAVE_SCRIPT = textwrap.dedent("""
 
     early = threading.Thread(target=lambda: (go.wait(), write_outside("early_thread")))
     early.start()
-    machine = Machine(kernel=kernel, mem="64M", console="stdio", seccomp=True)
+    machine = Machine(kernel=kernel, mem="64M", console="stdio", seccomp=True,
+                      disks=[disk + ",aio=threads"])
     machine.start()
     fd = machine._save_dir
     write_outside("absolute_via_save_dir")
@@ -168,8 +171,11 @@ def run_save_script(tmp_path, mode: str) -> tuple[dict, object]:
     victim = tmp_path / "victim"
     victim.write_text("intact")
     outside = tmp_path / "outside"
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(bytes(64 << 10))
     result = subprocess.run([sys.executable, "-c", SAVE_SCRIPT, guest("shell"), str(save_dir),
-                             str(tmp_path / "console.log"), str(outside), str(victim), mode],
+                             str(tmp_path / "console.log"), str(outside), str(victim),
+                             str(disk), mode],
                             capture_output=True, timeout=120, cwd=ROOT,
                             env=child_env())
     assert result.returncode == 0, result.stderr.decode()

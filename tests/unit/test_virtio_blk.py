@@ -1,5 +1,6 @@
 """virtio-blk over a raw image (pyvisor/devices/virtio/blk.py; virtio 1.2, 5.2), with its
-I/O backends (blk_io.py): every request test runs on aio=threads and aio=io_uring."""
+I/O backends (blk_io.py): every request test runs on aio=threads and aio=io_uring, both
+with the C data path, and on "python" (aio=threads with every request through Python)."""
 import errno
 import fcntl
 import logging
@@ -17,6 +18,7 @@ from pyvisor.devices.virtio.blk import (MAX_DISCARD_SEGMENTS, SECTOR, DiskSpec, 
                                         open_disk)
 from pyvisor.devices.virtio.device import CONFIG_INTERRUPT, NEEDS_RESET
 from pyvisor.errors import ConfigError
+from page_gate import PAGE, PageGate
 from virtio_driver import Buf, Driver, init_device, new_memory
 
 T_IN, T_OUT, T_FLUSH = lib.VIRTIO_BLK_T_IN, lib.VIRTIO_BLK_T_OUT, lib.VIRTIO_BLK_T_FLUSH
@@ -40,19 +42,24 @@ def image(tmp_path):
     return path
 
 
+BACKEND = {"threads": "threads", "io_uring": "io_uring", "python": "threads"}
+
+
 class Blk:
     """A VirtioBlk over `path`, initialised, with a driver-side queue per device queue and
     a request helper. With watched=True the device delivers completions through its eventfd
-    (as on the I/O thread): `complete()` waits for that and hands them over."""
+    (as on the I/O thread): `complete()` waits for that and hands them over. aio="python"
+    is aio=threads with the C data path off."""
 
     def __init__(self, path, *, readonly=False, serial="", size=16, aio="threads",
                  cpus=1, watched=False, features=None, **options):
         self.path = path
         self.mem = new_memory()
         self.watch = {}
-        self.dev = VirtioBlk(DiskSpec(str(path), readonly, serial, aio=aio, **options), cpus,
+        spec = DiskSpec(str(path), readonly, serial, aio=BACKEND[aio], **options)
+        self.dev = VirtioBlk(spec, cpus,
                              (lambda fd, handler: self.watch.update({fd: handler}))
-                             if watched else None)
+                             if watched else None, c_path=aio != "python")
         self.drvs = [Driver(self.mem, size, base=0x10000 + 0x4000 * i,   # queue 0's data
                             data_base=0x100000 if i == 0 else 0x1C0000 + 0x8000 * i)
                      for i in range(len(self.dev.queues))]       # first: it may be large
@@ -76,20 +83,29 @@ class Blk:
         self.dev.close()
 
     def submit(self, kind, sector=0, out=(), in_lens=(), *, status=True, indirect=False,
-               header=None, status_in_last=False):
+               header=None, status_in_last=False, own_pages=False):
         """Queue one request: header, `out` data buffers (bytes), `in_lens` writable data
         buffers, status byte (in its own buffer, or as the last byte of the last data buffer
-        with status_in_last). Returns (head, data addresses, status address)."""
+        with status_in_last). With own_pages, each data buffer starts a page and shares its
+        pages with nothing else (for PageGate). Returns (head, data addresses, status
+        address): the addresses of `out` first."""
         hdr = struct.pack("<IIQ", kind, 0, sector) if header is None else header
         bufs = [Buf(self.drv.alloc(len(hdr), hdr), len(hdr))]
+
+        def alloc(n, **fill):
+            if not own_pages:
+                return self.drv.alloc(n, **fill)
+            return self.drv.alloc(-n % PAGE + n, align=PAGE, **fill)
+        data_addrs = []
         for data in out:
-            bufs.append(Buf(self.drv.alloc(len(data), data), len(data)))
+            data_addrs.append(alloc(len(data), data=data))
+            bufs.append(Buf(data_addrs[-1], len(data)))
         in_addrs = []
         lens = list(in_lens)
         if status_in_last:
             lens[-1] += 1
         for n in lens:
-            a = self.drv.alloc(n, fill=0xCC)
+            a = alloc(n, fill=0xCC)
             in_addrs.append(a)
             bufs.append(Buf(a, n, True))
         if status_in_last:
@@ -100,7 +116,7 @@ class Blk:
         else:
             status_addr = None
         head = self.drv.add(bufs, indirect=indirect)
-        return head, in_addrs, status_addr
+        return head, data_addrs + in_addrs, status_addr
 
     def run(self, queue=0):
         self.dev.notify(queue)
@@ -118,7 +134,7 @@ class Blk:
         return self.path.read_bytes()
 
 
-@pytest.fixture(params=["threads", "io_uring"])
+@pytest.fixture(params=list(BACKEND))
 def aio(request):
     return request.param
 
@@ -126,7 +142,7 @@ def aio(request):
 @pytest.fixture
 def blk(image, aio):
     b = Blk(image, serial="SN-1234", aio=aio)
-    assert b.dev.aio == aio
+    assert b.dev.aio == BACKEND[aio]
     yield b
     b.close()
 
@@ -280,25 +296,13 @@ def spy_ops(dev):
     return ops
 
 
-def test_flush_is_an_fdatasync(blk):
-    """With io_uring the C path submits it (an IORING_OP_FSYNC with DATASYNC), never
-    Python."""
+def test_flush_is_an_fdatasync(blk, aio):
+    """The C path submits it (an fdatasync, or io_uring's FSYNC with DATASYNC), never
+    Python, unless the C path is off."""
     ops = spy_ops(blk.dev)
     status, used_len, _ = blk.request(T_FLUSH)
     assert (status, used_len) == (OK, 1)
-    assert ops == ([(blk_io.FSYNC, 0, 0)] if blk.dev.aio == "threads" else [])
-
-
-def test_flush_on_threads_calls_fdatasync_on_the_image(image, monkeypatch):
-    synced = []
-    real = os.fdatasync
-    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real(fd)))
-    b = Blk(image)
-    try:
-        assert b.request(T_FLUSH)[:2] == (OK, 1)
-        assert synced == [b.dev.fd]
-    finally:
-        b.close()
+    assert ops == ([(blk_io.FSYNC, 0, 0)] if aio == "python" else [])
 
 
 def test_several_requests_in_one_notify(blk):
@@ -715,49 +719,23 @@ def test_a_request_just_within_the_limit_is_served(tmp_path):
 
 # --- many requests in flight ------------------------------------------------------------------
 
-class Gate:
-    """Holds the thread backend's calls of `names` (os.preadv, os.pwritev, os.fdatasync)
-    until released, per call or for all; logs starts and ends and the most held at once."""
+@pytest.fixture
+def gate(watched):
+    """A PageGate on the guest RAM of `watched`."""
+    g = PageGate(watched.mem)
+    yield g
+    g.close()
 
-    def __init__(self, monkeypatch, *names):
-        self.lock = threading.Lock()
-        self.events: dict[int, threading.Event] = {}   # by file offset; -1: every call
-        self.everything = threading.Event()
-        self.held = self.most = 0
-        self.log = []
-        for name in names:
-            monkeypatch.setattr(os, name, self._wrap(name, getattr(os, name)))
 
-    def _wrap(self, name, real):
-        def call(fd, *args):
-            offset = args[-1] if args else -1
-            with self.lock:
-                self.held += 1
-                self.most = max(self.most, self.held)
-                self.log.append(f"{name} {offset}")
-                event = self.events.setdefault(offset, threading.Event())
-            while not (event.is_set() or self.everything.is_set()):
-                event.wait(0.01)
-            try:
-                return real(fd, *args)
-            finally:
-                with self.lock:
-                    self.held -= 1
-                    self.log.append(f"{name} {offset} done")
-        return call
-
-    def release(self, offset=None):
-        if offset is None:
-            self.everything.set()
-        else:
-            with self.lock:
-                self.events.setdefault(offset, threading.Event()).set()
-
-    def wait_held(self, n, timeout=10):
-        deadline = time.monotonic() + timeout
-        while self.held < n:
-            assert time.monotonic() < deadline, f"only {self.held} of {n} calls arrived"
-            time.sleep(0.002)
+def held_reads(b, gate, count, start=0):
+    """`count` one-sector reads whose data pages the gate holds: (head, address, status)."""
+    reqs = []
+    for i in range(count):
+        head, addrs, status = b.submit(T_IN, start + i, in_lens=[512], indirect=True,
+                                       own_pages=True)
+        gate.hold(addrs[0])
+        reqs.append((head, addrs[0], status))
+    return reqs
 
 
 def wait_used(b, count, queue=0, timeout=10):
@@ -771,35 +749,39 @@ def wait_used(b, count, queue=0, timeout=10):
     return used
 
 
-@pytest.fixture
-def watched(image):
-    b = Blk(image, watched=True, size=64)
-    yield b
-    b.close()
-
-
 def queue_interrupts(b):
     return sum(1 for kind, _ in b.interrupts if kind == "queue")
 
 
-def test_threads_serve_several_requests_at_once_and_interrupt_once(watched, monkeypatch):
+def eventfd_count(fd):
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        return next(int(line.split()[1], 16) for line in f if line.startswith("eventfd-count"))
+
+
+@pytest.fixture(params=["threads", "python"])
+def watched(image, request):
+    b = Blk(image, watched=True, size=64, aio=request.param)
+    yield b
+    b.close()
+
+
+def test_threads_serve_several_requests_at_once_and_interrupt_once(watched, gate):
     disk = watched.file()
-    gate = Gate(monkeypatch, "preadv")
-    reqs = [watched.submit(T_IN, 4 * i, in_lens=[2048], indirect=True) for i in range(blk_io.THREADS)]
+    reqs = held_reads(watched, gate, blk_io.THREADS)
     watched.dev.notify(0)                       # returns with the reads in flight
-    gate.wait_held(blk_io.THREADS)
+    gate.wait_held(blk_io.THREADS)              # every worker in a read at once
     assert watched.drv.get_used() == [] and queue_interrupts(watched) == 0
     gate.release()
     deadline = time.monotonic() + 10
-    while len(watched.dev._io._done) < len(reqs):      # all done: one batch
+    while eventfd_count(watched.dev._event_fd) < len(reqs):      # all done: one batch
         assert time.monotonic() < deadline
         time.sleep(0.002)
     used = wait_used(watched, len(reqs))
-    assert sorted(used) == sorted((head, 2049) for head, _, _ in reqs)
+    assert sorted(used) == sorted((head, 513) for head, _, _ in reqs)
     assert queue_interrupts(watched) == 1
-    for i, (_, addrs, status) in enumerate(reqs):
+    for i, (_, addr, status) in enumerate(reqs):
         assert watched.mem.read_u8(status) == OK
-        assert watched.drv.read(addrs[0], 2048) == disk[i * 2048:(i + 1) * 2048]
+        assert watched.drv.read(addr, 512) == disk[i * 512:(i + 1) * 512]
 
 
 def test_io_uring_serves_a_kick_in_c(image):
@@ -837,61 +819,118 @@ def test_completions_respect_event_idx(image, aio):
         b.close()
 
 
-def test_requests_in_flight_are_bounded_by_the_queue_size(image, monkeypatch):
+@pytest.mark.parametrize("aio", ["threads", "python"])
+def test_requests_in_flight_are_bounded_by_the_queue_size(image, aio):
     """A driver that makes heads available again while they are in flight gets at most a
     queue's size of requests served at once; the rest waits in the available ring."""
-    b = Blk(image, watched=True, size=4)
+    b = Blk(image, watched=True, size=4, aio=aio)
+    gate = PageGate(b.mem)
     try:
-        gate = Gate(monkeypatch, "preadv")
-        heads = [b.submit(T_IN, i, in_lens=[512], indirect=True)[0] for i in range(4)]
+        heads = [head for head, _, _ in held_reads(b, gate, 4)]
         b.dev.notify(0)
         gate.wait_held(4)
         for head in heads:                       # the same chains, again
             b.drv.publish(head)
         b.dev.notify(0)
         time.sleep(0.05)
-        assert gate.held == 4
+        assert b.dev.queues[0].last_avail == 4 and b.dev._busy() == 4
+        # a completion signal with nothing completed (already reaped): the queue left at its
+        # bound is tried once, not spun on while its requests are in flight
+        signal = threading.Thread(target=b.dev.complete, daemon=True)
+        signal.start()
+        signal.join(5)
+        assert not signal.is_alive()
         gate.release()
         wait_used(b, 8)                          # (the 4-entry used ring wraps meanwhile)
-        assert b.drv.used_idx == 8 and gate.most == 4
+        assert b.drv.used_idx == 8
     finally:
+        gate.close()
+        b.close()
+
+
+# (not io_uring: the kick's own thread would block in io_uring_enter on a held page)
+@pytest.mark.parametrize("aio", ["threads", "python"])
+def test_a_queue_left_at_the_in_flight_bound_is_served_once_it_clears(image, aio,
+                                                                     monkeypatch):
+    """MAX_IN_FLIGHT reached with a request of queue 1 waiting: a kick of queue 0 that
+    returns the requests in flight itself (taking their completion signals) serves queue 1
+    then, rather than leaving it for a signal that never comes."""
+    monkeypatch.setattr(blk_module, "MAX_IN_FLIGHT", 2)
+    b = Blk(image, watched=True, cpus=2, aio=aio)
+    gate = PageGate(b.mem)
+    try:
+        held = held_reads(b, gate, 2)                       # queue 0: the bound
+        b.dev.notify(0)
+        gate.wait_held(2)
+        b.drv = b.drvs[1]
+        waiting = b.submit(T_IN, 5, in_lens=[512], indirect=True)[0]
+        b.dev.notify(1)                                     # left at the bound
+        assert b.drvs[1].get_used() == []
+        gate.release()
+        deadline = time.monotonic() + 10
+        while eventfd_count(b.dev._event_fd) < 2:           # both done, not yet returned
+            assert time.monotonic() < deadline
+            time.sleep(0.002)
+        b.drv = b.drvs[0]
+        late = b.submit(T_IN, 6, in_lens=[512], indirect=True)[0]
+        b.dev.notify(0)
+        used = [b.drvs[0].get_used(), b.drvs[1].get_used()]
+        while sum(map(len, used)) < 4:
+            b.complete()
+            used[0] += b.drvs[0].get_used()
+            used[1] += b.drvs[1].get_used()
+        assert sorted(used[0]) == sorted([(h, 513) for h, _, _ in held] + [(late, 513)])
+        assert used[1] == [(waiting, 513)]
+    finally:
+        gate.close()
         b.close()
 
 
 # --- flush ordering ---------------------------------------------------------------------------
 
-def test_a_flush_waits_for_the_writes_in_flight(watched, monkeypatch):
-    gate = Gate(monkeypatch, "pwritev", "fdatasync")
-    hw, _, sw = watched.submit(T_OUT, 2, out=[pattern(512, 3)], indirect=True)
+def held_write(b, gate, sector, data):
+    head, addrs, status = b.submit(T_OUT, sector, out=[data], indirect=True, own_pages=True)
+    gate.hold(addrs[0])
+    return head, addrs[0], status
+
+
+def test_a_flush_waits_for_the_writes_in_flight(watched, gate):
+    hw, data, sw = held_write(watched, gate, 2, pattern(512, 3))
     hf, _, sf = watched.submit(T_FLUSH, indirect=True)
     watched.dev.notify(0)
     gate.wait_held(1)
     time.sleep(0.05)
-    assert gate.log == ["pwritev 1024"]          # the flush has not started
+    watched.dev.complete()                       # whatever has completed: not the flush
     assert watched.drv.get_used() == []
-    gate.release(-1)                             # fdatasync (no offset) may run once it starts
-    gate.release(1024)
+    gate.release(data)
     used = wait_used(watched, 2)
     assert sorted(used) == sorted([(hw, 1), (hf, 1)])
-    assert gate.log == ["pwritev 1024", "pwritev 1024 done", "fdatasync -1", "fdatasync -1 done"]
     assert watched.mem.read_u8(sw) == watched.mem.read_u8(sf) == OK
     assert watched.file()[1024:1536] == pattern(512, 3)
 
 
-def test_a_flush_does_not_wait_for_writes_that_came_after_it(watched, monkeypatch):
-    gate = Gate(monkeypatch, "pwritev", "fdatasync")
-    gate.release(-1)
-    h1, _, _ = watched.submit(T_OUT, 1, out=[bytes(512)], indirect=True)
-    hf, _, _ = watched.submit(T_FLUSH, indirect=True)
-    h2, _, _ = watched.submit(T_OUT, 8, out=[bytes(512)], indirect=True)
-    watched.dev.notify(0)
-    gate.wait_held(2)
-    gate.release(512)                            # the first write only
-    used = wait_used(watched, 2)
-    assert sorted(used) == sorted([(h1, 1), (hf, 1)])  # the flush is done, write 2 is not
-    assert "pwritev 4096 done" not in gate.log
-    gate.release(4096)
-    assert wait_used(watched, 1) == [(h2, 1)]
+def test_a_flush_does_not_wait_for_writes_that_came_after_it(image):
+    """The C path's writes after a flush start once it has completed. (Python hands its
+    flush over only once the writes before it have completed, and the backend then drains
+    whatever Python handed over meanwhile, later writes included, as io_uring does.)"""
+    b = Blk(image, watched=True, size=64)
+    gate = PageGate(b.mem)
+    try:
+        h1, first, _ = held_write(b, gate, 1, bytes(512))
+        hf, _, _ = b.submit(T_FLUSH, indirect=True)
+        h2, second, _ = held_write(b, gate, 8, bytes(512))
+        b.dev.notify(0)
+        gate.wait_held(1)
+        time.sleep(0.05)
+        assert gate.blocked() == 1                   # the second write waits for the flush
+        gate.release(first)                          # the first write only
+        used = wait_used(b, 2)
+        assert sorted(used) == sorted([(h1, 1), (hf, 1)])  # the flush is done, write 2 not
+        gate.release(second)
+        assert wait_used(b, 1) == [(h2, 1)]
+    finally:
+        gate.close()
+        b.close()
 
 
 def test_flush_data_reaches_the_file_before_the_flush_completes(image, aio):
@@ -1020,9 +1059,8 @@ def test_cache_none_write_zeroes_without_hole_punching(direct):
 
 # --- reset, teardown and snapshots with requests in flight -----------------------------------
 
-def test_a_reset_waits_for_the_requests_in_flight(watched, monkeypatch):
-    gate = Gate(monkeypatch, "preadv")
-    reqs = [watched.submit(T_IN, i, in_lens=[512], indirect=True) for i in range(4)]
+def test_a_reset_waits_for_the_requests_in_flight(watched, gate):
+    reqs = held_reads(watched, gate, 4)
     watched.dev.notify(0)
     gate.wait_held(4)
     reset = threading.Thread(target=watched.dev.set_status, args=(0,))
@@ -1038,27 +1076,42 @@ def test_a_reset_waits_for_the_requests_in_flight(watched, monkeypatch):
     assert all(watched.mem.read_u8(status) == 0xFF for _, _, status in reqs)
 
 
-def test_close_waits_for_the_requests_in_flight_and_joins_the_workers(image, monkeypatch):
-    b = Blk(image, watched=True)
-    gate = Gate(monkeypatch, "preadv")
-    for i in range(2):                           # (a lone request is waited for in notify)
-        b.submit(T_IN, i, in_lens=[512], indirect=True)
-    b.dev.notify(0)
-    gate.wait_held(2)
-    closer = threading.Thread(target=b.close)
-    closer.start()
-    time.sleep(0.05)
-    assert closer.is_alive()
-    gate.release()
-    closer.join(10)
-    assert not closer.is_alive() and b.dev.fd == -1
-    assert not [t for t in threading.enumerate() if t.name == "blk-io"]
+def thread_names():
+    names = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                names.append(f.read().strip())
+        except FileNotFoundError:    # it has ended
+            pass
+    return names
 
 
-def test_a_snapshot_waits_for_the_requests_in_flight(watched, monkeypatch):
-    gate = Gate(monkeypatch, "preadv")
-    for i in range(3):
-        watched.submit(T_IN, i, in_lens=[512], indirect=True)
+@pytest.mark.parametrize("aio", ["threads", "python"])
+def test_close_waits_for_the_requests_in_flight_and_joins_the_workers(image, aio):
+    before = thread_names().count("blk-io")
+    b = Blk(image, watched=True, aio=aio)
+    assert thread_names().count("blk-io") == before + blk_io.THREADS
+    gate = PageGate(b.mem)
+    try:
+        held_reads(b, gate, 2)                   # (a lone request is waited for in notify)
+        b.dev.notify(0)
+        gate.wait_held(2)
+        closer = threading.Thread(target=b.close)
+        closer.start()
+        time.sleep(0.05)
+        assert closer.is_alive()
+        gate.release()
+        closer.join(10)
+        assert not closer.is_alive() and b.dev.fd == -1
+        assert thread_names().count("blk-io") == before
+    finally:
+        gate.close()
+        b.close()
+
+
+def test_a_snapshot_waits_for_the_requests_in_flight(watched, gate):
+    held_reads(watched, gate, 3)
     watched.dev.notify(0)
     gate.wait_held(3)
     taken = {}
@@ -1079,11 +1132,9 @@ def test_settle_serves_kicks_not_yet_taken_to_the_end(watched):
     assert len(watched.drv.get_used()) == 3
 
 
-def test_a_restore_drops_the_requests_in_flight(watched, monkeypatch):
+def test_a_restore_drops_the_requests_in_flight(watched, gate):
     state = watched.dev.snapshot_state()
-    gate = Gate(monkeypatch, "preadv")
-    for i in range(2):
-        watched.submit(T_IN, i, in_lens=[512], indirect=True)
+    held_reads(watched, gate, 2)
     watched.dev.notify(0)
     gate.wait_held(2)
     restore = threading.Thread(target=watched.dev.restore_state, args=(state,))
@@ -1110,10 +1161,18 @@ def test_read_buffers_count_as_written_by_pyvisor(blk):
 
 # --- aio=io_uring where the host has none ----------------------------------------------------
 
+def refuse_io_uring(monkeypatch, error):
+    real = blk_io.DiskIo
+
+    def make(aio, *args):
+        if aio == "io_uring":
+            raise OSError(error, os.strerror(error))
+        return real(aio, *args)
+    monkeypatch.setattr(blk_io, "DiskIo", make)
+
+
 def test_io_uring_falls_back_to_threads_with_one_line(image, monkeypatch, caplog):
-    def refuse(fd, event_fd, geometry):
-        raise OSError(errno.ENOSYS, "Function not implemented")
-    monkeypatch.setattr(blk_io, "UringIo", refuse)
+    refuse_io_uring(monkeypatch, errno.ENOSYS)
     with caplog.at_level(logging.INFO, logger="pyvisor.virtio"):
         b = Blk(image, aio="io_uring")
         try:
@@ -1132,8 +1191,7 @@ def test_the_default_backend_is_io_uring_here_and_falls_back_quietly(image, monk
     b = VirtioBlk(DiskSpec(str(image)))
     assert b.aio == "io_uring"
     b.close()
-    monkeypatch.setattr(blk_io, "UringIo", lambda fd, event_fd, geometry: (_ for _ in ()).throw(
-        OSError(errno.EPERM, "Operation not permitted")))
+    refuse_io_uring(monkeypatch, errno.EPERM)
     with caplog.at_level(logging.WARNING, logger="pyvisor.virtio"):
         b = VirtioBlk(DiskSpec(str(image)))
         assert b.aio == "threads"

@@ -3,7 +3,7 @@
 A request is a 16-byte header (type, reserved, sector) the driver wrote, then data buffers,
 then one status byte for the device. Data moves between guest RAM and the file straight
 through the chain's views (never copied or joined; cache=none bounces buffers O_DIRECT
-cannot take), many requests at once, through io_uring or a pool of threads (blk_io.py),
+cannot take), many requests at once, through io_uring or a pool of C threads (blk_io.py),
 with one request queue per vCPU (VIRTIO_BLK_F_MQ). A request moves
 at most MAX_TRANSFER bytes (seg_max segments of size_max, both in the configuration
 space, so a driver knows) and never reaches past the end of the image, whatever lengths
@@ -14,7 +14,7 @@ MAX_DISCARD_SEGMENTS segments, counted from the buffer lengths before anything i
 The image is locked as long as pyvisor has it open (flock: exclusive for a writable disk,
 shared for `ro`), so a second pyvisor cannot write an image another one uses.
 
-With aio=io_uring, the common requests never reach Python: plain reads, writes and
+On either backend, the common requests never reach Python: plain reads, writes and
 flushes are popped, started and returned by native/blk_ring.c (one call per kick, one per
 completion batch), which leaves everything else in the available ring for the Python path
 below (GET_ID, DISCARD, WRITE_ZEROES, a cache=none bounce, a request that fails, a chain
@@ -205,7 +205,8 @@ class VirtioBlk(VirtioDevice):
     name = "blk"
 
     def __init__(self, spec: DiskSpec, cpus: int = 1,
-                 watch: Callable[[int, Callable[[], None]], None] | None = None) -> None:
+                 watch: Callable[[int, Callable[[], None]], None] | None = None,
+                 c_path: bool = True) -> None:
         queues = spec.queues or min(cpus, MAX_QUEUES)
         if queues > cpus:
             raise ConfigError(f"disk {spec.path!r}: queues={queues} is more than the {cpus} "
@@ -225,10 +226,12 @@ class VirtioBlk(VirtioDevice):
         self.fd, self.size = open_disk(spec)
         self.name = f"blk {os.path.basename(spec.path)}"
         self._event_fd = -1
+        self._c_path = c_path       # False: every request through Python (blk_io.DiskIo)
         try:
             self.align = direct_alignment(self.fd, spec.path) if spec.cache == "none" else 1
             self._event_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-            self._io = open_io(spec.aio, self.fd, self._event_fd, self.name, self._geometry())
+            self._io = open_io(spec.aio, self.fd, self._event_fd, self.name, self._geometry(),
+                               c_path)
         except BaseException:
             self.close()
             raise
@@ -266,13 +269,27 @@ class VirtioBlk(VirtioDevice):
 
     # --- requests ---------------------------------------------------------------------------
     def handle_queue(self, index: int, queue: RingQueue) -> None:
+        self._serve_queue(index, queue)
+        # Nothing left in flight: the completions returned on the way had their signals
+        # taken with them, so no later pass of the I/O loop comes back for the queues left
+        # at a bound, which all have room now. Each pass starts at least one request.
+        while self._throttled and not self._busy():
+            self._serve_throttled(self._serve_queue)
+        if not self._watched:
+            self._finish()
+
+    def _room(self, index: int, queue: RingQueue) -> int:
+        """Requests the queue may start now (its size and MAX_IN_FLIGHT bound them)."""
+        return min(queue.size - self._in_flight[index] - queue.in_flight,
+                   MAX_IN_FLIGHT - self._total - self._io.c_in_flight())
+
+    def _serve_queue(self, index: int, queue: RingQueue) -> None:
         io = self._io
         fast = io.fast
         idle = not self._busy()
         python_idle = not self._total       # no operation of Python's on the ring
         while True:
-            room = min(queue.size - self._in_flight[index] - queue.in_flight,
-                       MAX_IN_FLIGHT - self._total - io.c_in_flight())
+            room = self._room(index, queue)
             if room <= 0:
                 self._throttled.add(index)
                 break
@@ -307,8 +324,6 @@ class VirtioBlk(VirtioDevice):
                 self._complete(io.reap())      # what finished inside the submission
             if not self._busy():     # all returned: their signals need no pass of the loop
                 _drain(self._event_fd)
-        if not self._watched:
-            self._finish()
 
     def _request(self, index: int, chain: Chain) -> None:
         """Start one request, or return it at once when it needs no I/O."""
@@ -419,11 +434,13 @@ class VirtioBlk(VirtioDevice):
             self._complete(self._io.reap())
             self._serve_throttled()
 
-    def _serve_throttled(self) -> None:
-        while self._throttled:
-            index = min(self._throttled)
-            self._throttled.discard(index)
-            self.serve(index, self.handle_queue)
+    def _serve_throttled(self, work: Callable[[int, RingQueue], None] | None = None) -> None:
+        """Serve each queue left at a bound once (with `work`, handle_queue by default): one
+        still without room is left again, for the next completion (looping until it had
+        room would spin the I/O thread while its requests are in flight)."""
+        throttled, self._throttled = self._throttled, set()
+        for index in sorted(throttled):
+            self.serve(index, work or self.handle_queue)
 
     def _c_returned(self, skip: int = -1) -> None:
         """Log the C path's failed requests; interrupt for the queues it returned
@@ -573,7 +590,8 @@ class VirtioBlk(VirtioDevice):
             self._finish()
             self._io.close()
             old, self.fd, self.size, self.align = self.fd, fd, size, align
-            self._io = open_io(spec.aio, fd, self._event_fd, self.name, self._geometry())
+            self._io = open_io(spec.aio, fd, self._event_fd, self.name, self._geometry(),
+                               self._c_path)
             self.spec = spec
             self.sectors = size // SECTOR
             struct.pack_into("<Q", self.config, 0, self.sectors)   # capacity comes first
