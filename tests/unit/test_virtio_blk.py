@@ -19,6 +19,7 @@ from pyvisor.devices.virtio.blk import (MAX_DISCARD_SEGMENTS, SECTOR, DiskSpec, 
 from pyvisor.devices.virtio.device import CONFIG_INTERRUPT, NEEDS_RESET
 from pyvisor.errors import ConfigError
 from page_gate import PAGE, PageGate
+from test_io_pool import blk_io_threads
 from virtio_driver import Buf, Driver, init_device, new_memory
 
 T_IN, T_OUT, T_FLUSH = lib.VIRTIO_BLK_T_IN, lib.VIRTIO_BLK_T_OUT, lib.VIRTIO_BLK_T_FLUSH
@@ -1076,22 +1077,11 @@ def test_a_reset_waits_for_the_requests_in_flight(watched, gate):
     assert all(watched.mem.read_u8(status) == 0xFF for _, _, status in reqs)
 
 
-def thread_names():
-    names = []
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/comm") as f:
-                names.append(f.read().strip())
-        except FileNotFoundError:    # it has ended
-            pass
-    return names
-
-
 @pytest.mark.parametrize("aio", ["threads", "python"])
 def test_close_waits_for_the_requests_in_flight_and_joins_the_workers(image, aio):
-    before = thread_names().count("blk-io")
+    before = blk_io_threads()
     b = Blk(image, watched=True, aio=aio)
-    assert thread_names().count("blk-io") == before + blk_io.THREADS
+    assert blk_io_threads() == before + blk_io.THREADS
     gate = PageGate(b.mem)
     try:
         held_reads(b, gate, 2)                   # (a lone request is waited for in notify)
@@ -1104,7 +1094,7 @@ def test_close_waits_for_the_requests_in_flight_and_joins_the_workers(image, aio
         gate.release()
         closer.join(10)
         assert not closer.is_alive() and b.dev.fd == -1
-        assert thread_names().count("blk-io") == before
+        assert blk_io_threads() == before
     finally:
         gate.close()
         b.close()

@@ -270,11 +270,8 @@ class VirtioBlk(VirtioDevice):
     # --- requests ---------------------------------------------------------------------------
     def handle_queue(self, index: int, queue: RingQueue) -> None:
         self._serve_queue(index, queue)
-        # Nothing left in flight: the completions returned on the way had their signals
-        # taken with them, so no later pass of the I/O loop comes back for the queues left
-        # at a bound, which all have room now. Each pass starts at least one request.
-        while self._throttled and not self._busy():
-            self._serve_throttled(self._serve_queue)
+        if not self._busy():      # what returned on the way took its signals with it
+            self._serve_throttled()
         if not self._watched:
             self._finish()
 
@@ -434,13 +431,18 @@ class VirtioBlk(VirtioDevice):
             self._complete(self._io.reap())
             self._serve_throttled()
 
-    def _serve_throttled(self, work: Callable[[int, RingQueue], None] | None = None) -> None:
-        """Serve each queue left at a bound once (with `work`, handle_queue by default): one
-        still without room is left again, for the next completion (looping until it had
-        room would spin the I/O thread while its requests are in flight)."""
-        throttled, self._throttled = self._throttled, set()
-        for index in sorted(throttled):
-            self.serve(index, work or self.handle_queue)
+    def _serve_throttled(self) -> None:
+        """Serve each queue left at a bound once: one still without room is left again, for
+        the next completion (looping until it had room would spin the I/O thread while its
+        requests are in flight). Again while nothing is in flight: the completions
+        returned on the way took their signals with them, so no later pass of the I/O loop
+        would come back, and every queue has room then (each pass starts a request)."""
+        while self._throttled:
+            throttled, self._throttled = self._throttled, set()
+            for index in sorted(throttled):
+                self.serve(index, self._serve_queue)
+            if self._busy():
+                break
 
     def _c_returned(self, skip: int = -1) -> None:
         """Log the C path's failed requests; interrupt for the queues it returned
